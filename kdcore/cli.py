@@ -1,0 +1,235 @@
+"""``kdcore``: a thin command-line shell over ``kdcore.Engine``.
+
+User mistakes (``KdcoreError``) print one ``error: ...`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdcore.config import RunConfig, load_config, parse_override
+from kdcore.errors import ConfigError, KdcoreError
+
+app = typer.Typer(
+    help="Train and distil graph intrusion detectors for CAN bus; KD is a toggle over any mode.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+DEPRECATED_KD_MODE = "knowledge_distillation"
+
+
+class Distillation(str, Enum):
+    with_kd = "with-kd"
+    no_kd = "no-kd"
+
+
+def _engine():
+    from kdcore.engine import Engine
+
+    return Engine()
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for kdcore's own messages: Lightning's banners and tips are noise here."""
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
+
+def _fail(error: Exception) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(2)
+
+
+def _overrides(
+    settings: list[str],
+    *,
+    mode: str | None = None,
+    kd: str | None = None,
+    distillation: Distillation | None = None,
+    model: str | None = None,
+    teacher: str | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    model_size: str | None = None,
+    experiment_root: str | None = None,
+) -> dict[str, Any]:
+    """Config overrides from ``--set`` and the named flags (the flags win)."""
+    overrides = dict(parse_override(item) for item in settings)
+    if mode == DEPRECATED_KD_MODE:
+        mode = "autoencoder" if (model or overrides.get("model")) == "vgae" else "normal"
+        logging.getLogger("kdcore").warning(
+            "--mode knowledge_distillation is deprecated: KD is a toggle over any mode; "
+            "using --mode %s --distillation with-kd --model-size student",
+            mode,
+        )
+        if distillation is Distillation.no_kd:
+            raise ConfigError("--mode knowledge_distillation contradicts --distillation no-kd")
+        distillation = Distillation.with_kd
+        model_size = model_size or "student"
+    if kd is not None and distillation is Distillation.no_kd:
+        raise ConfigError(f"--kd {kd} contradicts --distillation no-kd")
+    flags = {
+        "mode": mode,
+        "model": model,
+        "dataset": dataset,
+        "data_root": data_root,
+        "model_size": model_size,
+        "experiment_root": experiment_root,
+        "teacher_model_path": teacher,
+        "distillation_strategy": kd,
+    }
+    overrides.update({key: value for key, value in flags.items() if value is not None})
+    if kd is not None or distillation is Distillation.with_kd:
+        overrides["use_knowledge_distillation"] = True
+    elif distillation is Distillation.no_kd:
+        overrides["use_knowledge_distillation"] = False
+    return overrides
+
+
+def _config(config_file: Optional[Path], overrides: dict[str, Any]) -> RunConfig:
+    config = load_config(config_file, overrides, overrides_source="the command line")
+    if config.teacher_model_path and not config.use_knowledge_distillation:
+        raise ConfigError("a teacher is given but knowledge distillation is off; add --kd NAME or --distillation with-kd")
+    return config
+
+
+SetOption = typer.Option([], "--set", help="Override a config key: --set max_epochs=1 (repeatable).")
+ConfigOption = typer.Option(None, "--config", help="TOML file of config keys.", dir_okay=False)
+
+
+@app.command()
+def run(
+    mode: str = typer.Option(None, help="Training mode: normal, autoencoder, curriculum, fusion, or a plugin's."),
+    kd: str = typer.Option(None, "--kd", help="Distil with this strategy (turns KD on)."),
+    distillation: Distillation = typer.Option(None, help="KD toggle; with-kd uses the mode's default strategy."),
+    model: str = typer.Option(None, help="Model name (default: the mode's model)."),
+    teacher: str = typer.Option(None, help="Teacher checkpoint (default: found in the artifact layout)."),
+    dataset: str = typer.Option(None, help="Dataset name (default: synthetic)."),
+    data_root: str = typer.Option(None, help="Folder holding the dataset."),
+    model_size: str = typer.Option(None, help="teacher or student."),
+    experiment_root: str = typer.Option(None, help="Root folder of all artifacts."),
+    config_file: Optional[Path] = ConfigOption,
+    settings: list[str] = SetOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train one model, evaluate it, and write its artifacts."""
+    _quiet_libraries()
+    try:
+        overrides = _overrides(
+            settings, mode=mode, kd=kd, distillation=distillation, model=model, teacher=teacher,
+            dataset=dataset, data_root=data_root, model_size=model_size, experiment_root=experiment_root,
+        )
+        result = _engine().run(_config(config_file, overrides))
+    except KdcoreError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), **result.metrics}, indent=2))
+        return
+    table = Table(title=f"{result.metrics['mode']} · {result.metrics['model']} {result.metrics['model_size']} · {result.metrics['distillation']}")
+    table.add_column("metric")
+    table.add_column("test", justify="right")
+    for name, value in result.metrics["test"].items():
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    table.add_row("params", str(result.metrics["params"]))
+    console.print(table)
+    console.print(f"artifacts: {result.run_dir}")
+
+
+@app.command()
+def validate(
+    config_file: Optional[Path] = ConfigOption,
+    settings: list[str] = SetOption,
+) -> None:
+    """Check a config against the installed plugins without training."""
+    _quiet_libraries()
+    try:
+        plan = _engine().plan(_config(config_file, _overrides(settings)))
+    except KdcoreError as error:
+        _fail(error)
+    strategy = plan.strategy.name if plan.strategy else "none"
+    typer.echo(f"ok: mode {plan.mode.name}, model {plan.config.model} ({plan.config.model_size}), KD strategy {strategy}")
+    if plan.teacher_path:
+        typer.echo(f"teacher: {plan.teacher_path}")
+    typer.echo(f"artifacts: {plan.layout.root}")
+
+
+@app.command()
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List installed plugins and what they register."""
+    try:
+        description = _engine().describe()
+    except KdcoreError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps(description, indent=2))
+        return
+    table = Table(title="plugins")
+    for column in ("name", "distribution", "version"):
+        table.add_column(column)
+    for plugin in description["plugins"]:
+        table.add_row(plugin["name"], plugin["distribution"], plugin["version"])
+    console.print(table)
+    for kind in ("modes", "strategies", "datasets", "models"):
+        console.print(f"{kind}: " + ", ".join(f"{item['name']} ({item['plugin']})" for item in description[kind]))
+
+
+@app.command(name="list")
+def list_(
+    compat: bool = typer.Option(False, "--compat", help="Show the mode × strategy compatibility matrix."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List modes, strategies, datasets and models, or which combinations work."""
+    try:
+        engine = _engine()
+    except KdcoreError as error:
+        _fail(error)
+    if not compat:
+        description = engine.describe()
+        listing = {kind: [item["name"] for item in description[kind]] for kind in ("modes", "strategies", "datasets", "models")}
+        if as_json:
+            typer.echo(json.dumps(listing, indent=2))
+        else:
+            for kind, names in listing.items():
+                typer.echo(f"{kind}: {', '.join(names)}")
+        return
+    matrix = engine.compatibility()
+    if as_json:
+        typer.echo(json.dumps(matrix, indent=2))
+        return
+    columns = list(next(iter(matrix.values())).keys()) if matrix else []
+    table = Table(title="mode × distillation: ✓ trains, ✗ refused (reasons below)")
+    table.add_column("mode")
+    for column in columns:
+        table.add_column(column, justify="center")
+    reasons: list[str] = []
+    for mode, row in matrix.items():
+        cells = []
+        for reason in row.values():
+            if reason is None:
+                cells.append("✓")
+            else:
+                if reason not in reasons:
+                    reasons.append(reason)
+                cells.append(f"✗ {reasons.index(reason) + 1}")
+        table.add_row(mode, *cells)
+    console.print(table)
+    for number, reason in enumerate(reasons, 1):
+        console.print(f"{number}. {reason}", highlight=False)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,191 @@
+"""The run configuration: one frozen attrs class, loaded from TOML and overridden from the CLI.
+
+Field names follow the KD refactor plan (``use_knowledge_distillation``, ``teacher_model_path``,
+``distillation_temperature``, ``distillation_alpha``). Unknown keys are errors that suggest the
+closest known key; values are checked when the config is made, not when training reaches them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+from attrs import validators as v
+
+from kdcore.errors import ConfigError, closest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MODEL_SIZES = ("teacher", "student")
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed")
+
+
+def _positive(instance, attribute, value):
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _unit_interval(instance, attribute, value):
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{attribute.name} must be in [0, 1], got {value!r}")
+
+
+def _one_of(choices):
+    def check(instance, attribute, value):
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """Everything that decides what one ``kdcore run`` trains and where it writes."""
+
+    mode: str = "normal"
+    model: str | None = None  # None: the mode's own model (vgae for autoencoder, gat otherwise)
+    model_size: str = attrs.field(default="teacher", validator=_one_of(MODEL_SIZES))
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    modality: str = "automotive"
+    experiment_root: str = "experiments"
+    seed: int = 42
+
+    # Knowledge distillation: a toggle over any mode, not a mode.
+    use_knowledge_distillation: bool = False
+    distillation_strategy: str | None = None  # None: the mode's default strategy
+    teacher_model_path: str | None = None  # None: auto-discovered in the artifact layout
+    distillation_temperature: float = attrs.field(default=4.0, validator=_positive)
+    distillation_alpha: float = attrs.field(default=0.7, validator=_unit_interval)
+
+    # Training.
+    max_epochs: int = attrs.field(default=10, validator=_positive)
+    max_steps: int = -1  # -1: no step limit (Lightning's convention)
+    batch_size: int = attrs.field(default=32, validator=_positive)
+    learning_rate: float = attrs.field(default=5e-3, validator=_positive)
+    weight_decay: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    accelerator: str = "auto"
+    devices: int = attrs.field(default=1, validator=_positive)
+    precision: str = attrs.field(default="auto", validator=_one_of(PRECISIONS))
+    num_workers: int = attrs.field(default=0, validator=v.ge(0))
+    progress_bar: bool = True
+
+    # Autoencoder anomaly threshold: this quantile of validation normal-window scores.
+    threshold_quantile: float = attrs.field(default=0.99, validator=_unit_interval)
+
+    @property
+    def distillation(self) -> str:
+        """The plan's path segment: ``with-kd`` or ``no-kd``."""
+        return "with-kd" if self.use_knowledge_distillation else "no-kd"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _converter.unstructure(self)
+
+
+attrs.resolve_types(RunConfig)
+FIELD_NAMES = tuple(field.name for field in attrs.fields(RunConfig))
+
+
+def _strict(kind: type, accepts: tuple[type, ...]):
+    """A cattrs hook that refuses values of the wrong type instead of coercing them."""
+
+    def structure(value, _type):
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, accepts):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return kind(value)
+
+    return structure
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(bool, _strict(bool, (bool,)))
+_converter.register_structure_hook(int, _strict(int, (int,)))
+_converter.register_structure_hook(float, _strict(float, (int, float)))
+_converter.register_structure_hook(str, _strict(str, (str,)))
+
+
+def _check_keys(data: dict[str, Any], where: str) -> None:
+    for key in data:
+        if key not in FIELD_NAMES:
+            message = f"unknown config key {key!r} in {where}"
+            suggestion = closest(key, FIELD_NAMES)
+            if suggestion:
+                message += f"; did you mean {suggestion!r}?"
+            raise ConfigError(message)
+
+
+def _error_text(error: BaseException) -> str:
+    """The innermost message of a (possibly grouped) cattrs/attrs error."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return str(error)
+
+
+def make_config(data: dict[str, Any], where: str = "config") -> RunConfig:
+    """Structure a flat mapping into a ``RunConfig``, with one-line errors naming the key."""
+    _check_keys(data, where)
+    for field in attrs.fields(RunConfig):
+        if field.name in data:
+            try:
+                _converter.structure(data[field.name], field.type)
+            except Exception as error:  # noqa: BLE001 - reported as a config error
+                raise ConfigError(
+                    f"config key {field.name!r} in {where}: cannot use {data[field.name]!r} "
+                    f"({_error_text(error)})"
+                ) from None
+    try:
+        return _converter.structure(data, RunConfig)
+    except Exception as error:  # noqa: BLE001
+        raise ConfigError(f"{where}: {_error_text(error)}") from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` from ``--set``; the value is read as a TOML literal, else as a string."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    overrides_source: str = "overrides",
+) -> RunConfig:
+    """A config from an optional TOML file, with overrides (e.g. from the CLI) on top."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data.update(read_toml(path))
+        _check_keys(data, str(path))
+    overrides = overrides or {}
+    _check_keys(overrides, overrides_source)
+    data.update(overrides)
+    return make_config(data, f"{path} with {overrides_source}" if path and overrides else str(path or overrides_source))
+
+
+def write_toml(config: RunConfig) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({k: v for k, v in config.to_dict().items() if v is not None})

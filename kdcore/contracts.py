@@ -1,0 +1,112 @@
+"""What a training mode and a distillation strategy promise, declared as data.
+
+The engine reads these declarations to refuse an impossible combination (fusion with KD, a
+strategy needing outputs a mode does not produce) before it builds a model or reads a byte of
+data. Subclass these in a plugin and register the class through the hooks in ``hookspecs``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from kdcore.config import RunConfig
+    from kdcore.run import Run
+
+
+class KDSupport(str, enum.Enum):
+    """Whether a mode can train a student with knowledge distillation."""
+
+    FORBIDDEN = "forbidden"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+@attrs.frozen
+class Evaluation:
+    """Test metrics of a trained model, and what must be saved with it (e.g. a threshold)."""
+
+    metrics: dict[str, float]
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+
+class TrainingMode:
+    """How a model learns: its model, its named outputs, its task loss and its evaluation.
+
+    Class attributes are the contract; the methods are the behaviour. The default ``fit`` trains
+    with gradient descent through Lightning, with KD mixed in when a strategy is given.
+    """
+
+    name: ClassVar[str]
+    kd_support: ClassVar[KDSupport] = KDSupport.OPTIONAL
+    provides: ClassVar[tuple[str, ...]] = ()
+    default_strategy: ClassVar[str | None] = None
+    model: ClassVar[str]
+    learning_type: ClassVar[str]
+    train_on_normal_only: ClassVar[bool] = False
+
+    def outputs(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        """Run the model and name its outputs (the names listed in ``provides``)."""
+        raise NotImplementedError
+
+    def task_loss(self, outputs: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        """The loss the mode trains on without any teacher."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, run: Run) -> Evaluation:
+        """Score the trained model on the test split (and fit what must be saved with it)."""
+        raise NotImplementedError
+
+    def check(self, config: RunConfig) -> None:
+        """Raise ``KdcoreError`` if a prerequisite is missing; runs before any data is read."""
+
+    def prepare(self, run: Run) -> None:
+        """Hook before training, e.g. to load a helper model or configure sampling."""
+
+    def callbacks(self, run: Run) -> list[L.Callback]:
+        """Extra Lightning callbacks for this mode."""
+        return []
+
+    def trainer_options(self, run: Run) -> dict[str, Any]:
+        """Extra keyword arguments for ``lightning.Trainer``."""
+        return {}
+
+    def fit(self, run: Run) -> None:
+        """Train ``run.model``; the default is Lightning with optional KD."""
+        from kdcore.training import fit_with_lightning
+
+        fit_with_lightning(self, run)
+
+
+class DistillationStrategy:
+    """What a student matches of its teacher.
+
+    ``requires`` names the mode outputs both models must provide. ``build_connectors`` makes the
+    trainable glue (e.g. a projection) once output dimensions are known; the connectors are
+    trained with the student. ``loss_terms`` returns named float32 terms whose sum is the KD loss.
+    """
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def build_connectors(
+        self, student_dims: dict[str, int], teacher_dims: dict[str, int]
+    ) -> nn.ModuleDict:
+        return nn.ModuleDict()
+
+    def loss_terms(
+        self,
+        student: dict[str, torch.Tensor],
+        teacher: dict[str, torch.Tensor],
+        connectors: nn.ModuleDict,
+        batch: Any,
+        config: RunConfig,
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError

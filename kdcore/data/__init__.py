@@ -1,0 +1,5 @@
+"""From CAN traffic to batches of PyG graphs."""
+
+from kdcore.data.module import DataInfo, GraphDataModule
+
+__all__ = ["DataInfo", "GraphDataModule"]

@@ -1,0 +1,80 @@
+"""Knowledge distillation as a toggle: a frozen teacher, trainable connectors, and loss mixing.
+
+The teacher is held by ``FrozenTeacher``, which is not an ``nn.Module``: it never appears in the
+student's ``state_dict`` or checkpoint, ``LightningModule.train()`` cannot reach it, and its
+forward always runs in eval mode under ``no_grad``. The connectors (e.g. a projection
+student_dim → teacher_dim) live in ``Distiller``, an ``nn.Module`` trained with the student.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from kdcore.config import RunConfig
+    from kdcore.contracts import DistillationStrategy, TrainingMode
+
+
+class FrozenTeacher:
+    """A trained model that only ever runs forward, in eval mode, without gradients."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def to(self, device: torch.device | str) -> FrozenTeacher:
+        self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def outputs(self, mode: TrainingMode, batch: Any) -> dict[str, torch.Tensor]:
+        self.model.eval()
+        return mode.outputs(self.model, batch)
+
+
+class Distiller(nn.Module):
+    """A strategy, its trainable connectors and the frozen teacher, mixed as the plan says:
+    ``alpha * kd + (1 - alpha) * task``, with KD terms computed in float32."""
+
+    def __init__(self, strategy: DistillationStrategy, teacher: FrozenTeacher, config: RunConfig):
+        super().__init__()
+        self.strategy = strategy
+        self.config = config
+        self.teacher = teacher  # a plain object, so never a submodule
+        self.connectors = nn.ModuleDict()
+
+    def build_connectors(self, mode: TrainingMode, student: nn.Module, sample_batch: Any) -> None:
+        """Create the connectors once output dimensions are known, from one sample batch."""
+        with torch.no_grad():
+            was_training = student.training
+            student.eval()
+            student_dims = _last_dims(mode.outputs(student, sample_batch), self.strategy.requires)
+            student.train(was_training)
+            teacher_dims = _last_dims(self.teacher.outputs(mode, sample_batch), self.strategy.requires)
+        self.connectors = self.strategy.build_connectors(student_dims, teacher_dims)
+
+    def loss_terms(
+        self, mode: TrainingMode, student_outputs: dict[str, torch.Tensor], batch: Any
+    ) -> dict[str, torch.Tensor]:
+        teacher_outputs = self.teacher.outputs(mode, batch)
+        device_type = next(iter(student_outputs.values())).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            student32 = {k: v.float() for k, v in student_outputs.items()}
+            teacher32 = {k: v.float() for k, v in teacher_outputs.items()}
+            return self.strategy.loss_terms(student32, teacher32, self.connectors, batch, self.config)
+
+    def mix(self, task_loss: torch.Tensor, kd_loss: torch.Tensor) -> torch.Tensor:
+        alpha = self.config.distillation_alpha
+        return alpha * kd_loss + (1.0 - alpha) * task_loss
+
+
+def _last_dims(outputs: dict[str, torch.Tensor], names: tuple[str, ...]) -> dict[str, int]:
+    return {name: int(outputs[name].shape[-1]) for name in names if name in outputs}

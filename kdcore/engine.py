@@ -1,0 +1,273 @@
+"""The engine: resolve → validate → build → train → evaluate → write artifacts.
+
+``Engine`` owns one plugin manager (no global state), so two engines with different plugins can
+live in one process. ``plan`` does every check that needs no data, so a wrong combination, a
+typo or a missing teacher fails in milliseconds; ``run`` then trains and writes the artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import lightning as L
+from torch import nn
+
+from kdcore.atomic import atomic_write_text
+from kdcore.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
+from kdcore.config import RunConfig, write_toml
+from kdcore.contracts import DistillationStrategy, TrainingMode
+from kdcore.distill import FrozenTeacher
+from kdcore.errors import CheckpointError, IncompatibleError, TeacherError
+from kdcore.layout import RunLayout, discover_teacher, run_layout, teacher_candidates
+from kdcore.manager import make_plugin_manager
+from kdcore.models import build_model
+from kdcore.registry import Registry
+from kdcore.run import Run
+
+logger = logging.getLogger("kdcore")
+
+
+@attrs.frozen
+class RunPlan:
+    """A validated run: the resolved config and the plugins that will carry it out."""
+
+    config: RunConfig
+    mode: TrainingMode
+    strategy: DistillationStrategy | None
+    layout: RunLayout
+    teacher_path: Path | None
+
+
+@attrs.frozen
+class RunResult:
+    """What a finished run wrote and measured."""
+
+    layout: RunLayout
+    metrics: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.root
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.layout.checkpoint
+
+
+class Engine:
+    """Finds plugins, checks a config against them, and runs it.
+
+    :param plugins: extra plugin objects to register (after entry points and built-ins).
+    :param load_entry_points: load third-party plugins from the ``kdcore`` entry-point group.
+    :param disabled: plugin names to block; defaults to ``KDCORE_DISABLE_PLUGINS``.
+    """
+
+    def __init__(
+        self,
+        plugins: Iterable[object] = (),
+        *,
+        load_entry_points: bool = True,
+        disabled: Iterable[str] | None = None,
+    ):
+        self.plugin_manager = make_plugin_manager(plugins, load_entry_points=load_entry_points, disabled=disabled)
+        self.modes: Registry[type[TrainingMode]] = self._collect("mode", "kdcore_register_modes")
+        self.strategies: Registry[type[DistillationStrategy]] = self._collect("strategy", "kdcore_register_strategies")
+        self.datasets: Registry[type] = self._collect("dataset", "kdcore_register_datasets")
+        self.models: Registry[type[nn.Module]] = self._collect("model", "kdcore_register_models")
+
+    def _collect(self, kind: str, hook_name: str) -> Registry:
+        """Call each plugin's ``register`` hook with a ``register`` bound to that plugin's name."""
+        registry: Registry = Registry(kind)
+        for impl in reversed(getattr(self.plugin_manager.hook, hook_name).get_hookimpls()):
+            impl.function(register=lambda item, plugin=impl.plugin_name: registry.add(item, plugin))
+        return registry
+
+    # -- planning: everything that needs no data -------------------------------------------
+
+    def vetoes(self, mode: TrainingMode, strategy: DistillationStrategy | None, config: RunConfig) -> list[str]:
+        """Every reason any plugin gives against this combination."""
+        results = self.plugin_manager.hook.kdcore_validate_combination(mode=mode, strategy=strategy, config=config)
+        return [reason for reason in results if reason]
+
+    def plan(self, config: RunConfig) -> RunPlan:
+        """Resolve names and defaults and validate everything, without reading data or building models."""
+        mode = self.modes.get(config.mode)()
+        config = attrs.evolve(config, model=config.model or mode.model)
+        strategy = None
+        if config.use_knowledge_distillation:
+            strategy_name = config.distillation_strategy or mode.default_strategy
+            if strategy_name is not None:
+                strategy = self.strategies.get(strategy_name)()
+                config = attrs.evolve(config, distillation_strategy=strategy_name)
+        elif config.distillation_strategy is not None:
+            raise IncompatibleError(
+                f"distillation_strategy {config.distillation_strategy!r} is set but use_knowledge_distillation is false"
+            )
+        vetoes = self.vetoes(mode, strategy, config)
+        if config.use_knowledge_distillation and strategy is None and not vetoes:
+            vetoes = [f"mode {mode.name!r} has no default distillation strategy; choose one with --kd NAME"]
+        if vetoes:
+            raise IncompatibleError(" ".join(vetoes))
+        mode.check(config)
+        self.datasets.get(config.dataset)
+        self.models.get(config.model)
+
+        teacher_path = None
+        if strategy is not None:
+            teacher_path = self._teacher_path(config, mode)
+            config = attrs.evolve(config, teacher_model_path=str(teacher_path))
+            if config.model_size != "student":
+                logger.warning("knowledge distillation is usually for students, but model_size is %r", config.model_size)
+        layout = run_layout(config, model=config.model, learning_type=mode.learning_type)
+        return RunPlan(config=config, mode=mode, strategy=strategy, layout=layout, teacher_path=teacher_path)
+
+    def _teacher_path(self, config: RunConfig, mode: TrainingMode) -> Path:
+        if config.teacher_model_path:
+            path = Path(config.teacher_model_path)
+            if not path.is_file():
+                raise TeacherError(f"Teacher model not found: {path}")
+        else:
+            path = discover_teacher(config, model=config.model, learning_type=mode.learning_type)
+            if path is None:
+                searched = ", ".join(str(p) for p in teacher_candidates(config, model=config.model, learning_type=mode.learning_type))
+                raise TeacherError(f"KD enabled but no teacher_model_path specified, and no teacher found at: {searched}")
+        checkpoint = load_checkpoint(path)
+        if checkpoint.model != config.model:
+            raise TeacherError(f"teacher {path} is a {checkpoint.model!r} model, but the student is {config.model!r}")
+        return path
+
+    # -- running ----------------------------------------------------------------------------
+
+    def load_model(self, checkpoint: Checkpoint, path: str | Path) -> nn.Module:
+        """Rebuild a registered model from a checkpoint and load its weights."""
+        try:
+            model_class = self.models.get(checkpoint.model)
+        except Exception as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        try:
+            model = model_class(**checkpoint.hparams)
+        except TypeError as error:
+            raise CheckpointError(f"{path}: hyperparameters do not fit model {checkpoint.model!r} ({error})") from None
+        load_weights(path, model, checkpoint.state_dict)
+        return model.eval()
+
+    def run(self, config: RunConfig) -> RunResult:
+        """Train, evaluate and write one run's artifacts; returns where they are and the metrics."""
+        plan = self.plan(config)
+        config, mode, layout = plan.config, plan.mode, plan.layout
+        layout.metrics.unlink(missing_ok=True)  # the old run is no longer complete
+        shutil.rmtree(layout.logs, ignore_errors=True)
+        L.seed_everything(config.seed, workers=True, verbose=False)
+
+        datamodule = self.datasets.get(config.dataset)(config, normal_only=mode.train_on_normal_only)
+        datamodule.setup("fit")
+        model = build_model(self.models.get(config.model), config.model_size, datamodule.info)
+        teacher = self._load_teacher(plan.teacher_path, datamodule.info) if plan.strategy else None
+        run = Run(
+            engine=self, config=config, mode=mode, strategy=plan.strategy, layout=layout,
+            teacher_path=plan.teacher_path, datamodule=datamodule, model=model, teacher=teacher,
+        )
+        started = time.perf_counter()
+        mode.prepare(run)
+        mode.fit(run)
+        train_seconds = time.perf_counter() - started
+        evaluation = mode.evaluate(run.model, run)
+        return self._write_artifacts(run, evaluation, train_seconds)
+
+    def _load_teacher(self, path: Path, info) -> FrozenTeacher:
+        model = self.load_model(load_checkpoint(path), path)
+        expected = {"num_node_features": info.num_node_features, "num_ids": info.num_ids}
+        found = {key: getattr(model, "hparams", {}).get(key) for key in expected}
+        if found != expected:
+            raise TeacherError(f"teacher {path} was trained on data with {found}, this dataset has {expected}")
+        return FrozenTeacher(model)
+
+    def _write_artifacts(self, run: Run, evaluation, train_seconds: float) -> RunResult:
+        config, layout = run.config, run.layout
+        save_checkpoint(
+            layout.checkpoint,
+            Checkpoint(
+                model=config.model,
+                hparams=dict(run.model.hparams),
+                state_dict=run.model.state_dict(),
+                config=config.to_dict(),
+                extra=dict(evaluation.extra),
+            ),
+        )
+        atomic_write_text(layout.config, write_toml(config))
+        metrics = {
+            "mode": config.mode,
+            "model": config.model,
+            "model_size": config.model_size,
+            "dataset": config.dataset,
+            "distillation": config.distillation,
+            "strategy": config.distillation_strategy if config.use_knowledge_distillation else None,
+            "teacher": config.teacher_model_path if config.use_knowledge_distillation else None,
+            "params": sum(p.numel() for p in run.model.parameters()),
+            "checkpoint_bytes": layout.checkpoint.stat().st_size,
+            "train_seconds": round(train_seconds, 3),
+            "test": evaluation.metrics,
+        }
+        atomic_write_text(layout.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        return RunResult(layout=layout, metrics=metrics)
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """What ``kdcore plugins --json`` prints."""
+        distributions = {
+            self.plugin_manager.get_name(plugin): dist for plugin, dist in self.plugin_manager.list_plugin_distinfo()
+        }
+        plugins = []
+        for name, _plugin in sorted(self.plugin_manager.list_name_plugin()):
+            dist = distributions.get(name)
+            if dist is not None:
+                plugins.append({"name": name, "distribution": dist.project_name, "version": dist.version})
+            else:
+                plugins.append({"name": name, "distribution": "kdcore", "version": _own_version()})
+        return {
+            "plugins": plugins,
+            "modes": [
+                {
+                    "name": mode.name,
+                    "kd_support": mode.kd_support.value,
+                    "provides": list(mode.provides),
+                    "default_strategy": mode.default_strategy,
+                    "plugin": self.modes.owner(mode.name),
+                }
+                for mode in self.modes
+            ],
+            "strategies": [
+                {"name": s.name, "requires": list(s.requires), "plugin": self.strategies.owner(s.name)}
+                for s in self.strategies
+            ],
+            "datasets": [{"name": d.name, "plugin": self.datasets.owner(d.name)} for d in self.datasets],
+            "models": [{"name": m.name, "plugin": self.models.owner(m.name)} for m in self.models],
+        }
+
+    def compatibility(self, config: RunConfig | None = None) -> dict[str, dict[str, str | None]]:
+        """``{mode: {"no-kd" or strategy: None if allowed else reason}}``, from the same vetoes as ``plan``."""
+        config = config or RunConfig()
+        without_kd = attrs.evolve(config, use_knowledge_distillation=False)
+        with_kd = attrs.evolve(config, use_knowledge_distillation=True)
+        matrix: dict[str, dict[str, str | None]] = {}
+        for mode_class in self.modes:
+            mode = mode_class()
+            row = {"no-kd": " ".join(self.vetoes(mode, None, without_kd)) or None}
+            for strategy_class in self.strategies:
+                row[strategy_class.name] = " ".join(self.vetoes(mode, strategy_class(), with_kd)) or None
+            matrix[mode.name] = row
+        return matrix
+
+
+def _own_version() -> str:
+    from kdcore import __version__
+
+    return __version__

@@ -1,0 +1,69 @@
+"""The hooks through which kdcore finds everything it can train.
+
+Built-in modes, strategies, datasets and models are registered through these very hooks, so a
+third-party package can do anything the built-ins do. A plugin is any module or object with
+functions marked ``@kdcore.hookimpl`` and named like the specs below; a package makes itself
+known through an entry point in the group ``kdcore``::
+
+    [project.entry-points.kdcore]
+    dkd = "kdcore_dkd"
+
+Every hook is documented in ``docs/hooks.md``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("kdcore")
+hookimpl = pluggy.HookimplMarker("kdcore")
+
+
+@hookspec
+def kdcore_register_modes(register):
+    """Register ``TrainingMode`` subclasses.
+
+    :param register: call ``register(ModeClass)`` once per mode. The class's ``name`` must be
+        unique across all plugins; a clash is an error naming both plugins.
+    """
+
+
+@hookspec
+def kdcore_register_strategies(register):
+    """Register ``DistillationStrategy`` subclasses.
+
+    :param register: call ``register(StrategyClass)`` once per strategy; names are unique.
+    """
+
+
+@hookspec
+def kdcore_register_datasets(register):
+    """Register datasets: ``GraphDataModule`` subclasses with a unique ``name``.
+
+    :param register: call ``register(DataModuleClass)`` once per dataset.
+    """
+
+
+@hookspec
+def kdcore_register_models(register):
+    """Register model classes (``torch.nn.Module`` with ``name``, ``sizes`` and ``hparams``).
+
+    Checkpoints record the model name and hyperparameters, so any registered model can be
+    rebuilt as a teacher from its checkpoint alone.
+
+    :param register: call ``register(ModelClass)`` once per model.
+    """
+
+
+@hookspec
+def kdcore_validate_combination(mode, strategy, config):
+    """Veto a combination of training mode and distillation strategy before anything is built.
+
+    Called for every run, and for every cell of ``kdcore list --compat``; all implementations
+    are called and every veto is reported.
+
+    :param mode: the ``TrainingMode`` instance that will train.
+    :param strategy: the ``DistillationStrategy`` instance, or ``None`` when KD is off.
+    :param config: the resolved ``RunConfig``.
+    :return: ``None`` to allow, or a one-line reason to refuse.
+    """

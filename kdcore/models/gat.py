@@ -1,0 +1,63 @@
+"""GAT graph classifier with jumping knowledge."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch_geometric.nn import GATConv, JumpingKnowledge, global_mean_pool
+
+
+class GAT(nn.Module):
+    """CAN-ID embedding + node features → stacked GAT layers → JK concat → mean pool → logits."""
+
+    name: ClassVar[str] = "gat"
+    sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "teacher": {"hidden_channels": 64, "heads": 4, "num_layers": 3, "embedding_dim": 16},
+        "student": {"hidden_channels": 12, "heads": 2, "num_layers": 2, "embedding_dim": 4},
+    }
+
+    def __init__(
+        self,
+        num_node_features: int,
+        num_ids: int,
+        num_classes: int = 2,
+        hidden_channels: int = 64,
+        heads: int = 4,
+        num_layers: int = 3,
+        embedding_dim: int = 16,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        self.hparams = dict(
+            num_node_features=num_node_features,
+            num_ids=num_ids,
+            num_classes=num_classes,
+            hidden_channels=hidden_channels,
+            heads=heads,
+            num_layers=num_layers,
+            embedding_dim=embedding_dim,
+            dropout=dropout,
+        )
+        self.id_embedding = nn.Embedding(num_ids, embedding_dim)
+        in_channels = num_node_features + embedding_dim
+        self.convs = nn.ModuleList()
+        for _ in range(num_layers):
+            self.convs.append(GATConv(in_channels, hidden_channels, heads=heads, concat=False, dropout=dropout))
+            in_channels = hidden_channels
+        self.jump = JumpingKnowledge("cat")
+        self.classifier = nn.Sequential(
+            nn.Linear(hidden_channels * num_layers, hidden_channels),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_channels, num_classes),
+        )
+
+    def forward(self, x, can_id, edge_index, batch) -> torch.Tensor:
+        h = torch.cat([x, self.id_embedding(can_id)], dim=-1)
+        layers = []
+        for conv in self.convs:
+            h = torch.relu(conv(h, edge_index))
+            layers.append(h)
+        return self.classifier(global_mean_pool(self.jump(layers), batch))

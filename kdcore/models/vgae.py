@@ -1,0 +1,77 @@
+"""Variational graph autoencoder over window graphs, with the plan's three reconstruction heads."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch_geometric.nn import GATConv
+from torch_geometric.utils import negative_sampling
+
+
+class VGAE(nn.Module):
+    """Encode nodes to a latent ``z``; reconstruct features, CAN IDs and neighbourhoods from it.
+
+    ``forward`` returns the plan's tuple ``(cont_out, canid_logits, neighbor_logits, z, kl_loss)``.
+    ``neighbor_logits`` scores the graph's edges followed, in training, by as many sampled
+    non-edges; ``neighbor_targets`` gives the matching 1/0 targets.
+    """
+
+    name: ClassVar[str] = "vgae"
+    sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "teacher": {"hidden_channels": 64, "latent_dim": 32, "heads": 4, "embedding_dim": 16},
+        "student": {"hidden_channels": 12, "latent_dim": 8, "heads": 1, "embedding_dim": 4},
+    }
+
+    def __init__(
+        self,
+        num_node_features: int,
+        num_ids: int,
+        num_classes: int = 2,
+        hidden_channels: int = 64,
+        latent_dim: int = 32,
+        heads: int = 4,
+        embedding_dim: int = 16,
+    ):
+        super().__init__()
+        self.hparams = dict(
+            num_node_features=num_node_features,
+            num_ids=num_ids,
+            num_classes=num_classes,
+            hidden_channels=hidden_channels,
+            latent_dim=latent_dim,
+            heads=heads,
+            embedding_dim=embedding_dim,
+        )
+        self.latent_dim = latent_dim
+        self.id_embedding = nn.Embedding(num_ids, embedding_dim)
+        self.encoder = GATConv(num_node_features + embedding_dim, hidden_channels, heads=heads, concat=False)
+        self.mu = GATConv(hidden_channels, latent_dim, heads=1)
+        self.logvar = GATConv(hidden_channels, latent_dim, heads=1)
+        self.feature_head = nn.Sequential(
+            nn.Linear(latent_dim, hidden_channels), nn.ReLU(), nn.Linear(hidden_channels, num_node_features)
+        )
+        self.canid_head = nn.Linear(latent_dim, num_ids)
+
+    def forward(self, x, can_id, edge_index, batch=None):
+        h = torch.relu(self.encoder(torch.cat([x, self.id_embedding(can_id)], dim=-1), edge_index))
+        mu, logvar = self.mu(h, edge_index), self.logvar(h, edge_index).clamp(-10, 10)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        kl_loss = -0.5 * torch.mean(torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1))
+        pairs = self.neighbor_pairs(edge_index, x.size(0))
+        neighbor_logits = (z[pairs[0]] * z[pairs[1]]).sum(dim=-1)
+        return self.feature_head(z), self.canid_head(z), neighbor_logits, z, kl_loss
+
+    def neighbor_pairs(self, edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+        """The graph's edges, plus as many sampled non-edges while training."""
+        if not self.training:
+            return edge_index
+        negatives = negative_sampling(edge_index, num_nodes=num_nodes, num_neg_samples=edge_index.size(1))
+        return torch.cat([edge_index, negatives], dim=1)
+
+    @staticmethod
+    def neighbor_targets(neighbor_logits: torch.Tensor, num_edges: int) -> torch.Tensor:
+        targets = torch.zeros_like(neighbor_logits)
+        targets[:num_edges] = 1.0
+        return targets

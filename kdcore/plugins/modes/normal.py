@@ -1,0 +1,55 @@
+"""``normal``: the GAT classifier trained supervised, with class weights against imbalance."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kdcore.contracts import Evaluation, KDSupport, TrainingMode
+from kdcore.hookspecs import hookimpl
+from kdcore.metrics import detection_metrics
+
+
+class NormalMode(TrainingMode):
+    name = "normal"
+    kd_support = KDSupport.OPTIONAL
+    provides = ("logits",)
+    default_strategy = "gat-softlabel"
+    model = "gat"
+    learning_type = "supervised"
+
+    def __init__(self):
+        self.class_weights: torch.Tensor | None = None
+
+    def prepare(self, run):
+        """Weight classes inversely to their training frequency."""
+        counts = torch.tensor(run.datamodule.class_counts(), dtype=torch.float32).clamp(min=1)
+        self.class_weights = counts.sum() / (len(counts) * counts)
+
+    def outputs(self, model, batch):
+        return {"logits": model(batch.x, batch.can_id, batch.edge_index, batch.batch)}
+
+    def task_loss(self, outputs, batch):
+        logits = outputs["logits"]
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits.float(), batch.y, weight=weights)
+
+    @torch.no_grad()
+    def attack_probabilities(self, model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+        model.eval()
+        device = next(model.parameters()).device
+        probabilities, labels = [], []
+        for batch in loader:
+            batch = batch.to(device)
+            probabilities.append(torch.softmax(self.outputs(model, batch)["logits"].float(), -1)[:, 1].cpu())
+            labels.append(batch.y.cpu())
+        return torch.cat(probabilities), torch.cat(labels)
+
+    def evaluate(self, model, run):
+        probabilities, labels = self.attack_probabilities(model, run.datamodule.test_dataloader())
+        return Evaluation(metrics=detection_metrics(probabilities, labels, threshold=0.5), extra={"threshold": 0.5})
+
+
+@hookimpl
+def kdcore_register_modes(register):
+    register(NormalMode)

@@ -1,0 +1,96 @@
+"""Gradient-descent training for every mode through one LightningModule and Lightning's Trainer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from kdcore.distill import Distiller
+
+if TYPE_CHECKING:
+    from kdcore.contracts import TrainingMode
+    from kdcore.run import Run
+
+
+class ModeModule(L.LightningModule):
+    """The mode computes named outputs and the task loss; a ``Distiller``, when present, adds KD.
+
+    The student is ``self.model``; the connectors are ``self.distiller.connectors`` and so are in
+    the optimizer. The teacher is not a submodule and is never saved or switched to train mode.
+    """
+
+    def __init__(self, mode: TrainingMode, model: torch.nn.Module, run: Run, distiller: Distiller | None):
+        super().__init__()
+        self.mode = mode
+        self.model = model
+        self.distiller = distiller
+        self.learning_rate = run.config.learning_rate
+        self.weight_decay = run.config.weight_decay
+
+    def on_fit_start(self) -> None:
+        if self.distiller is not None:
+            self.distiller.teacher.to(self.device)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        size = int(batch.num_graphs)
+        outputs = self.mode.outputs(self.model, batch)
+        task_loss = self.mode.task_loss(outputs, batch)
+        loss = task_loss
+        if self.distiller is not None:
+            terms = self.distiller.loss_terms(self.mode, outputs, batch)
+            kd_loss = torch.stack(list(terms.values())).sum()
+            loss = self.distiller.mix(task_loss, kd_loss)
+            for name, value in terms.items():
+                self.log(f"{name}_loss", value, batch_size=size)
+            self.log("kd_loss", kd_loss, batch_size=size)
+        self.log("task_loss", task_loss, batch_size=size)
+        self.log("train_loss", loss, prog_bar=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        outputs = self.mode.outputs(self.model, batch)
+        self.log("val_loss", self.mode.task_loss(outputs, batch), prog_bar=True, batch_size=int(batch.num_graphs))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+
+
+def precision_for(config_precision: str) -> str:
+    """``auto``: fp16 mixed precision on CUDA, full fp32 elsewhere."""
+    if config_precision != "auto":
+        return config_precision
+    return "16-mixed" if torch.cuda.is_available() else "32-true"
+
+
+def make_trainer(run: Run, **options: Any) -> L.Trainer:
+    config = run.config
+    return L.Trainer(
+        max_epochs=config.max_epochs,
+        max_steps=config.max_steps,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        precision=precision_for(config.precision),
+        deterministic=True,
+        logger=CSVLogger(run.layout.logs, name="", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        **options,
+    )
+
+
+def fit_with_lightning(mode: TrainingMode, run: Run) -> None:
+    """Train ``run.model`` in place, distilling from ``run.teacher`` when a strategy is set."""
+    distiller = None
+    if run.strategy is not None:
+        distiller = Distiller(run.strategy, run.teacher, run.config)
+        sample = next(iter(run.datamodule.train_dataloader()))
+        distiller.build_connectors(mode, run.model, sample)
+    module = ModeModule(mode, run.model, run, distiller)
+    trainer = make_trainer(run, callbacks=mode.callbacks(run), **mode.trainer_options(run))
+    trainer.fit(module, datamodule=run.datamodule)
