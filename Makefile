@@ -1,0 +1,32 @@
+# `make demo` and `make test` each set up .venv on first use through `make install`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_ROOT ?= experiments/demo
+KDCORE := $(BIN)/kdcore
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(KDCORE) run --mode autoencoder --experiment-root $(DEMO_ROOT)
+	$(KDCORE) run --mode curriculum --experiment-root $(DEMO_ROOT)
+	$(KDCORE) run --mode curriculum --model-size student --experiment-root $(DEMO_ROOT)
+	$(KDCORE) run --mode curriculum --model-size student --kd gat-softlabel --experiment-root $(DEMO_ROOT)
+	$(KDCORE) run --mode autoencoder --model-size student --distillation with-kd --experiment-root $(DEMO_ROOT)
+	@echo "demo artifacts: $(DEMO_ROOT)/automotive/synthetic"
+
+test: install
+	$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
+
+clean:
+	rm -rf $(VENV) experiments build *.egg-info
