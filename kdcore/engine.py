@@ -158,27 +158,30 @@ class Engine:
         load_weights(path, model, checkpoint.state_dict)
         return model.eval()
 
-    def run(self, config: RunConfig) -> RunResult:
-        """Train, evaluate and write one run's artifacts; returns where they are and the metrics."""
-        plan = self.plan(config)
-        config, mode, layout = plan.config, plan.mode, plan.layout
-        layout.metrics.unlink(missing_ok=True)  # the old run is no longer complete
-        shutil.rmtree(layout.logs, ignore_errors=True)
+    def build(self, plan: RunPlan) -> Run:
+        """Read the data and build the student (and the frozen teacher, with KD) for a plan."""
+        config, mode = plan.config, plan.mode
         L.seed_everything(config.seed, workers=True, verbose=False)
-
         datamodule = self.datasets.get(config.dataset)(config, normal_only=mode.train_on_normal_only)
         datamodule.setup("fit")
         model = build_model(self.models.get(config.model), config.model_size, datamodule.info)
         teacher = self._load_teacher(plan.teacher_path, datamodule.info) if plan.strategy else None
-        run = Run(
-            engine=self, config=config, mode=mode, strategy=plan.strategy, layout=layout,
+        return Run(
+            engine=self, config=config, mode=mode, strategy=plan.strategy, layout=plan.layout,
             teacher_path=plan.teacher_path, datamodule=datamodule, model=model, teacher=teacher,
         )
+
+    def run(self, config: RunConfig) -> RunResult:
+        """Train, evaluate and write one run's artifacts; returns where they are and the metrics."""
+        plan = self.plan(config)
+        plan.layout.metrics.unlink(missing_ok=True)  # the old run is no longer complete
+        shutil.rmtree(plan.layout.logs, ignore_errors=True)
+        run = self.build(plan)
         started = time.perf_counter()
-        mode.prepare(run)
-        mode.fit(run)
+        plan.mode.prepare(run)
+        plan.mode.fit(run)
         train_seconds = time.perf_counter() - started
-        evaluation = mode.evaluate(run.model, run)
+        evaluation = plan.mode.evaluate(run.model, run)
         return self._write_artifacts(run, evaluation, train_seconds)
 
     def _load_teacher(self, path: Path, info) -> FrozenTeacher:

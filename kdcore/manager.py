@@ -32,6 +32,13 @@ def disabled_from_env() -> set[str]:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
+def plugin_name(plugin: object) -> str:
+    """A readable name for a plugin object: its module or class path."""
+    if isinstance(plugin, type) or hasattr(plugin, "__file__"):
+        return getattr(plugin, "__qualname__", None) or plugin.__name__
+    return f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+
+
 def make_plugin_manager(
     extra_plugins: Iterable[object] = (),
     *,
@@ -53,6 +60,6 @@ def make_plugin_manager(
         if not pm.is_blocked(module_name):
             pm.register(importlib.import_module(module_name), name=module_name)
     for plugin in extra_plugins:
-        pm.register(plugin)
+        pm.register(plugin, name=plugin_name(plugin))
     pm.check_pending()
     return pm

@@ -73,7 +73,7 @@ def make_trainer(run: Run, **options: Any) -> L.Trainer:
         accelerator=config.accelerator,
         devices=config.devices,
         precision=precision_for(config.precision),
-        deterministic=True,
+        deterministic=config.deterministic,
         logger=CSVLogger(run.layout.logs, name="", version=""),
         enable_checkpointing=False,
         enable_progress_bar=config.progress_bar,
@@ -84,7 +84,7 @@ def make_trainer(run: Run, **options: Any) -> L.Trainer:
     )
 
 
-def fit_with_lightning(mode: TrainingMode, run: Run) -> None:
+def fit_with_lightning(mode: TrainingMode, run: Run) -> ModeModule:
     """Train ``run.model`` in place, distilling from ``run.teacher`` when a strategy is set."""
     distiller = None
     if run.strategy is not None:
@@ -94,3 +94,4 @@ def fit_with_lightning(mode: TrainingMode, run: Run) -> None:
     module = ModeModule(mode, run.model, run, distiller)
     trainer = make_trainer(run, callbacks=mode.callbacks(run), **mode.trainer_options(run))
     trainer.fit(module, datamodule=run.datamodule)
+    return module

@@ -1,0 +1,120 @@
+"""The teacher stays frozen and out of the student; connectors train; the plan's loss formulas hold."""
+
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdcore import RunConfig
+from kdcore.checkpoint import load_checkpoint
+from kdcore.distill import Distiller, FrozenTeacher
+from kdcore.plugins.strategies.gat_softlabel import GatSoftLabel
+from kdcore.plugins.strategies.vgae_dual_signal import VgaeDualSignal
+from kdcore.training import ModeModule, fit_with_lightning
+
+from conftest import tiny_config
+
+
+def test_gat_softlabel_is_temperature_scaled_kl_batchmean():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(8, 2), torch.randn(8, 2)
+    config = RunConfig(distillation_temperature=3.0)
+    terms = GatSoftLabel().loss_terms({"logits": student}, {"logits": teacher}, nn.ModuleDict(), None, config)
+    p_teacher = F.softmax(teacher / 3.0, dim=-1)
+    manual = (p_teacher * (p_teacher.log() - F.log_softmax(student / 3.0, dim=-1))).sum() / 8 * 9.0
+    assert torch.allclose(terms["kd_softlabel"], manual, atol=1e-6)
+    same = GatSoftLabel().loss_terms({"logits": teacher}, {"logits": teacher}, nn.ModuleDict(), None, config)
+    assert same["kd_softlabel"].abs() < 1e-6
+
+
+def test_vgae_dual_signal_projects_only_when_dims_differ():
+    strategy = VgaeDualSignal()
+    assert len(strategy.build_connectors({"z": 8, "recon": 11}, {"z": 8, "recon": 11})) == 0
+    connectors = strategy.build_connectors({"z": 8, "recon": 11}, {"z": 32, "recon": 11})
+    projection = connectors["z_projection"]
+    assert (projection.in_features, projection.out_features) == (8, 32)
+
+
+def test_vgae_dual_signal_is_half_latent_half_reconstruction():
+    torch.manual_seed(0)
+    connectors = VgaeDualSignal().build_connectors({"z": 4}, {"z": 6})
+    student = {"z": torch.randn(5, 4), "recon": torch.randn(5, 11)}
+    teacher = {"z": torch.randn(5, 6), "recon": torch.randn(5, 11)}
+    terms = VgaeDualSignal().loss_terms(student, teacher, connectors, None, RunConfig())
+    expected_latent = 0.5 * F.mse_loss(connectors["z_projection"](student["z"]), teacher["z"])
+    expected_recon = 0.5 * F.mse_loss(student["recon"], teacher["recon"])
+    assert torch.allclose(terms["kd_latent"], expected_latent)
+    assert torch.allclose(terms["kd_recon"], expected_recon)
+
+
+def test_loss_is_alpha_kd_plus_one_minus_alpha_task():
+    distiller = Distiller(GatSoftLabel(), FrozenTeacher(nn.Linear(1, 1)), RunConfig(distillation_alpha=0.7))
+    mixed = distiller.mix(torch.tensor(2.0), torch.tensor(10.0))
+    assert torch.isclose(mixed, torch.tensor(0.7 * 10.0 + 0.3 * 2.0))
+
+
+@pytest.fixture
+def student_run(engine, teacher_root):
+    """A VGAE student planned with KD from the tiny teacher, ready to fit."""
+    config = tiny_config(teacher_root, mode="autoencoder", model_size="student", use_knowledge_distillation=True, max_epochs=2)
+    return engine, config
+
+
+def test_teacher_frozen_in_eval_unchanged_and_absent_from_the_student(student_run):
+    engine, config = student_run
+    plan = engine.plan(config)
+    teacher_checkpoint = load_checkpoint(plan.teacher_path)
+    result = engine.run(config)
+
+    student_checkpoint = load_checkpoint(result.checkpoint)
+    assert student_checkpoint.model == "vgae"
+    assert student_checkpoint.hparams["latent_dim"] < teacher_checkpoint.hparams["latent_dim"]
+    teacher_shapes = {k: tuple(v.shape) for k, v in teacher_checkpoint.state_dict.items()}
+    student_shapes = {k: tuple(v.shape) for k, v in student_checkpoint.state_dict.items()}
+    assert student_shapes != teacher_shapes
+    assert not any("teacher" in key or "connector" in key for key in student_checkpoint.state_dict)
+
+    # The teacher file itself is untouched by the student's training.
+    reread = load_checkpoint(plan.teacher_path)
+    for key, value in teacher_checkpoint.state_dict.items():
+        assert torch.equal(value, reread.state_dict[key])
+
+
+def test_teacher_stays_in_eval_mode_and_connectors_train(engine, teacher_root):
+    config = tiny_config(teacher_root, mode="autoencoder", model_size="student", use_knowledge_distillation=True, max_epochs=2)
+    run = engine.build(engine.plan(config))
+    teacher_before = {k: v.clone() for k, v in run.teacher.model.state_dict().items()}
+
+    module = fit_with_lightning(run.mode, run)
+
+    assert module.training  # Lightning left the student in train mode ...
+    assert not run.teacher.model.training  # ... but never the teacher
+    assert all(not p.requires_grad for p in run.teacher.model.parameters())
+    assert not any("teacher" in key for key in module.state_dict())
+    projection = module.distiller.connectors["z_projection"]
+    optimizer_params = {id(p) for group in module.trainer.optimizers[0].param_groups for p in group["params"]}
+    assert all(id(p) in optimizer_params for p in projection.parameters())
+    for key, value in run.teacher.model.state_dict().items():
+        assert torch.equal(value, teacher_before[key])
+
+    columns = set(next(csv.DictReader(open(run.layout.logs / "metrics.csv"))))
+    assert {"kd_loss", "kd_latent_loss", "kd_recon_loss", "task_loss", "train_loss"} <= columns
+
+
+def test_projection_weights_change_during_training(engine, teacher_root):
+    config = tiny_config(teacher_root, mode="autoencoder", model_size="student", use_knowledge_distillation=True)
+    run = engine.build(engine.plan(config))
+    distiller = Distiller(run.strategy, run.teacher, run.config)
+    batch = next(iter(run.datamodule.train_dataloader()))
+    distiller.build_connectors(run.mode, run.model, batch)
+    before = distiller.connectors["z_projection"].weight.detach().clone()
+    optimizer = ModeModule(run.mode, run.model, run, distiller).configure_optimizers()
+
+    outputs = run.mode.outputs(run.model, batch)
+    terms = distiller.loss_terms(run.mode, outputs, batch)
+    distiller.mix(run.mode.task_loss(outputs, batch), sum(terms.values())).backward()
+    optimizer.step()
+
+    assert not torch.equal(before, distiller.connectors["z_projection"].weight)
