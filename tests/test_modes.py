@@ -1,0 +1,82 @@
+"""Behaviour of the built-in modes beyond their contracts: curriculum advances, runs repeat with a seed."""
+
+import torch
+
+from kdcore.checkpoint import load_checkpoint
+from kdcore.errors import KdcoreError
+from kdcore.plugins.modes.curriculum import CurriculumSampler
+
+import pytest
+
+from conftest import tiny_config
+
+
+def test_curriculum_sampler_moves_from_easy_to_hard_normals():
+    difficulty = torch.rand(400, generator=torch.Generator().manual_seed(1))
+    normal_index = torch.arange(400)
+    attack_index = torch.arange(400, 450)
+    sampler = CurriculumSampler(difficulty, normal_index, attack_index, max_epochs=6, seed=0)
+    means = []
+    for epoch in range(6):
+        chosen = sampler(epoch)
+        normals = chosen[chosen < 400]
+        assert len(normals) == 200, "four normals per attack"
+        assert set(attack_index.tolist()) <= set(chosen.tolist()), "every attack, every epoch"
+        means.append(float(difficulty[normals].mean()))
+    assert all(later > earlier for earlier, later in zip(means, means[1:])), means
+    assert means[0] < 0.3 and means[-1] > 0.7
+
+
+def test_curriculum_redraws_the_training_set_every_epoch(engine, teacher_root):
+    run = engine.build(engine.plan(tiny_config(teacher_root, mode="curriculum", max_epochs=3)))
+    run.mode.prepare(run)
+    sampler, epochs_drawn = run.datamodule.epoch_sampler, []
+
+    def recording_sampler(epoch):
+        epochs_drawn.append(epoch)
+        return sampler(epoch)
+
+    run.datamodule.epoch_sampler = recording_sampler
+    run.mode.fit(run)
+    assert epochs_drawn == [0, 1, 2]
+
+
+def test_curriculum_without_a_vgae_says_what_to_train_first(engine, tmp_path):
+    with pytest.raises(KdcoreError, match="curriculum mode needs a trained VGAE at .*vgae_autoencoder.pth; train it first"):
+        engine.plan(tiny_config(tmp_path, mode="curriculum"))
+
+
+def test_autoencoder_trains_on_normal_windows_only(engine, tmp_path):
+    run = engine.build(engine.plan(tiny_config(tmp_path, mode="autoencoder")))
+    labels = torch.cat([batch.y for batch in run.datamodule.train_dataloader()])
+    assert len(labels) > 0 and labels.sum() == 0
+    assert any(int(graph.y) == 1 for graph in run.datamodule.train_graphs)
+
+
+def test_autoencoder_threshold_is_saved_with_the_model(engine, teacher_root):
+    path = teacher_root / "automotive/tiny/unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth"
+    threshold = load_checkpoint(path).extra["threshold"]
+    assert isinstance(threshold, float) and threshold > 0
+
+
+def test_same_seed_same_metrics_and_weights(engine, tmp_path):
+    first = engine.run(tiny_config(tmp_path / "a", mode="normal", max_epochs=2))
+    second = engine.run(tiny_config(tmp_path / "b", mode="normal", max_epochs=2))
+    assert first.metrics["test"] == second.metrics["test"]
+    a, b = load_checkpoint(first.checkpoint).state_dict, load_checkpoint(second.checkpoint).state_dict
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    other = engine.run(tiny_config(tmp_path / "c", mode="normal", max_epochs=2, seed=7))
+    c = load_checkpoint(other.checkpoint).state_dict
+    assert not all(torch.equal(a[key], c[key]) for key in a)
+
+
+def test_students_are_a_fraction_of_their_teachers(engine, tmp_path):
+    from kdcore.data.module import DataInfo
+    from kdcore.models import build_model
+
+    info = DataInfo(num_node_features=11, num_ids=41)
+    for name in ("gat", "vgae"):
+        model_class = engine.models.get(name)
+        teacher = sum(p.numel() for p in build_model(model_class, "teacher", info).parameters())
+        student = sum(p.numel() for p in build_model(model_class, "student", info).parameters())
+        assert student < 0.1 * teacher, (name, student, teacher)
