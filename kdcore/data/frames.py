@@ -1,0 +1,149 @@
+"""The frame table: every reader's output, one numpy column per field.
+
+Columns (n = number of frames):
+- ``timestamp``: float64 seconds, as recorded (absolute or relative to the capture start)
+- ``can_id``: uint32, standard (11-bit) and extended (29-bit) identifiers alike
+- ``dlc``: uint8, 0..8 bytes of payload
+- ``payload``: uint8 (n, 8), zero-padded past ``dlc``
+- ``label``: uint8, 0 normal / 1 attack
+- ``attack_type``: uint8 index into ``attack_names``; 0 is always ``"normal"``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from kdcore.errors import KdcoreError
+
+NORMAL = "normal"
+
+
+class BadRowError(KdcoreError):
+    """A malformed row in a capture: names the file, the line and the field."""
+
+
+@attrs.define
+class RowErrors:
+    """What a reader does with a malformed row: raise (``error``) or count and skip (``skip``)."""
+
+    path: Path
+    on_bad_rows: str = "error"
+    skipped: int = 0
+    first: str | None = None  # the first skipped row's message, for reports
+
+    def __attrs_post_init__(self):
+        if self.on_bad_rows not in ("error", "skip"):
+            raise KdcoreError(f"on_bad_rows must be 'error' or 'skip', got {self.on_bad_rows!r}")
+
+    def bad(self, line: int, field: str, reason: str) -> None:
+        message = f"{self.path}:{line}: {field}: {reason}"
+        if self.on_bad_rows == "error":
+            raise BadRowError(message)
+        self.skipped += 1
+        if self.first is None:
+            self.first = message
+
+
+def _column(dtype, ndim=1):
+    def convert(value):
+        array = np.ascontiguousarray(value, dtype=dtype)
+        if array.ndim != ndim:
+            raise ValueError(f"expected a {ndim}-d array, got shape {array.shape}")
+        return array
+
+    return attrs.field(converter=convert)
+
+
+@attrs.frozen(eq=False)
+class FrameTable:
+    """Frames of one capture (or several, concatenated), columnar."""
+
+    timestamp: np.ndarray = _column(np.float64)
+    can_id: np.ndarray = _column(np.uint32)
+    dlc: np.ndarray = _column(np.uint8)
+    payload: np.ndarray = _column(np.uint8, ndim=2)
+    label: np.ndarray = _column(np.uint8)
+    attack_type: np.ndarray = _column(np.uint8)
+    attack_names: tuple[str, ...] = attrs.field(default=(NORMAL,), converter=tuple)
+    bad_rows: int = 0
+
+    def __attrs_post_init__(self):
+        n = len(self.timestamp)
+        for name in ("can_id", "dlc", "payload", "label", "attack_type"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"column {name} has {len(getattr(self, name))} rows, timestamp has {n}")
+        if self.payload.shape[1:] != (8,):
+            raise ValueError(f"payload must be (n, 8), got {self.payload.shape}")
+        if not self.attack_names or self.attack_names[0] != NORMAL:
+            raise ValueError("attack_names must start with 'normal'")
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    @classmethod
+    def from_frames(
+        cls,
+        timestamp,
+        can_id,
+        dlc,
+        payload,
+        label=None,
+        attack_type=None,
+        attack_names: Sequence[str] = (NORMAL,),
+        bad_rows: int = 0,
+    ) -> FrameTable:
+        """Build a table; labels default to all normal, attack types to the label (1 → first attack)."""
+        n = len(timestamp)
+        label = np.zeros(n, np.uint8) if label is None else np.asarray(label, np.uint8)
+        if attack_type is None:
+            attack_type = label.copy()
+            if label.any() and len(attack_names) == 1:
+                attack_names = (NORMAL, "attack")
+        return cls(timestamp, can_id, dlc, payload, label, attack_type, tuple(attack_names), bad_rows)
+
+    @classmethod
+    def empty(cls) -> FrameTable:
+        return cls.from_frames(np.empty(0), np.empty(0), np.empty(0), np.empty((0, 8)))
+
+    def take(self, index) -> FrameTable:
+        """Rows selected by a slice, boolean mask or index array."""
+        return attrs.evolve(
+            self,
+            timestamp=self.timestamp[index],
+            can_id=self.can_id[index],
+            dlc=self.dlc[index],
+            payload=self.payload[index],
+            label=self.label[index],
+            attack_type=self.attack_type[index],
+        )
+
+    @property
+    def attack_rows(self) -> int:
+        return int(self.label.sum())
+
+    @classmethod
+    def concat(cls, tables: Sequence[FrameTable]) -> FrameTable:
+        """Tables one after the other, with attack types renumbered into one list of names."""
+        names: list[str] = [NORMAL]
+        for table in tables:
+            names += [name for name in table.attack_names if name not in names]
+        attack_types = []
+        for table in tables:
+            mapping = np.array([names.index(name) for name in table.attack_names], dtype=np.uint8)
+            attack_types.append(mapping[table.attack_type])
+        if not tables:
+            return cls.empty()
+        return cls(
+            np.concatenate([t.timestamp for t in tables]),
+            np.concatenate([t.can_id for t in tables]),
+            np.concatenate([t.dlc for t in tables]),
+            np.concatenate([t.payload for t in tables]),
+            np.concatenate([t.label for t in tables]),
+            np.concatenate(attack_types),
+            tuple(names),
+            sum(t.bad_rows for t in tables),
+        )
