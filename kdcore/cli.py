@@ -231,5 +231,98 @@ def list_(
         console.print(f"{number}. {reason}", highlight=False)
 
 
+data_app = typer.Typer(help="Read, inspect, build and generate CAN captures.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+FormatOption = typer.Option(None, "--format", help="Capture format (default: detected from content).")
+BadRowsOption = typer.Option("error", "--on-bad-rows", help="error: stop at the first malformed row; skip: count and skip.")
+
+
+@data_app.command("list")
+def data_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the datasets and capture formats kdcore knows."""
+    from kdcore.data.formats import FORMATS
+
+    try:
+        engine = _engine()
+    except KdcoreError as error:
+        _fail(error)
+    listing = {
+        "datasets": [{"name": d.name, "plugin": engine.datasets.owner(d.name), "description": _first_line(d.__doc__)} for d in engine.datasets],
+        "formats": [{"name": f.name, "description": f.description} for f in FORMATS],
+    }
+    if as_json:
+        typer.echo(json.dumps(listing, indent=2))
+        return
+    for kind, items in listing.items():
+        table = Table(title=kind)
+        table.add_column("name")
+        table.add_column("description")
+        for item in items:
+            table.add_row(item["name"], item["description"])
+        console.print(table)
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Path = typer.Argument(..., help="A capture file, a folder of captures, or a can-train-and-test dataset folder."),
+    capture_format: Optional[str] = FormatOption,
+    on_bad_rows: str = BadRowsOption,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Detected format, rows, time span, distinct IDs, attack share by type, bad rows."""
+    from kdcore.data.inspect import inspect_path
+
+    try:
+        summary = inspect_path(path, capture_format, on_bad_rows)
+    except KdcoreError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=str(path), show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@data_app.command("build")
+def data_build(
+    path: Path = typer.Argument(..., help="A capture file, a folder of captures, or a can-train-and-test dataset folder."),
+    window: int = typer.Option(100, "--window", help="Frames per window."),
+    stride: int = typer.Option(100, "--stride", help="Frames between window starts."),
+    label_threshold: float = typer.Option(0.0, "--label-threshold", help="Attack-frame share above which a window is an attack."),
+    capture_format: Optional[str] = FormatOption,
+    on_bad_rows: str = BadRowsOption,
+    cache_dir: Path = typer.Option(Path("experiments/cache/graphs"), "--cache-dir", help="Where built graphs are cached."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Build the window graphs of captures into the cache (a second build reads the cache)."""
+    from rich.progress import track
+
+    from kdcore.data.cache import GraphCache
+    from kdcore.data.captures import GraphRecipe
+    from kdcore.data.inspect import build_path
+
+    try:
+        recipe = GraphRecipe(window, stride, label_threshold, capture_format, on_bad_rows)
+        if window < 2 or stride < 1:
+            raise KdcoreError(f"--window must be >= 2 and --stride >= 1, got {window} and {stride}")
+        summary = build_path(path, recipe, GraphCache(cache_dir), lambda files: track(files, description="building graphs", console=Console(stderr=True), transient=True))
+    except KdcoreError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console.print(
+        f"{summary['graphs']} graphs ({summary['attack_graphs']} attack) from {summary['frames']} frames "
+        f"in {summary['seconds']:.2f} s; cache: {summary['cache_dir']}"
+    )
+
+
 def main() -> None:
     app()

@@ -57,6 +57,16 @@ class RunConfig:
     experiment_root: str = "experiments"
     seed: int = 42
 
+    # Data: windows of frames become graphs; see docs/formats.md and docs/datasets.md.
+    capture_format: str | None = None  # None: detected from each file's content
+    on_bad_rows: str = attrs.field(default="error", validator=_one_of(("error", "skip")))
+    window_size: int = attrs.field(default=100, validator=v.ge(2))
+    window_stride: int = attrs.field(default=100, validator=_positive)
+    label_threshold: float = attrs.field(default=0.0, validator=_unit_interval)  # attack share above which a window is an attack
+    val_fraction: float = attrs.field(default=0.15, validator=_unit_interval)
+    test_fraction: float = attrs.field(default=0.15, validator=_unit_interval)  # single captures only
+    cache_dir: str | None = None  # None: {experiment_root}/cache/graphs
+
     # Knowledge distillation: a toggle over any mode, not a mode.
     use_knowledge_distillation: bool = False
     distillation_strategy: str | None = None  # None: the mode's default strategy

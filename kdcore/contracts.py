@@ -31,10 +31,11 @@ class KDSupport(str, enum.Enum):
 
 @attrs.frozen
 class Evaluation:
-    """Test metrics of a trained model, and what must be saved with it (e.g. a threshold)."""
+    """Test metrics of a trained model (overall and per test set), and what must be saved with it."""
 
     metrics: dict[str, float]
     extra: dict[str, Any] = attrs.field(factory=dict)
+    per_set: dict[str, dict[str, float]] = attrs.field(factory=dict)  # metrics of each named test set
 
 
 class TrainingMode:

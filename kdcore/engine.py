@@ -165,7 +165,7 @@ class Engine:
         datamodule = self.datasets.get(config.dataset)(config, normal_only=mode.train_on_normal_only)
         datamodule.setup("fit")
         model = build_model(self.models.get(config.model), config.model_size, datamodule.info)
-        teacher = self._load_teacher(plan.teacher_path, datamodule.info) if plan.strategy else None
+        teacher = self._load_teacher(plan.teacher_path, datamodule) if plan.strategy else None
         return Run(
             engine=self, config=config, mode=mode, strategy=plan.strategy, layout=plan.layout,
             teacher_path=plan.teacher_path, datamodule=datamodule, model=model, teacher=teacher,
@@ -184,13 +184,17 @@ class Engine:
         evaluation = plan.mode.evaluate(run.model, run)
         return self._write_artifacts(run, evaluation, train_seconds)
 
-    def _load_teacher(self, path: Path, info) -> FrozenTeacher:
-        model = self.load_model(load_checkpoint(path), path)
-        expected = {"num_node_features": info.num_node_features, "num_ids": info.num_ids}
-        found = {key: getattr(model, "hparams", {}).get(key) for key in expected}
-        if found != expected:
-            raise TeacherError(f"teacher {path} was trained on data with {found}, this dataset has {expected}")
-        return FrozenTeacher(model)
+    def _load_teacher(self, path: Path, datamodule) -> FrozenTeacher:
+        """The teacher, checked to see the data exactly as the student does (IDs and scaling)."""
+        checkpoint = load_checkpoint(path)
+        teacher_data = checkpoint.extra.get("data", {}).get("preprocessing")
+        student_data = datamodule.splits.state.get("preprocessing")
+        if teacher_data != student_data:
+            raise TeacherError(
+                f"teacher {path} was trained on other data (CAN-ID vocabulary or feature scaling differ); "
+                f"train the teacher on dataset {datamodule.config.dataset!r} with the same window settings"
+            )
+        return FrozenTeacher(self.load_model(checkpoint, path))
 
     def _write_artifacts(self, run: Run, evaluation, train_seconds: float) -> RunResult:
         config, layout = run.config, run.layout
@@ -201,7 +205,7 @@ class Engine:
                 hparams=dict(run.model.hparams),
                 state_dict=run.model.state_dict(),
                 config=config.to_dict(),
-                extra=dict(evaluation.extra),
+                extra={**evaluation.extra, "data": run.datamodule.splits.state},
             ),
         )
         atomic_write_text(layout.config, write_toml(config))
@@ -217,6 +221,7 @@ class Engine:
             "checkpoint_bytes": layout.checkpoint.stat().st_size,
             "train_seconds": round(train_seconds, 3),
             "test": evaluation.metrics,
+            "test_sets": evaluation.per_set,
         }
         atomic_write_text(layout.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         return RunResult(layout=layout, metrics=metrics)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 from torchmetrics.functional.classification import (
     binary_accuracy,
@@ -11,6 +14,15 @@ from torchmetrics.functional.classification import (
     binary_recall,
     binary_specificity,
 )
+
+from kdcore.contracts import Evaluation
+
+if TYPE_CHECKING:
+    from torch_geometric.loader import DataLoader
+
+    from kdcore.data.module import GraphDataModule
+
+Scorer = Callable[["DataLoader"], tuple[torch.Tensor, torch.Tensor]]
 
 
 def detection_metrics(scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> dict[str, float]:
@@ -28,3 +40,16 @@ def detection_metrics(scores: torch.Tensor, labels: torch.Tensor, threshold: flo
         "windows": int(labels.numel()),
         "attack_windows": int(labels.sum()),
     }
+
+
+def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float) -> Evaluation:
+    """Metrics over all test sets together, and for each named test set on its own."""
+    per_set, all_scores, all_labels = {}, [], []
+    for name, graphs in datamodule.test_sets.items():
+        scores, labels = score(datamodule.loader(graphs))
+        if len(labels):
+            per_set[name] = detection_metrics(scores, labels, threshold)
+        all_scores.append(scores)
+        all_labels.append(labels)
+    scores, labels = torch.cat(all_scores), torch.cat(all_labels)
+    return Evaluation(metrics=detection_metrics(scores, labels, threshold), extra={"threshold": threshold}, per_set=per_set)

@@ -7,17 +7,45 @@ import warnings
 
 import pytest
 
+from pathlib import Path
+
+import numpy as np
+
 from kdcore import Engine, RunConfig, hookimpl
-from kdcore.data.synthetic import SyntheticCAN
+from kdcore.data.captures import CaptureDataModule
+from kdcore.data.formats.ctt import write_csv
+from kdcore.data.frames import FrameTable
 
 
-class TinyCAN(SyntheticCAN):
-    """Few, short windows: enough to train a step and evaluate in well under a second."""
+def tiny_capture(rng, frames: int, attack: str | None = None) -> FrameTable:
+    """A small vehicle of 12 IDs with stable payloads; attacks overwrite every third frame in bursts."""
+    ids = np.arange(0x100, 0x100 + 12 * 16, 16)
+    which = rng.integers(0, len(ids), frames)
+    can_id = ids[which].copy()
+    payload = (which[:, None] * 19 + np.arange(8) * 5) % 256 + rng.integers(0, 3, (frames, 8))
+    attacked = np.zeros(frames, dtype=bool)
+    if attack is not None:
+        attacked = ((np.arange(frames) // 300) % 4 == 0) & (np.arange(frames) % 3 == 0)
+        can_id[attacked] = 0 if attack == "dos" else rng.integers(0, 0x7FF, attacked.sum())
+        payload[attacked] = 0 if attack == "dos" else rng.integers(0, 256, (attacked.sum(), 8))
+    timestamp = np.cumsum(rng.exponential(0.0005, frames))
+    return FrameTable.from_frames(timestamp, can_id, np.full(frames, 8), np.clip(payload, 0, 255), label=attacked)
+
+
+class TinyCAN(CaptureDataModule):
+    """A tiny can-train-and-test folder: enough windows to train a step and evaluate in a blink."""
 
     name = "tiny"
-    num_windows = 160
-    window_size = 30
-    num_ecu_ids = 12
+
+    def data_root(self) -> Path:
+        root = Path(self.config.experiment_root) / "data" / "tiny"
+        if not root.is_dir():
+            rng = np.random.default_rng(0)
+            write_csv(tiny_capture(rng, 3000), root / "train_01_attack_free" / "normal.csv")
+            write_csv(tiny_capture(rng, 3000, "dos"), root / "train_02_with_attacks" / "dos.csv")
+            write_csv(tiny_capture(rng, 1200, "dos"), root / "test_01_dos" / "dos.csv")
+            write_csv(tiny_capture(rng, 1200, "fuzzy"), root / "test_02_fuzzy" / "fuzzy.csv")
+        return root
 
 
 class TinyDatasetPlugin:
@@ -28,7 +56,7 @@ class TinyDatasetPlugin:
 
 def tiny_config(root, **overrides) -> RunConfig:
     settings = dict(
-        dataset="tiny", experiment_root=str(root), max_epochs=1, batch_size=16, progress_bar=False
+        dataset="tiny", experiment_root=str(root), max_epochs=1, batch_size=16, progress_bar=False, window_size=50, window_stride=50
     )
     settings.update(overrides)
     return RunConfig(**settings)

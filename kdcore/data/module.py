@@ -7,14 +7,16 @@ on, and lets a mode choose which training graphs each epoch sees (curriculum sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import lightning as L
 import torch
-from torch_geometric.data import Data
+from torch.utils.data import ConcatDataset, Dataset, Subset
 from torch_geometric.loader import DataLoader
+
+from kdcore.data.graphs import labels_of
 
 if TYPE_CHECKING:
     from kdcore.config import RunConfig
@@ -25,16 +27,23 @@ class DataInfo:
     """What a model needs to know about the data to be built."""
 
     num_node_features: int
-    num_ids: int  # size of the CAN-ID vocabulary, including the out-of-vocabulary index
+    num_ids: int  # size of the CAN-ID vocabulary, including the out-of-vocabulary index 0
     num_classes: int = 2
 
 
-def labels_of(graphs: Sequence[Data]) -> torch.Tensor:
-    return torch.cat([graph.y.view(-1) for graph in graphs]) if graphs else torch.empty(0, dtype=torch.long)
+@attrs.frozen
+class Splits:
+    """Time-ordered splits of window graphs, and what must be saved with a model trained on them."""
+
+    train: Dataset
+    val: Dataset
+    tests: dict[str, Dataset]
+    info: DataInfo
+    state: dict[str, Any] = attrs.field(factory=dict)  # e.g. vocabulary and feature scaling
 
 
 class GraphDataModule(L.LightningDataModule):
-    """Train/validation/test graphs, split in time order, as PyG loaders."""
+    """Train/validation/test graphs as PyG loaders; ``tests`` may hold several named test sets."""
 
     name: ClassVar[str]
 
@@ -42,48 +51,54 @@ class GraphDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         self.normal_only = normal_only
-        self.train_graphs: list[Data] = []
-        self.val_graphs: list[Data] = []
-        self.test_graphs: list[Data] = []
-        self.info: DataInfo | None = None
-        # A mode may pick the training graphs of each epoch (indices into train_graphs).
+        self.splits: Splits | None = None
+        # A mode may pick the training graphs of each epoch (indices into train_set).
         self.epoch_sampler: Callable[[int], torch.Tensor] | None = None
-        self._loaded = False
 
-    def load_splits(self) -> tuple[list[Data], list[Data], list[Data], DataInfo]:
-        """Return time-ordered (train, validation, test) graphs and the ``DataInfo``."""
+    def load_splits(self) -> Splits:
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        if not self._loaded:
-            self.train_graphs, self.val_graphs, self.test_graphs, self.info = self.load_splits()
-            self._loaded = True
+        if self.splits is None:
+            self.splits = self.load_splits()
 
-    def normal(self, graphs: Sequence[Data]) -> list[Data]:
-        return [graph for graph in graphs if int(graph.y) == 0]
+    @property
+    def info(self) -> DataInfo:
+        return self.splits.info
+
+    @property
+    def train_set(self) -> Dataset:
+        return self.splits.train
+
+    @property
+    def val_set(self) -> Dataset:
+        return self.splits.val
+
+    @property
+    def test_sets(self) -> dict[str, Dataset]:
+        return self.splits.tests
+
+    @staticmethod
+    def normal(graphs: Dataset) -> Subset:
+        return Subset(graphs, torch.nonzero(labels_of(graphs) == 0).view(-1).tolist())
 
     def class_counts(self) -> list[int]:
-        counts = torch.bincount(labels_of(self.train_graphs), minlength=self.info.num_classes)
-        return counts.tolist()
+        return torch.bincount(labels_of(self.train_set), minlength=self.info.num_classes).tolist()
 
-    def loader(self, graphs: Sequence[Data], shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            list(graphs),
-            batch_size=self.config.batch_size,
-            shuffle=shuffle,
-            num_workers=self.config.num_workers,
-        )
+    def loader(self, graphs: Dataset, shuffle: bool = False) -> DataLoader:
+        return DataLoader(graphs, batch_size=self.config.batch_size, shuffle=shuffle, num_workers=self.config.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        graphs = self.normal(self.train_graphs) if self.normal_only else self.train_graphs
+        graphs = self.train_set
         if self.epoch_sampler is not None:
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
-            graphs = [graphs[i] for i in self.epoch_sampler(epoch).tolist()]
+            graphs = Subset(graphs, self.epoch_sampler(epoch).tolist())
+        elif self.normal_only:
+            graphs = self.normal(graphs)
         return self.loader(graphs, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        graphs = self.normal(self.val_graphs) if self.normal_only else self.val_graphs
-        return self.loader(graphs)
+        return self.loader(self.normal(self.val_set) if self.normal_only else self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader(self.test_graphs)
+        return self.loader(ConcatDataset(list(self.test_sets.values())))

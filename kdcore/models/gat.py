@@ -54,8 +54,8 @@ class GAT(nn.Module):
             nn.Linear(hidden_channels, num_classes),
         )
 
-    def forward(self, x, can_id, edge_index, batch) -> torch.Tensor:
-        h = torch.cat([x, self.id_embedding(can_id)], dim=-1)
+    def forward(self, x, id_token, edge_index, batch) -> torch.Tensor:
+        h = torch.cat([x, self.id_embedding(id_token)], dim=-1)
         layers = []
         for conv in self.convs:
             h = torch.relu(conv(h, edge_index))

@@ -54,8 +54,8 @@ class VGAE(nn.Module):
         )
         self.canid_head = nn.Linear(latent_dim, num_ids)
 
-    def forward(self, x, can_id, edge_index, batch=None):
-        h = torch.relu(self.encoder(torch.cat([x, self.id_embedding(can_id)], dim=-1), edge_index))
+    def forward(self, x, id_token, edge_index, batch=None):
+        h = torch.relu(self.encoder(torch.cat([x, self.id_embedding(id_token)], dim=-1), edge_index))
         mu, logvar = self.mu(h, edge_index), self.logvar(h, edge_index).clamp(-10, 10)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         kl_loss = -0.5 * torch.mean(torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1))

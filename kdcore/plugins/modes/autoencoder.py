@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.utils import scatter
 
-from kdcore.contracts import Evaluation, KDSupport, TrainingMode
+from kdcore.contracts import KDSupport, TrainingMode
 from kdcore.hookspecs import hookimpl
-from kdcore.metrics import detection_metrics
+from kdcore.metrics import evaluate_scores
 from kdcore.models.vgae import VGAE
 
 
@@ -25,7 +25,7 @@ class AutoencoderMode(TrainingMode):
     kl_weight = 0.1
 
     def outputs(self, model, batch):
-        cont_out, canid_logits, neighbor_logits, z, kl_loss = model(batch.x, batch.can_id, batch.edge_index, batch.batch)
+        cont_out, canid_logits, neighbor_logits, z, kl_loss = model(batch.x, batch.id_token, batch.edge_index, batch.batch)
         return {"recon": cont_out, "canid_logits": canid_logits, "neighbor_logits": neighbor_logits, "z": z, "kl": kl_loss}
 
     def task_loss(self, outputs, batch):
@@ -33,7 +33,7 @@ class AutoencoderMode(TrainingMode):
         targets = VGAE.neighbor_targets(neighbor_logits, batch.edge_index.size(1))
         return (
             F.mse_loss(outputs["recon"].float(), batch.x)
-            + F.cross_entropy(outputs["canid_logits"].float(), batch.can_id)
+            + F.cross_entropy(outputs["canid_logits"].float(), batch.id_token)
             + F.binary_cross_entropy_with_logits(neighbor_logits, targets)
             + self.kl_weight * outputs["kl"].float()
         )
@@ -48,7 +48,7 @@ class AutoencoderMode(TrainingMode):
             batch = batch.to(device)
             outputs = self.outputs(model, batch)
             node_error = F.mse_loss(outputs["recon"].float(), batch.x, reduction="none").mean(-1)
-            node_error = node_error + F.cross_entropy(outputs["canid_logits"].float(), batch.can_id, reduction="none")
+            node_error = node_error + F.cross_entropy(outputs["canid_logits"].float(), batch.id_token, reduction="none")
             edge_error = F.binary_cross_entropy_with_logits(
                 outputs["neighbor_logits"].float(), torch.ones_like(outputs["neighbor_logits"]), reduction="none"
             )
@@ -63,10 +63,9 @@ class AutoencoderMode(TrainingMode):
     def evaluate(self, model, run):
         """Threshold: a quantile of validation normal-window scores; then detect on the test split."""
         datamodule = run.datamodule
-        normal_scores, _ = self.window_scores(model, datamodule.loader(datamodule.normal(datamodule.val_graphs)))
+        normal_scores, _ = self.window_scores(model, datamodule.loader(datamodule.normal(datamodule.val_set)))
         threshold = float(torch.quantile(normal_scores, run.config.threshold_quantile))
-        scores, labels = self.window_scores(model, datamodule.test_dataloader())
-        return Evaluation(metrics=detection_metrics(scores, labels, threshold), extra={"threshold": threshold})
+        return evaluate_scores(lambda loader: self.window_scores(model, loader), datamodule, threshold)
 
 
 @hookimpl

@@ -10,8 +10,10 @@ easiest normals in the first epoch to the hardest in the last. The draw is redon
 from __future__ import annotations
 
 import torch
+from torch.utils.data import Subset
 
 from kdcore.checkpoint import load_checkpoint
+from kdcore.data.graphs import labels_of
 from kdcore.errors import KdcoreError
 from kdcore.hookspecs import hookimpl
 from kdcore.layout import run_layout
@@ -67,10 +69,10 @@ class CurriculumMode(NormalMode):
         path = scorer_path(run.config)
         vgae = run.engine.load_model(load_checkpoint(path), path)
         datamodule = run.datamodule
-        labels = torch.cat([graph.y for graph in datamodule.train_graphs])
+        labels = labels_of(datamodule.train_set)
         normal_index = torch.nonzero(labels == 0).view(-1)
         attack_index = torch.nonzero(labels == 1).view(-1)
-        scores, _ = AutoencoderMode().window_scores(vgae, datamodule.loader([datamodule.train_graphs[i] for i in normal_index]))
+        scores, _ = AutoencoderMode().window_scores(vgae, datamodule.loader(Subset(datamodule.train_set, normal_index.tolist())))
         self.sampler = CurriculumSampler(scores, normal_index, attack_index, run.config.max_epochs, run.config.seed)
         datamodule.epoch_sampler = self.sampler
 

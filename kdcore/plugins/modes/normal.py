@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdcore.contracts import Evaluation, KDSupport, TrainingMode
+from kdcore.contracts import KDSupport, TrainingMode
 from kdcore.hookspecs import hookimpl
-from kdcore.metrics import detection_metrics
+from kdcore.metrics import evaluate_scores
 
 
 class NormalMode(TrainingMode):
@@ -27,7 +27,7 @@ class NormalMode(TrainingMode):
         self.class_weights = counts.sum() / (len(counts) * counts)
 
     def outputs(self, model, batch):
-        return {"logits": model(batch.x, batch.can_id, batch.edge_index, batch.batch)}
+        return {"logits": model(batch.x, batch.id_token, batch.edge_index, batch.batch)}
 
     def task_loss(self, outputs, batch):
         logits = outputs["logits"]
@@ -46,8 +46,9 @@ class NormalMode(TrainingMode):
         return torch.cat(probabilities), torch.cat(labels)
 
     def evaluate(self, model, run):
-        probabilities, labels = self.attack_probabilities(model, run.datamodule.test_dataloader())
-        return Evaluation(metrics=detection_metrics(probabilities, labels, threshold=0.5), extra={"threshold": 0.5})
+        return evaluate_scores(
+            lambda loader: self.attack_probabilities(model, loader), run.datamodule, threshold=0.5
+        )
 
 
 @hookimpl

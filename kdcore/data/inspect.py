@@ -1,0 +1,70 @@
+"""What ``kdcore data inspect`` and ``kdcore data build`` report about captures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdcore.data.cache import GraphCache
+from kdcore.data.captures import GraphRecipe, capture_files, ctt_folders
+from kdcore.data.formats import detect_format, format_by_name, read_capture
+from kdcore.data.frames import FrameTable
+
+
+def captures_under(path: Path) -> list[Path]:
+    """One capture, or every CSV of a ctt dataset folder, or every capture in a folder."""
+    layout = ctt_folders(path)
+    if layout is not None:
+        train, tests = layout
+        return train + [f for files in tests.values() for f in files]
+    return capture_files(path)
+
+
+def read_all(path: Path, capture_format: str | None, on_bad_rows: str) -> Iterator[tuple[Path, str, FrameTable]]:
+    for file in captures_under(path):
+        detected = format_by_name(capture_format) if capture_format else detect_format(file)
+        yield file, detected.name, read_capture(file, detected.name, on_bad_rows)
+
+
+def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:
+    table = FrameTable.concat(tables)
+    attack_types = np.bincount(table.attack_type, minlength=len(table.attack_names))
+    span = float(table.timestamp.max() - table.timestamp.min()) if len(table) else 0.0
+    return {
+        "format": formats[0] if len(set(formats)) == 1 else sorted(set(formats)),
+        "files": len(tables),
+        "rows": len(table),
+        "attack_rows": table.attack_rows,
+        "normal_rows": len(table) - table.attack_rows,
+        "attack_rows_by_type": {name: int(count) for name, count in zip(table.attack_names[1:], attack_types[1:])},
+        "distinct_ids": int(len(np.unique(table.can_id))),
+        "time_span_s": round(span, 6),
+        "bad_rows": table.bad_rows,
+    }
+
+
+def inspect_path(path: Path, capture_format: str | None = None, on_bad_rows: str = "error") -> dict[str, Any]:
+    found = list(read_all(path, capture_format, on_bad_rows))
+    return summarize([table for _, _, table in found], [name for _, name, _ in found])
+
+
+def build_path(path: Path, recipe: GraphRecipe, cache: GraphCache, progress) -> dict[str, Any]:
+    """Build (or read from the cache) the graphs of every capture under ``path``."""
+    started = time.perf_counter()
+    built = [recipe.graphs(cache, file) for file in progress(captures_under(path))]
+    seconds = time.perf_counter() - started
+    frames = sum(graphs.num_frames for graphs in built)
+    return {
+        "files": len(built),
+        "frames": frames,
+        "graphs": sum(len(graphs) for graphs in built),
+        "attack_graphs": int(sum(graphs.y.sum() for graphs in built)),
+        "seconds": round(seconds, 4),
+        "frames_per_s": round(frames / seconds) if seconds else None,
+        "cache_hits": cache.hits,
+        "cache_dir": str(cache.cache_dir),
+    }
