@@ -1,0 +1,115 @@
+"""Datasets read from disk: the ctt layout, single captures, splits, and what is saved with a model."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kdcore.checkpoint import load_checkpoint
+from kdcore.cli import app
+from kdcore.data.formats.ctt import write_csv
+from kdcore.errors import KdcoreError, TeacherError
+
+from conftest import tiny_capture, tiny_config
+
+
+@pytest.fixture
+def ctt_root(tmp_path):
+    rng = np.random.default_rng(3)
+    root = tmp_path / "hcrl_sa"
+    write_csv(tiny_capture(rng, 2000), root / "train_01_attack_free" / "a.csv")
+    write_csv(tiny_capture(rng, 2000, "dos"), root / "train_02_with_attacks" / "b.csv")
+    write_csv(tiny_capture(rng, 1000, "dos"), root / "test_01_dos" / "c.csv")
+    write_csv(tiny_capture(rng, 1000, "fuzzy"), root / "test_02_fuzzy" / "d.csv")
+    return root
+
+
+def test_ctt_layout_trains_and_reports_each_test_folder(engine, ctt_root, tmp_path):
+    config = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root), mode="normal", max_epochs=2)
+    result = engine.run(config)
+    assert set(result.metrics["test_sets"]) == {"test_01_dos", "test_02_fuzzy"}
+    assert result.metrics["test_sets"]["test_01_dos"]["windows"] == 20
+    assert result.metrics["test"]["windows"] == 40
+    assert "/automotive/hcrl_sa/supervised/gat/teacher/no-kd/normal" in str(result.run_dir)
+
+    data = load_checkpoint(result.checkpoint).extra["data"]
+    assert data["window_size"] == 50 and len(data["preprocessing"]["vocabulary"]) == 12
+
+
+def test_splits_are_time_ordered_and_disjoint(engine, ctt_root, tmp_path):
+    config = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root), val_fraction=0.2)
+    datamodule = engine.datasets.get("hcrl_sa")(config)
+    datamodule.setup()
+    train, val = datamodule.train_set, datamodule.val_set
+    # Each train file gives its first 80% of frames to training and the rest to validation.
+    assert len(train) == 2 * 32 and len(val) == 2 * 8
+    for file in range(2):
+        last_train = train.time_span[32 * file + 31, 1]
+        first_val = val.time_span[8 * file, 0]
+        assert last_train < first_val
+
+
+def test_a_second_run_reads_the_graph_cache(engine, ctt_root, tmp_path):
+    config = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root))
+    engine.datasets.get("hcrl_sa")(config).setup()
+    cached = sorted((tmp_path / "exp" / "cache" / "graphs").glob("*.npz"))
+    assert len(cached) == 6  # 2 train files × (train, val) + 2 test files
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    engine.datasets.get("hcrl_sa")(config).setup()
+    assert [p.stat().st_mtime_ns for p in cached] == mtimes
+
+
+def test_a_single_capture_is_split_in_time_order(engine, tmp_path):
+    path = tmp_path / "capture.csv"
+    write_csv(tiny_capture(np.random.default_rng(1), 5000, "dos"), path)
+    config = tiny_config(tmp_path / "exp", dataset="captures", data_root=str(path))
+    datamodule = engine.datasets.get("captures")(config)
+    datamodule.setup()
+    assert (len(datamodule.train_set), len(datamodule.val_set), len(datamodule.test_sets["test"])) == (70, 15, 15)
+
+
+def test_standard_dataset_needs_a_data_root_in_ctt_layout(engine, tmp_path):
+    with pytest.raises(KdcoreError, match="needs --data-root"):
+        engine.datasets.get("hcrl_ch")(tiny_config(tmp_path, dataset="hcrl_ch")).setup()
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    write_csv(tiny_capture(np.random.default_rng(1), 500), flat / "x.csv")
+    with pytest.raises(KdcoreError, match="expects the can-train-and-test layout"):
+        engine.datasets.get("hcrl_ch")(tiny_config(tmp_path, dataset="hcrl_ch", data_root=str(flat))).setup()
+
+
+def test_a_teacher_trained_on_other_data_is_refused(engine, ctt_root, teacher_root, tmp_path):
+    tiny_teacher = teacher_root / "automotive/tiny/supervised/gat/teacher/no-kd/curriculum/models/gat_curriculum.pth"
+    config = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root), window_size=40, window_stride=40,
+                         model_size="student", use_knowledge_distillation=True, teacher_model_path=str(tiny_teacher))
+    with pytest.raises(TeacherError, match="trained on other data"):
+        engine.run(config)
+
+
+def test_data_inspect_and_build_commands(ctt_root, tmp_path):
+    runner = CliRunner()
+    inspected = runner.invoke(app, ["data", "inspect", str(ctt_root), "--json"])
+    assert inspected.exit_code == 0, inspected.output
+    summary = json.loads(inspected.stdout)
+    assert summary["format"] == "ctt" and summary["files"] == 4 and summary["rows"] == 6000
+    assert summary["attack_rows"] + summary["normal_rows"] == summary["rows"] > summary["attack_rows"] > 0
+    assert summary["distinct_ids"] >= 12 and summary["bad_rows"] == 0
+
+    arguments = ["data", "build", str(ctt_root), "--window", "50", "--stride", "50", "--cache-dir", str(tmp_path / "cache"), "--json"]
+    first = json.loads(runner.invoke(app, arguments).stdout)
+    assert (first["graphs"], first["frames"], first["cache_hits"]) == (120, 6000, 0)
+    second = json.loads(runner.invoke(app, arguments).stdout)
+    assert second["cache_hits"] == 4 and second["graphs"] == 120
+
+
+def test_data_inspect_counts_or_stops_at_bad_rows(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("timestamp,arbitration_id,data_field,attack\n1.0,1F3,0011,0\n2.0,XYZ,00,0\n3.0,1F4,00,1\n")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["data", "inspect", str(path)])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == f"error: {path}:3: arbitration_id: not a hex CAN ID: 'XYZ'"
+    skipped = json.loads(runner.invoke(app, ["data", "inspect", str(path), "--on-bad-rows", "skip", "--json"]).stdout)
+    assert (skipped["rows"], skipped["bad_rows"], skipped["attack_rows"]) == (2, 1, 1)

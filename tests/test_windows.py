@@ -1,0 +1,153 @@
+"""Window → graph construction against a plain reference, and the graph cache."""
+
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from kdcore.data.cache import GraphCache, cache_key
+from kdcore.data.frames import FrameTable
+from kdcore.data.graphs import WindowGraphs
+from kdcore.data.preprocess import Preprocessing
+from kdcore.data.windows import FEATURES, build_window_graphs
+
+
+def random_table(n=1000, seed=0, ids=(0x10, 0x20, 0x30, 0x7FF, 0x18FEF100)):
+    rng = np.random.default_rng(seed)
+    return FrameTable.from_frames(
+        timestamp=np.cumsum(rng.uniform(0.0001, 0.002, n)),
+        can_id=rng.choice(ids, n),
+        dlc=rng.integers(0, 9, n),
+        payload=rng.integers(0, 256, (n, 8)),
+        label=(rng.random(n) < 0.05),
+    )
+
+
+def reference_graph(table: FrameTable, start: int, window: int):
+    """One window built the obvious way, frame by frame."""
+    rows = range(start, start + window)
+    ids = sorted({int(table.can_id[r]) for r in rows})
+    node = {can_id: i for i, can_id in enumerate(ids)}
+    edges = {}
+    for a, b in zip(rows, list(rows)[1:]):
+        key = (node[int(table.can_id[a])], node[int(table.can_id[b])])
+        edges[key] = edges.get(key, 0) + 1
+    features = []
+    for can_id in ids:
+        mine = [r for r in rows if table.can_id[r] == can_id]
+        times = table.timestamp[mine]
+        gaps = np.diff(times)
+        payload = table.payload[mine].astype(float)
+        features.append(
+            [can_id, *payload.mean(axis=0), len(mine), np.mean([(r - start) / (window - 1) for r in mine]),
+             gaps.mean() if len(gaps) else 0.0, gaps.std() if len(gaps) else 0.0,
+             payload.std(axis=0).mean(), table.dlc[mine].mean()]
+        )
+    return ids, edges, np.array(features)
+
+
+@pytest.mark.parametrize(("window", "stride"), [(100, 100), (50, 20), (7, 7)])
+def test_matches_the_frame_by_frame_reference(window, stride):
+    table = random_table()
+    graphs = build_window_graphs(table, window, stride)
+    starts = list(range(0, len(table) - window + 1, stride))
+    assert len(graphs) == len(starts)
+    for w, start in enumerate(starts[:12]):
+        ids, edges, features = reference_graph(table, start, window)
+        n0, n1 = graphs.node_ptr[w], graphs.node_ptr[w + 1]
+        e0, e1 = graphs.edge_ptr[w], graphs.edge_ptr[w + 1]
+        assert graphs.can_id[n0:n1].tolist() == ids
+        built = {(int(s), int(d)): round(float(c) * window) for s, d, c in zip(*graphs.edge_index[:, e0:e1], graphs.edge_attr[e0:e1])}
+        assert built == edges
+        np.testing.assert_allclose(graphs.x[n0:n1], features, rtol=1e-5, atol=1e-6)
+        assert graphs.y[w] == int(table.label[start : start + window].any())
+        assert tuple(graphs.time_span[w]) == (table.timestamp[start], table.timestamp[start + window - 1])
+
+
+def test_feature_names_match_the_columns():
+    assert random_table(200).payload.shape[1] == 8
+    assert build_window_graphs(random_table(200), 100).num_features == len(FEATURES) == 15
+
+
+def test_label_threshold_and_attack_type():
+    n = 300
+    label = np.zeros(n, np.uint8)
+    label[10:15] = 1  # 5% of window 0
+    label[150:200] = 1  # 50% of window 1
+    attack_type = label * 2  # all "fuzzy"
+    table = FrameTable(np.arange(n, dtype=float), np.full(n, 5), np.full(n, 8), np.zeros((n, 8)), label, attack_type,
+                       ("normal", "dos", "fuzzy"))
+    assert build_window_graphs(table, 100, 100).y.tolist() == [1, 1, 0]
+    strict = build_window_graphs(table, 100, 100, label_threshold=0.1)
+    assert strict.y.tolist() == [0, 1, 0]
+    assert strict.attack_type.tolist() == [0, 2, 0]
+
+
+def test_too_few_frames_make_no_window():
+    graphs = build_window_graphs(random_table(50), 100)
+    assert len(graphs) == 0 and graphs.num_frames == 50
+
+
+def test_one_million_frames_in_bounded_time_and_memory_shape():
+    table = random_table(200_000, ids=tuple(range(0x100, 0x160)))
+    graphs = build_window_graphs(table, 100, 100)
+    assert len(graphs) == 2000 and graphs.node_ptr[-1] == len(graphs.x)
+
+
+def test_preprocessing_is_fitted_on_normal_windows_only():
+    table = random_table(2000)
+    graphs = build_window_graphs(table, 20, 20)
+    preprocessing = Preprocessing.fit(graphs)
+    normal_nodes = graphs.node_rows(np.flatnonzero(graphs.y == 0))
+    np.testing.assert_allclose(preprocessing.mean, graphs.x[normal_nodes].mean(axis=0), rtol=1e-6)
+    assert preprocessing.id_token(np.array([0x10, 0x12345])).tolist() == [1, 0]  # unseen → 0
+    restored = Preprocessing.from_dict(preprocessing.to_dict())
+    assert np.array_equal(restored.vocabulary, preprocessing.vocabulary)
+    graph = preprocessing.apply(graphs)[0]
+    assert graph.x.shape[1] == 15 and int(graph.id_token.min()) >= 0
+
+
+def test_concat_keeps_windows_and_renumbers_attack_types():
+    a = build_window_graphs(random_table(300, seed=1), 100)
+    b = build_window_graphs(random_table(300, seed=2), 100)
+    both = WindowGraphs.concat([a, b])
+    assert len(both) == 6 and both.node_ptr[-1] == len(a.x) + len(b.x)
+    assert both.num_frames == 600
+    np.testing.assert_array_equal(both.x[both.node_ptr[3] : both.node_ptr[4]], b.x[: b.node_ptr[1]])
+
+
+def test_cache_key_follows_content_and_parameters(tmp_path):
+    path = tmp_path / "capture.csv"
+    path.write_text("a")
+    key = cache_key(path, window=100)
+    assert cache_key(path, window=100) == key
+    assert cache_key(path, window=50) != key
+    path.write_text("b")
+    assert cache_key(path, window=100) != key
+
+
+def test_second_read_comes_from_the_cache(tmp_path):
+    cache = GraphCache(tmp_path)
+    calls = []
+
+    def build():
+        calls.append(1)
+        return build_window_graphs(random_table(500), 100)
+
+    first = cache.get_or_build("k", build)
+    second = cache.get_or_build("k", build)
+    assert len(calls) == 1 and cache.hits == 1
+    np.testing.assert_array_equal(first.x, second.x)
+    assert second.attack_names == first.attack_names
+
+
+def _build_into(directory):
+    GraphCache(directory).get_or_build("shared", lambda: build_window_graphs(random_table(20000), 100))
+
+
+def test_concurrent_builders_never_corrupt_the_cache(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        pool.map(_build_into, [tmp_path] * 4)
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.npz"]
+    assert len(WindowGraphs.load(tmp_path / "shared.npz")) == 200
