@@ -324,5 +324,47 @@ def data_build(
     )
 
 
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write the can-train-and-test dataset into."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="About this many frames in all (default: ~360 k)."),
+    attacks: str = typer.Option("dos,fuzzy,spoof", "--attacks", help="Comma-separated: dos, fuzzy, spoof, replay, suspend."),
+    seed: int = typer.Option(0, "--seed", help="The vehicle and its recordings."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Generate a synthetic vehicle's captures, with attacks, in the can-train-and-test layout."""
+    from kdcore.data.traffic import seconds_for_frames, write_ctt_dataset
+
+    try:
+        names = tuple(name.strip() for name in attacks.split(",") if name.strip())
+        durations = seconds_for_frames(frames, seed, len(names)) if frames else {}
+        summary = write_ctt_dataset(out, seed=seed, attacks=names, **durations)
+    except KdcoreError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for folder, figures in summary["folders"].items():
+        console.print(f"{folder}: {figures['frames']} frames, {figures['attack_frames']} attack")
+    console.print(f"{summary['frames']} frames written to {out}")
+
+
+@data_app.command("inject")
+def data_inject(
+    capture: Path = typer.Argument(..., help="An attack-free capture in any known format."),
+    attack: str = typer.Option(..., "--attack", help="dos, fuzzy, spoof, replay or suspend."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the attacked capture into (ctt layout)."),
+    seed: int = typer.Option(0, "--seed", help="Where the attack bursts fall."),
+) -> None:
+    """Inject labelled attacks into an attack-free capture, real or synthetic."""
+    from kdcore.data.traffic import inject_capture
+
+    try:
+        written = inject_capture(capture, attack, out, seed)
+    except KdcoreError as error:
+        _fail(error)
+    console.print(f"written: {written}")
+
+
 def main() -> None:
     app()

@@ -40,7 +40,9 @@ def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:
         "rows": len(table),
         "attack_rows": table.attack_rows,
         "normal_rows": len(table) - table.attack_rows,
-        "attack_rows_by_type": {name: int(count) for name, count in zip(table.attack_names[1:], attack_types[1:])},
+        "attack_rows_by_type": {
+            name: int(count) for name, count in zip(table.attack_names[1:], attack_types[1:]) if count
+        },
         "distinct_ids": int(len(np.unique(table.can_id))),
         "time_span_s": round(span, 6),
         "bad_rows": table.bad_rows,

@@ -7,6 +7,7 @@ attack 0/1. A dataset is a folder of ``train_01_attack_free/``, ``train_02_with_
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ class CttCsv(CaptureFormat):
     def sniff(self, head: bytes, path: Path) -> bool:
         return head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].strip().lower() == HEADER.encode()
 
-    def read(self, path: Path, errors: RowErrors, attack_name: str = "attack") -> FrameTable:
+    def read(self, path: Path, errors: RowErrors) -> FrameTable:
         lines = path.read_bytes().lstrip(b"\xef\xbb\xbf").splitlines()
         if not lines or lines[0].strip().lower() != HEADER.encode():
             raise BadRowError(f"{path}:1: header: expected {HEADER!r}")
@@ -56,9 +57,18 @@ class CttCsv(CaptureFormat):
         label = (attack_text == b"1").astype(np.uint8)
         table = FrameTable.from_frames(
             timestamp, can_id, dlc, payload, label=label, attack_type=label,
-            attack_names=("normal", attack_name), bad_rows=errors.skipped,
+            attack_names=("normal", attack_name(path)), bad_rows=errors.skipped,
         )
         return table if valid.all() else table.take(valid)
+
+
+def attack_name(path: Path) -> str:
+    """The layout keeps only 0/1, so the attack is named by where the file sits:
+    ``test_03_spoof/x.csv`` → ``spoof``; ``train_02_with_attacks/dos-1.csv`` → ``dos``."""
+    match = re.fullmatch(r"test_\d+_(.+)", path.parent.name)
+    if match:
+        return match.group(1)
+    return path.stem.lower().split("-")[0] or "attack"
 
 
 def write_csv(table: FrameTable, path: str | Path) -> None:
