@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from kdcore.data.cache import GraphCache, cache_key
 from kdcore.data.formats import read_capture
+from kdcore.data.formats.labels import SUFFIX as SIDECAR_SUFFIX
 from kdcore.data.frames import FrameTable
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.module import DataInfo, GraphDataModule, Splits
@@ -39,15 +40,21 @@ def ctt_folders(root: Path) -> tuple[list[Path], dict[str, list[Path]]] | None:
     test_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("test_"))
     if not train_dirs:
         return None
-    train = [f for folder in train_dirs for f in sorted(folder.glob("*.csv"))]
-    tests = {folder.name: sorted(folder.glob("*.csv")) for folder in test_dirs}
+    def csvs(folder: Path) -> list[Path]:
+        return sorted(f for f in folder.glob("*.csv") if not f.name.endswith(SIDECAR_SUFFIX))
+
+    train = [f for folder in train_dirs for f in csvs(folder)]
+    tests = {folder.name: csvs(folder) for folder in test_dirs}
     return train, {name: files for name, files in tests.items() if files}
 
 
 def capture_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in CAPTURE_SUFFIXES)
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in CAPTURE_SUFFIXES and not p.name.endswith(SIDECAR_SUFFIX)
+    )
     if not files:
         raise KdcoreError(f"{root}: no capture files found (looked for {', '.join(CAPTURE_SUFFIXES)})")
     return files

@@ -11,7 +11,7 @@ import numpy as np
 
 from kdcore.data.cache import GraphCache
 from kdcore.data.captures import GraphRecipe, capture_files, ctt_folders
-from kdcore.data.formats import detect_format, format_by_name, read_capture
+from kdcore.data.formats import detect_format, read_capture
 from kdcore.data.frames import FrameTable
 
 
@@ -26,8 +26,8 @@ def captures_under(path: Path) -> list[Path]:
 
 def read_all(path: Path, capture_format: str | None, on_bad_rows: str) -> Iterator[tuple[Path, str, FrameTable]]:
     for file in captures_under(path):
-        detected = format_by_name(capture_format) if capture_format else detect_format(file)
-        yield file, detected.name, read_capture(file, detected.name, on_bad_rows)
+        table = read_capture(file, capture_format, on_bad_rows)
+        yield file, capture_format or detect_format(file).name, table
 
 
 def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ class CaptureFormat:
     name: ClassVar[str]
     description: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]] = ()
+    carries_labels: ClassVar[bool] = False  # True: labels come from the file, never from a sidecar
 
     def sniff(self, head: bytes, path: Path) -> bool:
         raise NotImplementedError

@@ -24,6 +24,7 @@ class CttCsv(CaptureFormat):
     name = "ctt"
     description = "can-train-and-test CSV: timestamp,arbitration_id,data_field,attack"
     suffixes = (".csv",)
+    carries_labels = True
 
     def sniff(self, head: bytes, path: Path) -> bool:
         return head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].strip().lower() == HEADER.encode()

@@ -32,10 +32,10 @@ def _nibbles(strings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def parse_hex_ids(strings: np.ndarray, max_digits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Hex CAN IDs (optionally ``0x``-prefixed) → uint32 values and a validity mask."""
-    strings = np.char.lower(strings)
     empty = strings == b""
-    prefixed = np.char.startswith(strings, b"0x")
-    strings = np.where(prefixed, np.char.lstrip(np.char.lstrip(strings, b"0"), b"x"), strings)
+    prefixed = np.char.startswith(strings, b"0x") | np.char.startswith(strings, b"0X")
+    if prefixed.any():
+        strings = np.where(prefixed, np.char.lstrip(np.char.lstrip(strings, b"0"), b"xX"), strings)
     strings = np.where(strings == b"", b"0", strings)
     nibbles, lengths = _nibbles(strings)
     width = nibbles.shape[1]
@@ -66,7 +66,7 @@ def parse_hex_payload(strings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 def parse_hex_bytes(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, k) array of one- or two-digit hex byte strings ('' for absent) → (n, k) uint8 and validity (n, k)."""
     n, k = columns.shape
-    flat = np.char.lower(columns.reshape(-1).astype("S2"))
+    flat = columns.reshape(-1).astype("S2")
     nibbles, lengths = _nibbles(flat)
     nibbles = np.pad(nibbles, ((0, 0), (0, max(0, 2 - nibbles.shape[1]))))
     one = lengths == 1

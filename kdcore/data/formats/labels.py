@@ -1,0 +1,149 @@
+"""Attack sidecars: labels for captures whose format has none (candump, trc, asc, blf, busmaster).
+
+A sidecar is a small CSV next to the capture, named after the capture's full file name plus
+``.attacks.csv`` (``drive.log`` → ``drive.log.attacks.csv``)::
+
+    start,end,attack,can_id
+    1717548054.90,1717548055.40,dos,000
+    1717548060.00,1717548062.50,fuzzy,
+
+``start``/``end`` are seconds on the capture's own time scale — the timestamps ``read_capture``
+returns for it (absolute Unix seconds for candump, trc with ``$STARTTIME``, asc/blf with a start
+date, BUSMASTER with a start date; offsets otherwise). A frame with ``start <= timestamp <= end``
+becomes label 1 with that attack name; the optional ``can_id`` column (hex, ``0x`` allowed; empty
+means every ID) restricts the interval to one ID. Later rows win where intervals overlap. Attack
+names may not be ``normal``; blank lines and lines starting with ``#`` are ignored.
+
+``read_capture`` applies the sidecar automatically when it exists. A sidecar next to a capture
+whose format carries its own labels (ctt, hcrl_ch, hcrl_ch_txt) is refused rather than merged,
+as is any malformed sidecar row (``path:line: field: reason``, whatever ``on_bad_rows`` says:
+a label row silently skipped would silently change the labels). An interval that covers no
+frame is reported with a warning: it usually means the sidecar uses another time scale.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from kdcore.data.formats.base import CaptureFormat
+from kdcore.data.frames import NORMAL, FrameTable, RowErrors
+from kdcore.errors import KdcoreError
+
+SUFFIX = ".attacks.csv"
+COLUMNS = ("start", "end", "attack")
+OPTIONAL = ("can_id",)
+
+
+@attrs.frozen
+class Interval:
+    start: float
+    end: float
+    attack: str
+    can_id: int | None = None
+    line: int = 0
+
+
+def sidecar_path(capture: str | Path) -> Path:
+    capture = Path(capture)
+    return capture.with_name(capture.name + SUFFIX)
+
+
+def read_sidecar(path: str | Path) -> list[Interval]:
+    """The intervals of a sidecar file; any malformed row raises ``BadRowError``."""
+    path = Path(path)
+    errors = RowErrors(path, "error")
+    text = path.read_text(encoding="utf-8-sig")
+    rows = [(number, row) for number, row in enumerate(csv.reader(text.splitlines()), start=1)
+            if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")]
+    if not rows:
+        errors.bad(1, "header", f"expected a header {','.join(COLUMNS)}[,can_id]")
+    header_line, header = rows[0]
+    names = [cell.strip().lower() for cell in header]
+    missing = [name for name in COLUMNS if name not in names]
+    unknown = [name for name in names if name not in COLUMNS + OPTIONAL]
+    if missing or unknown or len(set(names)) != len(names):
+        errors.bad(header_line, "header", f"expected columns {','.join(COLUMNS)}[,can_id], got {','.join(names)!r}")
+    column = {name: names.index(name) for name in names}
+    intervals = []
+    for number, row in rows[1:]:
+        if len(row) != len(names):
+            errors.bad(number, "row", f"expected {len(names)} fields, got {len(row)}")
+        cells = {name: row[index].strip() for name, index in column.items()}
+        bounds = []
+        for name in ("start", "end"):
+            try:
+                value = float(cells[name])
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                errors.bad(number, name, f"not a finite number: {cells[name]!r}")
+            bounds.append(value)
+        if bounds[0] > bounds[1]:
+            errors.bad(number, "end", f"before start: {cells['end']!r} < {cells['start']!r}")
+        attack = cells["attack"]
+        if not attack or attack.lower() == NORMAL:
+            errors.bad(number, "attack", f"expected an attack name (not empty, not 'normal'): {attack!r}")
+        can_id = None
+        if cells.get("can_id"):
+            try:
+                can_id = int(cells["can_id"], 16)
+            except ValueError:
+                can_id = -1
+            if not 0 <= can_id <= 0x1FFFFFFF:
+                errors.bad(number, "can_id", f"not a hex CAN ID: {cells['can_id']!r}")
+        intervals.append(Interval(bounds[0], bounds[1], attack, can_id, number))
+    return intervals
+
+
+def apply_intervals(table: FrameTable, intervals: list[Interval], source: str | Path = "sidecar") -> FrameTable:
+    """The table with frames inside the intervals labelled as attacks (later intervals win)."""
+    if not intervals:
+        return table
+    names = list(table.attack_names)
+    label = table.label.copy()
+    attack_type = table.attack_type.copy()
+    timestamp = table.timestamp
+    ordered = len(timestamp) < 2 or bool((np.diff(timestamp) >= 0).all())
+    for interval in intervals:
+        if ordered:  # binary search: touch only the interval's slice of the table
+            lo = int(np.searchsorted(timestamp, interval.start, side="left"))
+            hi = int(np.searchsorted(timestamp, interval.end, side="right"))
+            selected = np.arange(lo, hi)
+        else:
+            selected = np.flatnonzero((timestamp >= interval.start) & (timestamp <= interval.end))
+        if interval.can_id is not None:
+            selected = selected[table.can_id[selected] == interval.can_id]
+        if len(selected) == 0:
+            warnings.warn(
+                f"{source}:{interval.line}: the interval {interval.start}..{interval.end}"
+                f"{'' if interval.can_id is None else f' for ID {interval.can_id:X}'} covers no frame "
+                f"(the capture spans {timestamp.min(initial=math.inf)}..{timestamp.max(initial=-math.inf)})",
+                stacklevel=2,
+            )
+            continue
+        if interval.attack not in names:
+            if len(names) == 256:
+                raise KdcoreError(f"{source}:{interval.line}: more than 255 attack names")
+            names.append(interval.attack)
+        label[selected] = 1
+        attack_type[selected] = names.index(interval.attack)
+    return attrs.evolve(table, label=label, attack_type=attack_type, attack_names=tuple(names))
+
+
+def apply_sidecar(table: FrameTable, capture: str | Path, capture_format: CaptureFormat) -> FrameTable:
+    """Apply ``<capture>.attacks.csv`` when it exists (refused for formats that carry labels)."""
+    path = sidecar_path(capture)
+    if not path.is_file():
+        return table
+    if capture_format.carries_labels:
+        raise KdcoreError(
+            f"{path}: an attack sidecar next to a {capture_format.name} capture, which carries its own labels: "
+            "remove the sidecar (labels are not merged)"
+        )
+    return apply_intervals(table, read_sidecar(path), path)

@@ -1,0 +1,241 @@
+"""Vector's ``asc`` (text) and ``blf`` (binary) logs, read through python-can's readers.
+
+``asc`` — CANalyzer/CANoe ASCII log::
+
+    date Wed Jun 05 00:40:54.420 2024
+    base hex  timestamps absolute
+    Begin Triggerblock Wed Jun 05 00:40:54.420 2024
+     0.001000 1  1F4             Rx   d 2 00 01
+
+Detected by its ``date``/``base hex|dec`` header lines or by rows of that shape. Read with
+``can.ASCReader`` (hex or decimal base, CAN FD rows, remote and error frames); the header's
+wall-clock date (the ``Begin Triggerblock`` one when present, else ``date``) is read as UTC, so a
+file gives the same absolute timestamps on every machine, and each row's offset is added to it
+(a file without a date keeps the offsets: seconds since the measurement started). Lines that
+python-can does not take for a frame (comments, statistics, J1939 events) are ignored.
+
+``blf`` — Binary Logging Format, detected by its ``LOGG`` magic, read with ``can.BLFReader``
+(its start time is UTC already, as python-can writes it).
+
+Both carry no labels (use an attack sidecar, ``kdcore.data.formats.labels``). Error frames are
+bus events and are left out; a CAN FD frame with more than 8 data bytes, or a frame with fewer
+data bytes than its DLC says, is a bad row. python-can does not report line numbers, so this
+module counts them itself: a bad ``asc`` row is named by its line; a bad ``blf`` object by its
+ordinal number among the file's frames (``path:N: object: ...``). After a bad ``asc`` row, ``skip``
+mode carries on with the next line; a corrupt ``blf`` object cannot be skipped over, so there
+``skip`` counts one bad row and keeps the frames before it.
+
+``read_messages`` (used here and for PCAN traces other than v1.1) turns any python-can reader
+into a ``FrameTable``. It makes one ``can.Message`` per frame, so it is much slower than the
+vectorised text readers (see ``benchmarks/bench_readers.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import can
+import numpy as np
+from can.io.blf import BLFParseError
+
+from kdcore.data.formats.base import CaptureFormat
+from kdcore.data.formats.textscan import head_lines
+from kdcore.data.frames import FrameTable, RowErrors
+from kdcore.errors import KdcoreError
+
+BLF_MAGIC = b"LOGG"
+_ASC_HEADER = re.compile(rb"^(date\s+\w+\s+\w+|base\s+(hex|dec)\b)", re.IGNORECASE)
+_ASC_ROW = re.compile(rb"^\d+\.\d+\s+(\d+\s+[0-9A-Fa-f]+x?\s+(Rx|Tx)\s|CANFD\s)", re.IGNORECASE)
+_PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, struct.error, zlib.error)
+
+
+class CountedLines:
+    """A text file's lines for a python-can reader, counted (python-can keeps no line numbers)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.number = 0
+        self.last: str | None = None
+        self._pushed: str | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self._pushed is not None:
+            line, self._pushed = self._pushed, None
+        else:
+            line = next(self.handle)
+        self.number += 1
+        self.last = line
+        return line
+
+    def push_back(self) -> None:
+        """Give the last line back: the next ``next`` returns it again."""
+        if self.last is not None and self._pushed is None:
+            self._pushed = self.last
+            self.number -= 1
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __getattr__(self, name):  # readline, read, name, ... for readers that use them
+        return getattr(self.handle, name)
+
+
+class _Frames:
+    """Columns accumulated from ``can.Message`` objects."""
+
+    def __init__(self):
+        self.timestamp: list[float] = []
+        self.can_id: list[int] = []
+        self.dlc: list[int] = []
+        self.payload: list[bytes] = []
+
+    def add(self, message: can.Message) -> str | None:
+        """Add a data frame; a reason when it cannot go in the table; error frames are left out."""
+        if message.is_error_frame:
+            return None
+        data = bytes(message.data or b"")
+        if message.is_remote_frame:
+            dlc, data = min(message.dlc, 8), b""
+        elif len(data) > 8:
+            return f"CAN FD frame with {len(data)} data bytes: kdcore tables hold classic CAN frames of 0-8 bytes"
+        elif message.dlc > len(data) and not (message.dlc > 8 and len(data) == 8):
+            return f"DLC {message.dlc} but {len(data)} data bytes"
+        else:
+            dlc = len(data)
+        self.timestamp.append(message.timestamp)
+        self.can_id.append(message.arbitration_id)
+        self.dlc.append(dlc)
+        self.payload.append(data.ljust(8, b"\0"))
+        return None
+
+    def table(self, bad_rows: int) -> FrameTable:
+        payload = np.frombuffer(b"".join(self.payload), dtype=np.uint8).reshape(-1, 8)
+        return FrameTable.from_frames(
+            np.array(self.timestamp, dtype=np.float64), np.array(self.can_id, dtype=np.uint32),
+            np.array(self.dlc, dtype=np.uint8), payload, bad_rows=bad_rows,
+        )
+
+
+def read_messages(
+    path: Path,
+    errors: RowErrors,
+    make_reader: Callable[[CountedLines | None, can.io.generic.MessageReader | None], can.io.generic.MessageReader],
+    text: bool = True,
+) -> FrameTable:
+    """Frames from a python-can reader, bad rows reported with their line (text) or object number.
+
+    ``make_reader(lines, previous)``: a reader over the counted ``lines`` (text files; ``None`` for
+    binary ones); ``previous`` is the reader that failed, for resuming after a bad row (text only).
+    """
+    frames = _Frames()
+    handle = path.open("r", encoding="utf-8", errors="replace") if text else None
+    lines = CountedLines(handle) if text else None
+    field = "row" if text else "object"
+    previous = None
+    failed_at = None
+    try:
+        while True:
+            reader = make_reader(lines, previous)
+            try:
+                for message in reader:
+                    reason = frames.add(message)
+                    if reason:
+                        errors.bad(lines.number if text else len(frames.timestamp) + 1, field, reason)
+                break
+            except (*_PARSE_ERRORS, BLFParseError) as exc:
+                where = lines.number if text else len(frames.timestamp) + 1
+                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if not text:
+                    errors.bad(where, field, f"python-can could not read it ({detail}); the rest of the file is unreadable")
+                    break
+                errors.bad(where, field, f"python-can could not parse it ({detail})")
+                if where == failed_at:  # no progress: the reader fails before reading a line
+                    break
+                previous, failed_at = reader, where
+            finally:
+                if not text:
+                    reader.stop()
+    finally:
+        if handle is not None:
+            handle.close()
+    return frames.table(errors.skipped)
+
+
+def _utc_timestamp(datetime_string: str) -> float:
+    """An asc header date (``Wed Jun 05 00:40:54.420 2024``, English or German months) as UTC seconds."""
+    months = {"Jan": 1, "Feb": 2, "Mar": 3, "Apr": 4, "May": 5, "Jun": 6, "Jul": 7, "Aug": 8, "Sep": 9,
+              "Oct": 10, "Nov": 11, "Dec": 12, "Mär": 3, "Mai": 5, "Okt": 10, "Dez": 12}
+    for name, number in months.items():
+        datetime_string = datetime_string.replace(name, f"{number:02d}")
+    for pattern in ("%m %d %I:%M:%S.%f %p %Y", "%m %d %I:%M:%S %p %Y", "%m %d %H:%M:%S.%f %Y", "%m %d %H:%M:%S %Y"):
+        try:
+            return datetime.strptime(datetime_string, pattern).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            continue
+    raise ValueError(f"not an asc date: {datetime_string!r}")
+
+
+class _AscReader(can.ASCReader):
+    """python-can's ASCReader with UTC header dates, no lost first row, and resumable after a bad row."""
+
+    _STATE = ("base", "_converted_base", "start_time", "date", "timestamps_format", "internal_events_logged")
+
+    def __init__(self, lines: CountedLines, previous: can.ASCReader | None = None):
+        super().__init__(lines, relative_timestamp=False)
+        self._previous = previous
+
+    def _extract_header(self) -> None:
+        if self._previous is not None:
+            for name in self._STATE:
+                setattr(self, name, getattr(self._previous, name))
+            return
+        super()._extract_header()
+        self.file.push_back()  # the line that ended the header may already be a frame
+
+    @staticmethod
+    def _datetime_to_timestamp(datetime_string: str) -> float:
+        return _utc_timestamp(datetime_string)
+
+
+class VectorAsc(CaptureFormat):
+    name = "asc"
+    description = "Vector ASCII log (CANalyzer/CANoe .asc), read with python-can"
+    suffixes = (".asc",)
+
+    def sniff(self, head: bytes, path: Path) -> bool:
+        rows = head_lines(head, 40)
+        if any(_ASC_HEADER.match(row) for row in rows[:5]):
+            return True
+        frames = [row for row in rows if _ASC_ROW.match(row)]
+        return len(frames) >= 1 and 2 * len(frames) >= len([r for r in rows if r[:1].isdigit()])
+
+    def read(self, path: Path, errors: RowErrors) -> FrameTable:
+        return read_messages(path, errors, lambda lines, previous: _AscReader(lines, previous))
+
+
+class VectorBlf(CaptureFormat):
+    name = "blf"
+    description = "Vector Binary Logging Format (.blf), read with python-can"
+    suffixes = (".blf",)
+
+    def sniff(self, head: bytes, path: Path) -> bool:
+        return head.startswith(BLF_MAGIC)
+
+    def read(self, path: Path, errors: RowErrors) -> FrameTable:
+        if path.stat().st_size == 0:
+            return FrameTable.empty()
+        try:
+            can.BLFReader(path).stop()
+        except struct.error:
+            raise KdcoreError(f"{path}: not a BLF file (its header is cut short)") from None
+        except BLFParseError as exc:
+            raise KdcoreError(f"{path}: not a BLF file ({exc or 'no LOGG signature'})") from None
+        return read_messages(path, errors, lambda lines, previous: can.BLFReader(path), text=False)
