@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kdcore.config import RunConfig, load_config, parse_override
+from kdcore.config import RunConfig, load_config, parse_override, read_toml
 from kdcore.errors import ConfigError, KdcoreError
 
 app = typer.Typer(
@@ -57,6 +57,7 @@ def _fail(error: Exception) -> None:
 def _overrides(
     settings: list[str],
     *,
+    config_file: Optional[Path] = None,
     mode: str | None = None,
     kd: str | None = None,
     distillation: Distillation | None = None,
@@ -70,7 +71,8 @@ def _overrides(
     """Config overrides from ``--set`` and the named flags (the flags win)."""
     overrides = dict(parse_override(item) for item in settings)
     if mode == DEPRECATED_KD_MODE:
-        mode = "autoencoder" if (model or overrides.get("model")) == "vgae" else "normal"
+        file_model = read_toml(config_file).get("model") if config_file else None
+        mode = "autoencoder" if (model or overrides.get("model") or file_model) == "vgae" else "normal"
         logging.getLogger("kdcore").warning(
             "--mode knowledge_distillation is deprecated: KD is a toggle over any mode; "
             "using --mode %s --distillation with-kd --model-size student",
@@ -101,10 +103,7 @@ def _overrides(
 
 
 def _config(config_file: Optional[Path], overrides: dict[str, Any]) -> RunConfig:
-    config = load_config(config_file, overrides, overrides_source="the command line")
-    if config.teacher_model_path and not config.use_knowledge_distillation:
-        raise ConfigError("a teacher is given but knowledge distillation is off; add --kd NAME or --distillation with-kd")
-    return config
+    return load_config(config_file, overrides, overrides_source="the command line")
 
 
 SetOption = typer.Option([], "--set", help="Override a config key: --set max_epochs=1 (repeatable).")
@@ -130,7 +129,7 @@ def run(
     _quiet_libraries()
     try:
         overrides = _overrides(
-            settings, mode=mode, kd=kd, distillation=distillation, model=model, teacher=teacher,
+            settings, config_file=config_file, mode=mode, kd=kd, distillation=distillation, model=model, teacher=teacher,
             dataset=dataset, data_root=data_root, model_size=model_size, experiment_root=experiment_root,
         )
         result = _engine().run(_config(config_file, overrides))
@@ -157,7 +156,7 @@ def validate(
     """Check a config against the installed plugins without training."""
     _quiet_libraries()
     try:
-        plan = _engine().plan(_config(config_file, _overrides(settings)))
+        plan = _engine().plan(_config(config_file, _overrides(settings, config_file=config_file)))
     except KdcoreError as error:
         _fail(error)
     strategy = plan.strategy.name if plan.strategy else "none"

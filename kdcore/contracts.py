@@ -65,6 +65,10 @@ class TrainingMode:
         """Score the trained model on the test split (and fit what must be saved with it)."""
         raise NotImplementedError
 
+    def accepts_model(self, model_name: str) -> bool:
+        """Whether this mode can train that model; by default only its own ``model``."""
+        return model_name == self.model
+
     def check(self, config: RunConfig) -> None:
         """Raise ``KdcoreError`` if a prerequisite is missing; runs before any data is read."""
 

@@ -26,7 +26,7 @@ from kdcore.contracts import DistillationStrategy, TrainingMode
 from kdcore.distill import FrozenTeacher
 from kdcore.errors import CheckpointError, IncompatibleError, TeacherError
 from kdcore.layout import RunLayout, discover_teacher, run_layout, teacher_candidates
-from kdcore.manager import make_plugin_manager
+from kdcore.manager import DEFAULT_PLUGINS, make_plugin_manager
 from kdcore.models import build_model
 from kdcore.registry import Registry
 from kdcore.run import Run
@@ -100,6 +100,12 @@ class Engine:
         """Resolve names and defaults and validate everything, without reading data or building models."""
         mode = self.modes.get(config.mode)()
         config = attrs.evolve(config, model=config.model or mode.model)
+        if not mode.accepts_model(config.model):
+            raise IncompatibleError(f"mode {mode.name!r} trains {mode.model!r} models, not {config.model!r}")
+        if config.teacher_model_path and not config.use_knowledge_distillation:
+            raise IncompatibleError(
+                "a teacher is given but knowledge distillation is off; add --kd NAME or --distillation with-kd"
+            )
         strategy = None
         if config.use_knowledge_distillation:
             strategy_name = config.distillation_strategy or mode.default_strategy
@@ -125,7 +131,9 @@ class Engine:
             config = attrs.evolve(config, teacher_model_path=str(teacher_path))
             if config.model_size != "student":
                 logger.warning("knowledge distillation is usually for students, but model_size is %r", config.model_size)
-        layout = run_layout(config, model=config.model, learning_type=mode.learning_type)
+        layout = run_layout(
+            config, model=config.model, learning_type=mode.learning_type, distillation=distillation_segment(mode, strategy)
+        )
         return RunPlan(config=config, mode=mode, strategy=strategy, layout=layout, teacher_path=teacher_path)
 
     def _teacher_path(self, config: RunConfig, mode: TrainingMode) -> Path:
@@ -187,12 +195,10 @@ class Engine:
     def _load_teacher(self, path: Path, datamodule) -> FrozenTeacher:
         """The teacher, checked to see the data exactly as the student does (IDs and scaling)."""
         checkpoint = load_checkpoint(path)
-        teacher_data = checkpoint.extra.get("data", {}).get("preprocessing")
-        student_data = datamodule.splits.state.get("preprocessing")
-        if teacher_data != student_data:
+        if checkpoint.extra.get("data", {}) != datamodule.splits.state:
             raise TeacherError(
-                f"teacher {path} was trained on other data (CAN-ID vocabulary or feature scaling differ); "
-                f"train the teacher on dataset {datamodule.config.dataset!r} with the same window settings"
+                f"teacher {path} was trained on other data (CAN-ID vocabulary, feature scaling or window "
+                f"settings differ); train the teacher on dataset {datamodule.config.dataset!r} with the same window settings"
             )
         return FrozenTeacher(self.load_model(checkpoint, path))
 
@@ -238,8 +244,10 @@ class Engine:
             dist = distributions.get(name)
             if dist is not None:
                 plugins.append({"name": name, "distribution": dist.project_name, "version": dist.version})
-            else:
+            elif name in DEFAULT_PLUGINS:
                 plugins.append({"name": name, "distribution": "kdcore", "version": _own_version()})
+            else:  # passed to Engine(plugins=...) by the caller
+                plugins.append({"name": name, "distribution": None, "version": None})
         return {
             "plugins": plugins,
             "modes": [
@@ -273,6 +281,14 @@ class Engine:
                 row[strategy_class.name] = " ".join(self.vetoes(mode, strategy_class(), with_kd)) or None
             matrix[mode.name] = row
         return matrix
+
+
+def distillation_segment(mode: TrainingMode, strategy: DistillationStrategy | None) -> str:
+    """``no-kd``; ``with-kd`` for the mode's default strategy (the plan's paths); and
+    ``with-kd-{strategy}`` for any other, so that runs of two strategies never overwrite each other."""
+    if strategy is None:
+        return "no-kd"
+    return "with-kd" if strategy.name == mode.default_strategy else f"with-kd-{strategy.name}"
 
 
 def _own_version() -> str:

@@ -60,6 +60,9 @@ def make_plugin_manager(
         if not pm.is_blocked(module_name):
             pm.register(importlib.import_module(module_name), name=module_name)
     for plugin in extra_plugins:
-        pm.register(plugin, name=plugin_name(plugin))
+        name = plugin_name(plugin)
+        if pm.has_plugin(name) or pm.is_blocked(name):
+            name = f"{name}-{id(plugin):x}"
+        pm.register(plugin, name=name)
     pm.check_pending()
     return pm

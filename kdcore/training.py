@@ -58,11 +58,12 @@ class ModeModule(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
 
 
-def precision_for(config_precision: str) -> str:
-    """``auto``: fp16 mixed precision on CUDA, full fp32 elsewhere."""
+def precision_for(config_precision: str, accelerator: str) -> str:
+    """``auto``: fp16 mixed precision when training on CUDA, full fp32 elsewhere."""
     if config_precision != "auto":
         return config_precision
-    return "16-mixed" if torch.cuda.is_available() else "32-true"
+    on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "16-mixed" if on_cuda else "32-true"
 
 
 def make_trainer(run: Run, **options: Any) -> L.Trainer:
@@ -72,7 +73,7 @@ def make_trainer(run: Run, **options: Any) -> L.Trainer:
         max_steps=config.max_steps,
         accelerator=config.accelerator,
         devices=config.devices,
-        precision=precision_for(config.precision),
+        precision=precision_for(config.precision, config.accelerator),
         deterministic=config.deterministic,
         logger=CSVLogger(run.layout.logs, name="", version=""),
         enable_checkpointing=False,

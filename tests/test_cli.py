@@ -107,3 +107,24 @@ def test_run_trains_and_old_kd_mode_maps_with_a_warning(tmp_path):
         "normal", "student", "with-kd", "gat-softlabel"
     )
     assert result["teacher"].endswith("supervised/gat/teacher/no-kd/normal/models/gat_normal.pth")
+
+
+def test_old_kd_mode_takes_the_model_from_the_config_file(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(f'model = "vgae"\nexperiment_root = "{tmp_path}"\n')
+    result = CliRunner().invoke(app, ["run", "--mode", "knowledge_distillation", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "no teacher found at" in result.stderr and "vgae_autoencoder.pth" in result.stderr
+
+
+def test_plugins_passed_in_are_not_claimed_by_kdcore():
+    from kdcore import Engine, hookimpl
+
+    class Local:
+        @hookimpl
+        def kdcore_register_models(self, register):
+            pass
+
+    description = Engine(plugins=[Local(), Local()], load_entry_points=False).describe()
+    local = [p for p in description["plugins"] if "Local" in p["name"]]
+    assert len(local) == 2 and all(p["distribution"] is None for p in local)

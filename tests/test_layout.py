@@ -130,3 +130,43 @@ def test_the_checkpoint_records_what_rebuilds_the_model(engine, teacher_root):
     assert checkpoint.extra["threshold"] == 0.5
     model = engine.load_model(checkpoint, path)
     assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in checkpoint.state_dict.values())
+
+
+def test_a_non_default_strategy_gets_its_own_folder(tmp_path):
+    from kdcore import DistillationStrategy
+
+    class OtherSoftLabel(DistillationStrategy):
+        name = "other"
+        requires = ("logits",)
+
+    class OtherPlugin:
+        @hookimpl
+        def kdcore_register_strategies(self, register):
+            register(OtherSoftLabel)
+
+    engine = Engine(plugins=[TinyDatasetPlugin(), OtherPlugin()], load_entry_points=False)
+    teacher = tmp_path / "teacher.pth"
+    engine.run(tiny_config(tmp_path / "t", mode="normal", max_steps=1))
+    teacher.write_bytes(next((tmp_path / "t").rglob("gat_normal.pth")).read_bytes())
+    default = engine.plan(tiny_config(tmp_path, model_size="student", use_knowledge_distillation=True, teacher_model_path=str(teacher)))
+    other = engine.plan(tiny_config(tmp_path, model_size="student", use_knowledge_distillation=True,
+                                    distillation_strategy="other", teacher_model_path=str(teacher)))
+    assert default.layout.root.parent.name == "with-kd"
+    assert other.layout.root.parent.name == "with-kd-other"
+
+
+def test_mode_and_model_must_fit(engine, tmp_path):
+    from kdcore.errors import IncompatibleError
+
+    with pytest.raises(IncompatibleError, match="mode 'normal' trains 'gat' models, not 'vgae'"):
+        engine.plan(tiny_config(tmp_path, mode="normal", model="vgae"))
+
+
+def test_artifacts_are_readable_like_ordinary_files(engine, teacher_root):
+    import os
+    import stat
+
+    checkpoint = teacher_root / "automotive/tiny/supervised/gat/teacher/no-kd/normal/models/gat_normal.pth"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(checkpoint.stat().st_mode) == 0o666 & ~mask

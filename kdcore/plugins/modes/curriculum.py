@@ -59,9 +59,11 @@ class CurriculumMode(NormalMode):
     def check(self, config):
         path = scorer_path(config)
         if not path.is_file():
+            where = f" --experiment-root {config.experiment_root}" if config.experiment_root != "experiments" else ""
+            data = f" --data-root {config.data_root}" if config.data_root else ""
             raise KdcoreError(
                 f"curriculum mode needs a trained VGAE at {path}; train it first with "
-                f"`kdcore run --mode autoencoder --dataset {config.dataset}`"
+                f"`kdcore run --mode autoencoder --dataset {config.dataset}{data}{where}`"
             )
 
     def prepare(self, run):
