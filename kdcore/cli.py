@@ -106,6 +106,7 @@ def _config(config_file: Optional[Path], overrides: dict[str, Any]) -> RunConfig
     return load_config(config_file, overrides, overrides_source="the command line")
 
 
+SHOWN_METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "fpr")
 SetOption = typer.Option([], "--set", help="Override a config key: --set max_epochs=1 (repeatable).")
 ConfigOption = typer.Option(None, "--config", help="TOML file of config keys.", dir_okay=False)
 
@@ -138,13 +139,15 @@ def run(
     if as_json:
         typer.echo(json.dumps({"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), **result.metrics}, indent=2))
         return
-    table = Table(title=f"{result.metrics['mode']} · {result.metrics['model']} {result.metrics['model_size']} · {result.metrics['distillation']}")
-    table.add_column("metric")
-    table.add_column("test", justify="right")
-    for name, value in result.metrics["test"].items():
-        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
-    table.add_row("params", str(result.metrics["params"]))
+    metrics = result.metrics
+    table = Table(title=f"{metrics['mode']} · {metrics['model']} {metrics['model_size']} · {metrics['distillation']}")
+    table.add_column("test set")
+    for column in SHOWN_METRICS:
+        table.add_column(column, justify="right")
+    for name, row in [*metrics["test_sets"].items(), ("all", metrics)]:
+        table.add_row(name, *(f"{row[column]:.4f}" for column in SHOWN_METRICS))
     console.print(table)
+    console.print(f"params {metrics['params']:,} · latency {metrics['latency_ms_per_graph']:.2f} ms/graph")
     console.print(f"artifacts: {result.run_dir}")
 
 

@@ -88,6 +88,9 @@ class RunConfig:
     # kernels (for CUDA), which makes PyG's scatter on CPU ~10x slower.
     deterministic: bool = False
     progress_bar: bool = True
+    early_stopping_patience: int = attrs.field(default=5, validator=v.ge(0))  # epochs without val_loss gain; 0: off
+    resume: bool = False  # continue from the run folder's checkpoints/last.ckpt
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more time
 
     # Autoencoder anomaly threshold: this quantile of validation normal-window scores.
     threshold_quantile: float = attrs.field(default=0.99, validator=_unit_interval)

@@ -173,6 +173,7 @@ class Engine:
         datamodule = self.datasets.get(config.dataset)(config, normal_only=mode.train_on_normal_only)
         datamodule.setup("fit")
         model = build_model(self.models.get(config.model), config.model_size, datamodule.info)
+        model.gradient_checkpointing = config.gradient_checkpointing
         teacher = self._load_teacher(plan.teacher_path, datamodule) if plan.strategy else None
         return Run(
             engine=self, config=config, mode=mode, strategy=plan.strategy, layout=plan.layout,
@@ -183,7 +184,9 @@ class Engine:
         """Train, evaluate and write one run's artifacts; returns where they are and the metrics."""
         plan = self.plan(config)
         plan.layout.metrics.unlink(missing_ok=True)  # the old run is no longer complete
-        shutil.rmtree(plan.layout.logs, ignore_errors=True)
+        if not config.resume:
+            shutil.rmtree(plan.layout.logs, ignore_errors=True)
+            shutil.rmtree(plan.layout.root / "checkpoints", ignore_errors=True)
         run = self.build(plan)
         started = time.perf_counter()
         plan.mode.prepare(run)
@@ -226,7 +229,7 @@ class Engine:
             "params": sum(p.numel() for p in run.model.parameters()),
             "checkpoint_bytes": layout.checkpoint.stat().st_size,
             "train_seconds": round(train_seconds, 3),
-            "test": evaluation.metrics,
+            **evaluation.metrics,  # over all test sets together
             "test_sets": evaluation.per_set,
         }
         atomic_write_text(layout.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")

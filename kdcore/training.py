@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from kdcore.distill import Distiller
@@ -66,7 +67,25 @@ def precision_for(config_precision: str, accelerator: str) -> str:
     return "16-mixed" if on_cuda else "32-true"
 
 
-def make_trainer(run: Run, **options: Any) -> L.Trainer:
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def standard_callbacks(run: Run) -> list[L.Callback]:
+    """``checkpoints/last.ckpt`` after every epoch (for ``--resume``) and early stopping on validation."""
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(dirpath=run.layout.root / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False)
+    ]
+    if run.config.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=run.config.early_stopping_patience))
+    return callbacks
+
+
+def resume_checkpoint(run: Run) -> str | None:
+    path = run.layout.root / "checkpoints" / LAST_CHECKPOINT
+    return str(path) if run.config.resume and path.is_file() else None
+
+
+def make_trainer(run: Run, callbacks: list[L.Callback], **options: Any) -> L.Trainer:
     config = run.config
     return L.Trainer(
         max_epochs=config.max_epochs,
@@ -76,7 +95,7 @@ def make_trainer(run: Run, **options: Any) -> L.Trainer:
         precision=precision_for(config.precision, config.accelerator),
         deterministic=config.deterministic,
         logger=CSVLogger(run.layout.logs, name="", version=""),
-        enable_checkpointing=False,
+        callbacks=[*standard_callbacks(run), *callbacks],
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -93,6 +112,6 @@ def fit_with_lightning(mode: TrainingMode, run: Run) -> ModeModule:
         sample = next(iter(run.datamodule.train_dataloader()))
         distiller.build_connectors(mode, run.model, sample)
     module = ModeModule(mode, run.model, run, distiller)
-    trainer = make_trainer(run, callbacks=mode.callbacks(run), **mode.trainer_options(run))
-    trainer.fit(module, datamodule=run.datamodule)
+    trainer = make_trainer(run, mode.callbacks(run), **mode.trainer_options(run))
+    trainer.fit(module, datamodule=run.datamodule, ckpt_path=resume_checkpoint(run), weights_only=True)
     return module

@@ -52,8 +52,12 @@ def test_cell(engine, teacher_root, mode, strategy):
     assert written == result.metrics
     assert written["distillation"] == ("no-kd" if strategy is None else "with-kd")
     assert written["strategy"] == strategy
-    assert 0.0 <= written["test"]["accuracy"] <= 1.0
-    assert written["test"]["windows"] > 0
+    assert 0.0 <= written["accuracy"] <= 1.0 and written["windows"] > 0
+    for key in ("precision", "recall", "f1", "auroc", "fpr", "per_attack_recall", "confusion_matrix",
+                "params", "checkpoint_bytes", "latency_ms_per_graph"):
+        assert key in written, key
+    assert sum(map(sum, written["confusion_matrix"])) == written["windows"]
+    assert set(written["test_sets"]) == {"test_01_dos", "test_02_fuzzy"}
 
 
 def test_fusion_with_kd_is_refused_with_exactly_the_plans_message(engine, tmp_path):

@@ -31,7 +31,7 @@ def test_ctt_layout_trains_and_reports_each_test_folder(engine, ctt_root, tmp_pa
     result = engine.run(config)
     assert set(result.metrics["test_sets"]) == {"test_01_dos", "test_02_fuzzy"}
     assert result.metrics["test_sets"]["test_01_dos"]["windows"] == 20
-    assert result.metrics["test"]["windows"] == 40
+    assert result.metrics["windows"] == 40
     assert "/automotive/hcrl_sa/supervised/gat/teacher/no-kd/normal" in str(result.run_dir)
 
     data = load_checkpoint(result.checkpoint).extra["data"]

@@ -1,5 +1,7 @@
 """Behaviour of the built-in modes beyond their contracts: curriculum advances, runs repeat with a seed."""
 
+import csv
+
 import torch
 
 from kdcore.checkpoint import load_checkpoint
@@ -63,7 +65,10 @@ def test_autoencoder_threshold_is_saved_with_the_model(engine, teacher_root):
 def test_same_seed_same_metrics_and_weights(engine, tmp_path):
     first = engine.run(tiny_config(tmp_path / "a", mode="normal", max_epochs=2))
     second = engine.run(tiny_config(tmp_path / "b", mode="normal", max_epochs=2))
-    assert first.metrics["test"] == second.metrics["test"]
+    timings = ("train_seconds", "latency_ms_per_graph")
+    assert {k: v for k, v in first.metrics.items() if k not in timings} == {
+        k: v for k, v in second.metrics.items() if k not in timings
+    }
     a, b = load_checkpoint(first.checkpoint).state_dict, load_checkpoint(second.checkpoint).state_dict
     assert all(torch.equal(a[key], b[key]) for key in a)
     other = engine.run(tiny_config(tmp_path / "c", mode="normal", max_epochs=2, seed=7))
@@ -75,9 +80,36 @@ def test_students_are_a_fraction_of_their_teachers(engine, tmp_path):
     from kdcore.data.module import DataInfo
     from kdcore.models import build_model
 
-    info = DataInfo(num_node_features=11, num_ids=41)
+    info = DataInfo(num_node_features=15, num_ids=67)  # a real vehicle has 15-70 IDs
     for name in ("gat", "vgae"):
         model_class = engine.models.get(name)
         teacher = sum(p.numel() for p in build_model(model_class, "teacher", info).parameters())
         student = sum(p.numel() for p in build_model(model_class, "student", info).parameters())
-        assert student < 0.1 * teacher, (name, student, teacher)
+        assert student <= 0.07 * teacher, (name, student, teacher)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(engine, tmp_path):
+    run = engine.build(engine.plan(tiny_config(tmp_path, mode="normal")))
+    batch = next(iter(run.datamodule.train_dataloader()))
+    gradients = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        run.model.zero_grad()
+        run.model.gradient_checkpointing = checkpointed
+        run.model.eval()  # no dropout, so both passes compute the same function
+        with torch.enable_grad():
+            run.mode.task_loss(run.mode.outputs(run.model, batch), batch).backward()
+        gradients.append([p.grad.clone() for p in run.model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients))
+
+
+def test_resume_continues_from_last_checkpoint(engine, tmp_path):
+    config = tiny_config(tmp_path, mode="normal", max_epochs=2, early_stopping_patience=0)
+    first = engine.run(config)
+    last = first.run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    resumed = engine.run(tiny_config(tmp_path, mode="normal", max_epochs=3, early_stopping_patience=0, resume=True))
+    rows = list(csv.DictReader(open(resumed.run_dir / "logs" / "metrics.csv")))
+    assert max(int(float(row["epoch"])) for row in rows if row["epoch"]) == 2  # epochs 0, 1, then 2 resumed
+    fresh = engine.run(tiny_config(tmp_path / "fresh", mode="normal", max_epochs=3, early_stopping_patience=0))
+    assert resumed.metrics["confusion_matrix"] == fresh.metrics["confusion_matrix"]

@@ -8,11 +8,14 @@ import torch
 from torch import nn
 from torch_geometric.nn import GATConv, JumpingKnowledge, global_mean_pool
 
+from kdcore.models.checkpointing import run_layer
+
 
 class GAT(nn.Module):
     """CAN-ID embedding + node features → stacked GAT layers → JK concat → mean pool → logits."""
 
     name: ClassVar[str] = "gat"
+    gradient_checkpointing: bool = False  # a runtime switch, not a hyperparameter
     sizes: ClassVar[dict[str, dict[str, int]]] = {
         "teacher": {"hidden_channels": 64, "heads": 4, "num_layers": 3, "embedding_dim": 16},
         "student": {"hidden_channels": 12, "heads": 2, "num_layers": 2, "embedding_dim": 4},
@@ -58,6 +61,6 @@ class GAT(nn.Module):
         h = torch.cat([x, self.id_embedding(id_token)], dim=-1)
         layers = []
         for conv in self.convs:
-            h = torch.relu(conv(h, edge_index))
+            h = torch.relu(run_layer(conv, h, edge_index, checkpointed=self.gradient_checkpointing and self.training))
             layers.append(h)
         return self.classifier(global_mean_pool(self.jump(layers), batch))

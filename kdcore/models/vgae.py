@@ -9,6 +9,8 @@ from torch import nn
 from torch_geometric.nn import GATConv
 from torch_geometric.utils import negative_sampling
 
+from kdcore.models.checkpointing import run_layer
+
 
 class VGAE(nn.Module):
     """Encode nodes to a latent ``z``; reconstruct features, CAN IDs and neighbourhoods from it.
@@ -19,8 +21,9 @@ class VGAE(nn.Module):
     """
 
     name: ClassVar[str] = "vgae"
+    gradient_checkpointing: bool = False  # a runtime switch, not a hyperparameter
     sizes: ClassVar[dict[str, dict[str, int]]] = {
-        "teacher": {"hidden_channels": 64, "latent_dim": 32, "heads": 4, "embedding_dim": 16},
+        "teacher": {"hidden_channels": 96, "latent_dim": 48, "heads": 4, "embedding_dim": 16},
         "student": {"hidden_channels": 12, "latent_dim": 8, "heads": 1, "embedding_dim": 4},
     }
 
@@ -55,7 +58,9 @@ class VGAE(nn.Module):
         self.canid_head = nn.Linear(latent_dim, num_ids)
 
     def forward(self, x, id_token, edge_index, batch=None):
-        h = torch.relu(self.encoder(torch.cat([x, self.id_embedding(id_token)], dim=-1), edge_index))
+        checkpointed = self.gradient_checkpointing and self.training
+        inputs = torch.cat([x, self.id_embedding(id_token)], dim=-1)
+        h = torch.relu(run_layer(self.encoder, inputs, edge_index, checkpointed=checkpointed))
         mu, logvar = self.mu(h, edge_index), self.logvar(h, edge_index).clamp(-10, 10)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         kl_loss = -0.5 * torch.mean(torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1))

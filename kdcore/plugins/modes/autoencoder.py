@@ -39,11 +39,11 @@ class AutoencoderMode(TrainingMode):
         )
 
     @torch.no_grad()
-    def window_scores(self, model, loader) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anomaly score per window (higher = more anomalous) and its label."""
+    def window_scores(self, model, loader) -> torch.Tensor:
+        """Anomaly score per window (higher = more anomalous), in loader order."""
         model.eval()
         device = next(model.parameters()).device
-        scores, labels = [], []
+        scores = []
         for batch in loader:
             batch = batch.to(device)
             outputs = self.outputs(model, batch)
@@ -57,13 +57,12 @@ class AutoencoderMode(TrainingMode):
                 edge_error, batch.batch[batch.edge_index[0]], dim=0, dim_size=batch.num_graphs, reduce="mean"
             )
             scores.append(per_graph.cpu())
-            labels.append(batch.y.cpu())
-        return torch.cat(scores), torch.cat(labels)
+        return torch.cat(scores) if scores else torch.empty(0)
 
     def evaluate(self, model, run):
         """Threshold: a quantile of validation normal-window scores; then detect on the test split."""
         datamodule = run.datamodule
-        normal_scores, _ = self.window_scores(model, datamodule.loader(datamodule.normal(datamodule.val_set)))
+        normal_scores = self.window_scores(model, datamodule.loader(datamodule.normal(datamodule.val_set)))
         threshold = float(torch.quantile(normal_scores, run.config.threshold_quantile))
         return evaluate_scores(lambda loader: self.window_scores(model, loader), datamodule, threshold)
 

@@ -74,7 +74,7 @@ class CurriculumMode(NormalMode):
         labels = labels_of(datamodule.train_set)
         normal_index = torch.nonzero(labels == 0).view(-1)
         attack_index = torch.nonzero(labels == 1).view(-1)
-        scores, _ = AutoencoderMode().window_scores(vgae, datamodule.loader(Subset(datamodule.train_set, normal_index.tolist())))
+        scores = AutoencoderMode().window_scores(vgae, datamodule.loader(Subset(datamodule.train_set, normal_index.tolist())))
         self.sampler = CurriculumSampler(scores, normal_index, attack_index, run.config.max_epochs, run.config.seed)
         datamodule.epoch_sampler = self.sampler
 

@@ -35,15 +35,14 @@ class NormalMode(TrainingMode):
         return F.cross_entropy(logits.float(), batch.y, weight=weights)
 
     @torch.no_grad()
-    def attack_probabilities(self, model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    def attack_probabilities(self, model, loader) -> torch.Tensor:
+        """P(attack) per window, in loader order."""
         model.eval()
         device = next(model.parameters()).device
-        probabilities, labels = [], []
-        for batch in loader:
-            batch = batch.to(device)
-            probabilities.append(torch.softmax(self.outputs(model, batch)["logits"].float(), -1)[:, 1].cpu())
-            labels.append(batch.y.cpu())
-        return torch.cat(probabilities), torch.cat(labels)
+        probabilities = [
+            torch.softmax(self.outputs(model, batch.to(device))["logits"].float(), -1)[:, 1].cpu() for batch in loader
+        ]
+        return torch.cat(probabilities) if probabilities else torch.empty(0)
 
     def evaluate(self, model, run):
         return evaluate_scores(
