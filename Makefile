@@ -22,7 +22,7 @@ demo: install
 	$(KDCORE) run --mode curriculum --model-size student --experiment-root $(DEMO_ROOT)
 	$(KDCORE) run --mode curriculum --model-size student --kd gat-softlabel --experiment-root $(DEMO_ROOT)
 	$(KDCORE) run --mode autoencoder --model-size student --distillation with-kd --experiment-root $(DEMO_ROOT)
-	@echo "demo artifacts: $(DEMO_ROOT)/automotive/synthetic"
+	$(KDCORE) report --experiment-root $(DEMO_ROOT)
 
 test: install
 	$(BIN)/python -m pytest; status=$$?; \

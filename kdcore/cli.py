@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -124,6 +125,8 @@ def run(
     experiment_root: str = typer.Option(None, help="Root folder of all artifacts."),
     config_file: Optional[Path] = ConfigOption,
     settings: list[str] = SetOption,
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's checkpoints/last.ckpt."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Less activation memory, more compute."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train one model, evaluate it, and write its artifacts."""
@@ -133,6 +136,10 @@ def run(
             settings, config_file=config_file, mode=mode, kd=kd, distillation=distillation, model=model, teacher=teacher,
             dataset=dataset, data_root=data_root, model_size=model_size, experiment_root=experiment_root,
         )
+        if resume:
+            overrides["resume"] = True
+        if gradient_checkpointing:
+            overrides["gradient_checkpointing"] = True
         result = _engine().run(_config(config_file, overrides))
     except KdcoreError as error:
         _fail(error)
@@ -231,6 +238,37 @@ def list_(
     console.print(table)
     for number, reason in enumerate(reasons, 1):
         console.print(f"{number}. {reason}", highlight=False)
+
+
+@app.command()
+def report(
+    experiment_root: Path = typer.Option(Path("experiments"), "--experiment-root", help="Root folder of all artifacts."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Compare every complete run: model, size, KD, params, F1, AUROC, FPR, latency."""
+    from kdcore.report import COLUMNS, TEXT_COLUMNS, collect_runs
+
+    try:
+        rows = collect_runs(experiment_root)
+    except KdcoreError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps([{key: row.get(key) for key in (*COLUMNS, "run_dir")} for row in rows], indent=2))
+        return
+    table = Table(title=f"runs under {experiment_root}", box=box.SIMPLE_HEAD)
+    for column, heading in COLUMNS.items():
+        table.add_column(heading, justify="left" if column in TEXT_COLUMNS else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*(_cell(row.get(column)) for column in COLUMNS))
+    Console(width=max(console.width, 120)).print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
 
 
 data_app = typer.Typer(help="Read, inspect, build and generate CAN captures.", no_args_is_help=True)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -128,3 +129,19 @@ def test_plugins_passed_in_are_not_claimed_by_kdcore():
     description = Engine(plugins=[Local(), Local()], load_entry_points=False).describe()
     local = [p for p in description["plugins"] if "Local" in p["name"]]
     assert len(local) == 2 and all(p["distribution"] is None for p in local)
+
+
+def test_report_lists_every_complete_run(teacher_root):
+    result = CliRunner().invoke(app, ["report", "--experiment-root", str(teacher_root), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {(r["model"], r["mode"], r["model_size"]) for r in rows} >= {
+        ("vgae", "autoencoder", "teacher"), ("gat", "normal", "teacher"), ("gat", "curriculum", "teacher")
+    }
+    for row in rows:
+        written = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        assert (row["f1"], row["params"]) == (written["f1"], written["params"])
+    table = CliRunner().invoke(app, ["report", "--experiment-root", str(teacher_root)])
+    assert "vgae" in table.stdout and "curriculum" in table.stdout
+    missing = CliRunner().invoke(app, ["report", "--experiment-root", str(teacher_root / "nowhere")])
+    assert missing.exit_code == 2 and "experiment root not found" in missing.stderr
