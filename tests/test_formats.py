@@ -16,6 +16,7 @@ import pytest
 from kdcore.data.formats import FORMATS, detect_format, format_by_name, read_capture
 from kdcore.data.formats.candump import write_candump
 from kdcore.data.formats.car_hacking import attack_name
+from kdcore.data.formats.ctt import write_csv
 from kdcore.data.formats.labels import sidecar_path
 from kdcore.data.formats.pcan import ole_to_unix
 from kdcore.data.formats.textscan import format_fixed, split_lines, tokenize
@@ -295,6 +296,123 @@ def test_write_candump_empty_and_other_interface(tmp_path):
     assert (tmp_path / "empty.log").read_bytes() == b""
     write_candump(random_table(3), tmp_path / "vcan.log", interface="vcan1")
     assert " vcan1 " in (tmp_path / "vcan.log").read_text()
+
+
+# ============================================================================ ctt (can-train-and-test CSV)
+
+CTT = """\
+timestamp,arbitration_id,data_field,attack
+1672531200.000100,1A0,0011223344556677,0
+1672531200.000350,18DAF110,0210,1
+
+1672531200.000600,7ff,,0
+"""
+
+
+def test_ctt_rows_labels_and_attack_name(tmp_path):
+    folder = tmp_path / "test_03_spoof"
+    folder.mkdir()
+    path = write(folder, "x.csv", CTT)
+    assert detect_format(path).name == "ctt"
+    table = read_capture(path)
+    assert table.timestamp.tolist() == [1672531200.0001, 1672531200.00035, 1672531200.0006]
+    assert table.can_id.tolist() == [0x1A0, 0x18DAF110, 0x7FF]
+    assert table.dlc.tolist() == [8, 2, 0]
+    assert payload_bytes(table, 0) == bytes.fromhex("0011223344556677") and payload_bytes(table, 1) == b"\x02\x10"
+    assert table.label.tolist() == [0, 1, 0] and table.attack_type.tolist() == [0, 1, 0]
+    assert table.attack_names == ("normal", "spoof") and table.bad_rows == 0
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_ctt_bom_line_endings_spaces_and_id_prefixes(tmp_path, newline):
+    text = (
+        "\ufeffTimestamp,Arbitration_ID,Data_Field,Attack \n"
+        " 1.5 ,\t0x1a0 , 00FF ,1\n"
+        "\n   \n"
+        "2e0,0X7FF,,0\n"
+        "3,0x,ab,0\n"
+    ).replace("\n", newline)
+    path = write(tmp_path, "dos-1.csv", text.encode())
+    table = read_capture(path, format="ctt")
+    assert table.timestamp.tolist() == [1.5, 2.0, 3.0]
+    assert table.can_id.tolist() == [0x1A0, 0x7FF, 0]
+    assert table.dlc.tolist() == [2, 0, 1] and table.label.tolist() == [1, 0, 0]
+    assert table.attack_names == ("normal", "dos")
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "reason"),
+    [
+        ("1.0,1A0,00", "row", "expected 4 fields, got 3"),
+        ("1.0,1A0,00,0,", "row", "expected 4 fields, got 5"),
+        ("1.0 s,1A0,00,0", "timestamp", "not a number: '1.0 s'"),
+        ("nan,1A0,00,0", "timestamp", "not a number: 'nan'"),
+        (",1A0,00,0", "timestamp", "not a number: ''"),
+        ("1.0, 1G0 ,00,0", "arbitration_id", "not a hex CAN ID: '1G0'"),
+        ("1.0,123456789,00,0", "arbitration_id", "not a hex CAN ID: '123456789'"),
+        ("1.0,20000000,00,0", "arbitration_id", "not a hex CAN ID: '20000000'"),
+        ("1.0,1A0,001,0", "data_field", "not a hex payload of 0-8 bytes: '001'"),
+        ("1.0,1A0,001122334455667788,0", "data_field", "not a hex payload of 0-8 bytes: '001122334455667788'"),
+        ("1.0,1A0,00zz,0", "data_field", "not a hex payload of 0-8 bytes: '00zz'"),
+        ("1.0,1A0,00,2", "attack", "expected 0 or 1: '2'"),
+        ("1.0,1A0,00,", "attack", "expected 0 or 1: ''"),
+        ("x,y,z,w", "timestamp", "not a number: 'x'"),  # a row's first problem is the one reported
+    ],
+)
+def test_ctt_malformed_rows(tmp_path, row, field, reason):
+    lines = CTT.splitlines()
+    path = write(tmp_path, "a.csv", "\n".join(lines[:2] + [row] + lines[2:]) + "\n")
+    assert bad_row(path, 3, field) == f"{path}:3: {field}: {reason}"
+    table = skipped(path)
+    assert len(table) == 3 and table.bad_rows == 1 and table.can_id.tolist() == [0x1A0, 0x18DAF110, 0x7FF]
+
+
+def test_ctt_header_and_first_bad_line_in_line_order(tmp_path, monkeypatch):
+    for header in ("", "time,id,data,attack\n", "\n" + CTT):
+        path = write(tmp_path, "h.csv", header)
+        assert str(pytest.raises(BadRowError, read_capture, path, format="ctt").value) == (
+            f"{path}:1: header: expected 'timestamp,arbitration_id,data_field,attack'"
+        )
+    # a bad timestamp on line 3 is reported before a row with too few fields on line 4
+    path = write(tmp_path, "a.csv", CTT.replace("1672531200.000350", "t") + "1.0,1A0\n7.0,1A0,00,3\n")
+    assert bad_row(path, 3, "timestamp").endswith("not a number: 't'")
+    whole = skipped(path)
+    assert (len(whole), whole.bad_rows) == (2, 3)
+    monkeypatch.setattr("kdcore.data.formats.textscan.CHUNK_LINES", 2)
+    chunked = skipped(path)
+    assert chunked.bad_rows == 3 and chunked.attack_names == whole.attack_names
+    for column in ("timestamp", "can_id", "dlc", "payload", "label", "attack_type"):
+        assert np.array_equal(getattr(chunked, column), getattr(whole, column)), column
+    only_bad = write(tmp_path, "b.csv", CTT.splitlines()[0] + "\n1,2\n\n")
+    table = skipped(only_bad)
+    assert (len(table), table.bad_rows) == (0, 1)
+
+
+def test_ctt_write_csv_round_trip_and_exact_text(tmp_path):
+    table = random_table(3000)
+    table = FrameTable.from_frames(table.timestamp, table.can_id, table.dlc, table.payload, label=np.arange(3000) % 3 == 0)
+    path = tmp_path / "out" / "drive.csv"
+    write_csv(table, path)
+    assert not list(path.parent.glob(".*.tmp"))
+    back = read_capture(path)
+    for column in ("can_id", "dlc", "payload", "label"):
+        assert np.array_equal(getattr(back, column), getattr(table, column)), column
+    np.testing.assert_allclose(back.timestamp, table.timestamp, rtol=0, atol=5e-7)
+    # byte for byte what "%.6f,%03X,<hex of DLC bytes>,%d" gives, ties and odd values included
+    timestamps = [0.0, -0.0, 1.5, 0.0000005, 2.5e-6, 1717548054.1234565, -3.25, 1e17, float("nan"), float("inf")]
+    n = len(timestamps)
+    odd = FrameTable.from_frames(
+        timestamps, [0, 0x7FF, 0x800, 0xFFF, 0x1000, 0x1ABCDEF, 0x1FFFFFFF, 5, 0x10, 0xABC], np.arange(n) % 10,
+        np.tile(np.arange(8, dtype=np.uint8) * 17, (n, 1)), label=np.arange(n) % 2,
+    )
+    write_csv(odd, path)
+    expected = [
+        f"{t:.6f},{i:03X},{row[:d].tobytes().hex().upper()},{label}"
+        for t, i, d, row, label in zip(timestamps, odd.can_id, odd.dlc, odd.payload, odd.label)
+    ]
+    assert path.read_text().splitlines() == ["timestamp,arbitration_id,data_field,attack", *expected]
+    write_csv(FrameTable.empty(), path)
+    assert path.read_text() == "timestamp,arbitration_id,data_field,attack\n"
 
 
 # ============================================================================ Car-Hacking
