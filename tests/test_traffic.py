@@ -355,7 +355,7 @@ def test_inject_capture_writes_the_ctt_layout_and_refuses_labelled_input(tmp_pat
     clean = generate_traffic(4.0, seed=3)
     write_csv(clean, tmp_path / "clean.csv")
     path = inject_capture(tmp_path / "clean.csv", "fuzzy", tmp_path / "out", seed=1)
-    assert path == tmp_path / "out" / "test_01_fuzzy" / "clean-fuzzy.csv"
+    assert path == tmp_path / "out" / "test_01_fuzzy" / "fuzzy-clean.csv"
     back = read_capture(path)
     assert back.attack_rows > 0 and np.all(np.diff(back.timestamp) >= 0)
     assert same_frames(back.take(back.label == 0), clean, ("timestamp", "can_id", "dlc", "payload"))

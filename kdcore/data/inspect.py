@@ -33,7 +33,7 @@ def read_all(path: Path, capture_format: str | None, on_bad_rows: str) -> Iterat
 def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:
     table = FrameTable.concat(tables)
     attack_types = np.bincount(table.attack_type, minlength=len(table.attack_names))
-    span = float(table.timestamp.max() - table.timestamp.min()) if len(table) else 0.0
+    span = sum(float(t.timestamp.max() - t.timestamp.min()) for t in tables if len(t))  # recordings do not share a clock
     return {
         "format": formats[0] if len(set(formats)) == 1 else sorted(set(formats)),
         "files": len(tables),

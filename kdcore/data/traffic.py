@@ -739,7 +739,7 @@ def seconds_for_frames(frames: int, seed: int, num_attacks: int) -> dict[str, fl
 
 def inject_capture(capture_path: str | Path, attack: str, out_dir: str | Path, seed: int = 0, **options) -> Path:
     """Read an attack-free capture (any known format), inject ``attack`` and write it in the ctt
-    layout as ``out_dir/test_01_<attack>/<capture stem>-<attack>.csv``; returns that CSV's path.
+    layout as ``out_dir/test_01_<attack>/<attack>-<capture stem>.csv``; returns that CSV's path.
 
     ``options`` go to ``inject`` (start, duration, target_id, period).
     """
@@ -760,7 +760,7 @@ def inject_capture(capture_path: str | Path, attack: str, out_dir: str | Path, s
     if (order != np.arange(len(order))).any():
         table = table.take(order)
     result = inject(table, attack, seed, **options)
-    path = Path(out_dir) / f"test_01_{attack}" / f"{capture_path.stem}-{attack}.csv"
+    path = Path(out_dir) / f"test_01_{attack}" / f"{attack}-{capture_path.stem}.csv"  # named like ctt.attack_name reads
     write_csv(result, path)
     return path
 
