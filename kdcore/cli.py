@@ -12,6 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
+import attrs
 import typer
 from rich import box
 from rich.console import Console
@@ -155,7 +156,7 @@ def run(
         table.add_row(name, *(f"{row[column]:.4f}" for column in SHOWN_METRICS))
     console.print(table)
     console.print(f"params {metrics['params']:,} · latency {metrics['latency_ms_per_graph']:.2f} ms/graph")
-    console.print(f"artifacts: {result.run_dir}")
+    typer.echo(f"artifacts: {result.run_dir}")
 
 
 @app.command()
@@ -243,13 +244,15 @@ def list_(
 @app.command()
 def report(
     experiment_root: Path = typer.Option(Path("experiments"), "--experiment-root", help="Root folder of all artifacts."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: EXPERIMENT_ROOT/report)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
-    """Compare every complete run: model, size, KD, params, F1, AUROC, FPR, latency."""
-    from kdcore.report import COLUMNS, TEXT_COLUMNS, collect_runs
+    """Compare every complete run in tables (Markdown, CSV, JSON) and plots, in one report.md."""
+    from kdcore.report import COLUMNS, TEXT_COLUMNS, collect_runs, write_report
 
     try:
         rows = collect_runs(experiment_root)
+        written = write_report(experiment_root, out)
     except KdcoreError as error:
         _fail(error)
     if as_json:
@@ -261,6 +264,7 @@ def report(
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in COLUMNS))
     Console(width=max(console.width, 120)).print(table)
+    typer.echo(f"report: {written}")
 
 
 def _cell(value: Any) -> str:
@@ -269,6 +273,46 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+@app.command()
+def pipeline(
+    dataset: str = typer.Option("synthetic", "--dataset", help="Dataset to study."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Several datasets, comma-separated (overrides --dataset)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="The dataset folder; with --datasets, the folder holding one folder per dataset."),
+    experiment_root: Optional[str] = typer.Option(None, "--experiment-root", help="Root folder of all artifacts."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the stages in order, and which are complete, without running."),
+    config_file: Optional[Path] = ConfigOption,
+    settings: list[str] = SetOption,
+) -> None:
+    """The whole study: teachers → students with and without KD → fusion → report; complete stages are skipped."""
+    from kdcore.pipeline import Pipeline, study_stages
+
+    _quiet_libraries()
+    names = [name.strip() for name in (datasets or dataset).split(",") if name.strip()]
+    try:
+        overrides = _overrides(settings, config_file=config_file, experiment_root=experiment_root)
+        base = _config(config_file, overrides)
+        stages = study_stages(base, names)
+        if data_root:
+            stages = [
+                attrs.evolve(s, config=attrs.evolve(s.config, data_root=str(Path(data_root) / s.config.dataset) if len(names) > 1 else data_root))
+                if s.config is not None else s
+                for s in stages
+            ]
+        runner = Pipeline(_engine(), stages, base.experiment_root)
+        if dry_run:
+            for number, result in enumerate(runner.dry_run(), 1):
+                needs = f"  (after {', '.join(result.stage.needs)})" if result.stage.needs and result.stage.config else ""
+                typer.echo(f"{number:2d}. {result.stage.name:<28} {result.status:<9} {result.detail}{needs}")
+            return
+        results = runner.run(lambda r: typer.echo(f"{r.stage.name:<28} {r.status:<19} {r.detail}"))
+    except KdcoreError as error:
+        _fail(error)
+    bad = [r for r in results if r.status in ("failed", "blocked")]
+    if bad:
+        typer.echo(f"{len(bad)} stage(s) did not complete: {', '.join(r.stage.name for r in bad)}", err=True)
+        raise typer.Exit(1)
 
 
 data_app = typer.Typer(help="Read, inspect, build and generate CAN captures.", no_args_is_help=True)

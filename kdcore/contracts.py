@@ -36,6 +36,8 @@ class Evaluation:
     metrics: dict[str, float]
     extra: dict[str, Any] = attrs.field(factory=dict)
     per_set: dict[str, dict[str, float]] = attrs.field(factory=dict)  # metrics of each named test set
+    # Per test set, one entry per window: "score", "label", "attack" (name) — for curves and plots.
+    windows: dict[str, dict[str, Any]] = attrs.field(factory=dict)
 
 
 class TrainingMode:

@@ -17,9 +17,10 @@ from typing import Any
 
 import attrs
 import lightning as L
+import numpy as np
 from torch import nn
 
-from kdcore.atomic import atomic_write_text
+from kdcore.atomic import atomic_open, atomic_write_text
 from kdcore.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from kdcore.config import RunConfig, write_toml
 from kdcore.contracts import DistillationStrategy, TrainingMode
@@ -98,6 +99,30 @@ class Engine:
 
     def plan(self, config: RunConfig) -> RunPlan:
         """Resolve names and defaults and validate everything, without reading data or building models."""
+        config, mode, strategy = self._resolve(config)
+        mode.check(config)
+        self.datasets.get(config.dataset)
+        self.models.get(config.model)
+
+        teacher_path = None
+        if strategy is not None:
+            teacher_path = self._teacher_path(config, mode)
+            config = attrs.evolve(config, teacher_model_path=str(teacher_path))
+            if config.model_size != "student":
+                logger.warning("knowledge distillation is usually for students, but model_size is %r", config.model_size)
+        layout = self._layout(config, mode, strategy)
+        return RunPlan(config=config, mode=mode, strategy=strategy, layout=layout, teacher_path=teacher_path)
+
+    def layout_for(self, config: RunConfig) -> RunLayout:
+        """Where a config's run writes its artifacts; checks names and combinations, not files."""
+        return self._layout(*self._resolve(config))
+
+    def _layout(self, config: RunConfig, mode: TrainingMode, strategy: DistillationStrategy | None) -> RunLayout:
+        segment = distillation_segment(mode, strategy)
+        return run_layout(config, model=config.model, learning_type=mode.learning_type, distillation=segment)
+
+    def _resolve(self, config: RunConfig) -> tuple[RunConfig, TrainingMode, DistillationStrategy | None]:
+        """Names → plugins, defaults filled in, and every plugin's veto heard."""
         mode = self.modes.get(config.mode)()
         config = attrs.evolve(config, model=config.model or mode.model)
         if not mode.accepts_model(config.model):
@@ -121,20 +146,7 @@ class Engine:
             vetoes = [f"mode {mode.name!r} has no default distillation strategy; choose one with --kd NAME"]
         if vetoes:
             raise IncompatibleError(" ".join(vetoes))
-        mode.check(config)
-        self.datasets.get(config.dataset)
-        self.models.get(config.model)
-
-        teacher_path = None
-        if strategy is not None:
-            teacher_path = self._teacher_path(config, mode)
-            config = attrs.evolve(config, teacher_model_path=str(teacher_path))
-            if config.model_size != "student":
-                logger.warning("knowledge distillation is usually for students, but model_size is %r", config.model_size)
-        layout = run_layout(
-            config, model=config.model, learning_type=mode.learning_type, distillation=distillation_segment(mode, strategy)
-        )
-        return RunPlan(config=config, mode=mode, strategy=strategy, layout=layout, teacher_path=teacher_path)
+        return config, mode, strategy
 
     def _teacher_path(self, config: RunConfig, mode: TrainingMode) -> Path:
         if config.teacher_model_path:
@@ -218,6 +230,7 @@ class Engine:
             ),
         )
         atomic_write_text(layout.config, write_toml(config))
+        save_window_scores(layout.scores, evaluation.windows, evaluation.extra.get("threshold"))
         metrics = {
             "mode": config.mode,
             "model": config.model,
@@ -284,6 +297,13 @@ class Engine:
                 row[strategy_class.name] = " ".join(self.vetoes(mode, strategy_class(), with_kd)) or None
             matrix[mode.name] = row
         return matrix
+
+
+def save_window_scores(path: Path, windows: dict[str, dict[str, Any]], threshold: float | None) -> None:
+    """Every test window's score, label and attack name, for curves and plots (``kdcore report``)."""
+    arrays = {f"{name}/{key}": np.asarray(values) for name, columns in windows.items() for key, values in columns.items()}
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, threshold=np.array(np.nan if threshold is None else threshold), **arrays)
 
 
 def distillation_segment(mode: TrainingMode, strategy: DistillationStrategy | None) -> str:

@@ -41,6 +41,10 @@ class RunLayout:
         return self.root / "metrics.json"
 
     @property
+    def scores(self) -> Path:
+        return self.root / "scores.npz"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

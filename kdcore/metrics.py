@@ -76,16 +76,17 @@ def latency_ms_per_graph(score: Scorer, graphs) -> float:
 
 def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float) -> Evaluation:
     """Metrics over all test sets together, and for each named test set on its own."""
-    per_set, all_scores, all_labels, all_names = {}, [], [], []
+    per_set, windows, all_scores, all_labels, all_names = {}, {}, [], [], []
     for name, graphs in datamodule.test_sets.items():
         scores = score(datamodule.loader(graphs))
         labels, names = graphs.labels, window_attack_names(graphs)
         if len(labels):
             per_set[name] = detection_metrics(scores, labels, threshold, names)
+            windows[name] = {"score": scores.numpy(), "label": labels.numpy(), "attack": names}
         all_scores.append(scores)
         all_labels.append(labels)
         all_names.append(names)
     metrics = detection_metrics(torch.cat(all_scores), torch.cat(all_labels), threshold, np.concatenate(all_names))
     first_set = next(iter(datamodule.test_sets.values()))
     metrics["latency_ms_per_graph"] = latency_ms_per_graph(score, first_set)
-    return Evaluation(metrics=metrics, extra={"threshold": threshold}, per_set=per_set)
+    return Evaluation(metrics=metrics, extra={"threshold": threshold}, per_set=per_set, windows=windows)

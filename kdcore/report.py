@@ -1,12 +1,30 @@
-"""Collect the metrics of every complete run under an experiment root, for comparison tables."""
+"""``kdcore report``: compare every complete run under an experiment root, in tables and plots.
+
+Reads only artifacts — each run's ``metrics.json`` (the numbers), ``scores.npz`` (every test
+window's score and label) and ``logs/metrics.csv`` (training curves) — and writes, into the
+report folder: ``runs.csv``, ``runs.json``, ``runs.md``, PNG plots and one ``report.md`` that
+embeds them all.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kdcore.errors import KdcoreError
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchmetrics.functional.classification import binary_precision_recall_curve, binary_roc  # noqa: E402
+
+from kdcore.atomic import atomic_open, atomic_write_text  # noqa: E402
+from kdcore.errors import KdcoreError  # noqa: E402
 
 COLUMNS = {  # key in the row → heading
     "dataset": "dataset",
@@ -21,19 +39,211 @@ COLUMNS = {  # key in the row → heading
     "latency_ms_per_graph": "ms/graph",
 }
 TEXT_COLUMNS = ("dataset", "model", "model_size", "mode", "kd")
+TABLE_KEYS = (
+    "dataset", "model", "model_size", "mode", "kd", "accuracy", "precision", "recall", "f1", "auroc", "fpr",
+    "params", "checkpoint_bytes", "latency_ms_per_graph", "kd_gain_f1", "per_attack_recall",
+)
+
+
+def run_label(row: dict[str, Any]) -> str:
+    kd = "" if row["kd"] == "-" else f" + {row['kd']}"
+    return f"{row['model']} {row['model_size']}{kd} ({row['mode']})"
 
 
 def collect_runs(experiment_root: str | Path) -> list[dict[str, Any]]:
-    """One row per complete run (a ``metrics.json`` written last), teachers before students."""
+    """One row per complete run (a ``metrics.json`` written last), teachers before students,
+    with ``kd_gain_f1`` = F1(student + KD) − F1(student without KD) of the same model and mode."""
     root = Path(experiment_root)
     if not root.is_dir():
         raise KdcoreError(f"experiment root not found: {root}")
     rows = []
     for path in sorted(root.rglob("metrics.json")):
         metrics = json.loads(path.read_text())
-        if "mode" not in metrics:
-            continue
-        rows.append({**metrics, "kd": metrics.get("strategy") or "-", "run_dir": str(path.parent)})
+        if "mode" in metrics and "f1" in metrics:
+            rows.append({**metrics, "kd": metrics.get("strategy") or "-", "run_dir": str(path.parent)})
     size_order = {"teacher": 0, "student": 1}
     rows.sort(key=lambda r: (r["dataset"], r["model"], size_order.get(r["model_size"], 2), r["kd"] != "-", r["mode"]))
+    plain_students = {(r["dataset"], r["model"], r["mode"]): r["f1"] for r in rows if r["model_size"] == "student" and r["kd"] == "-"}
+    for row in rows:
+        key = (row["dataset"], row["model"], row["mode"])
+        if row["model_size"] == "student" and row["kd"] != "-" and key in plain_students:
+            row["kd_gain_f1"] = row["f1"] - plain_students[key]
     return rows
+
+
+def write_report(experiment_root: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the tables, plots and ``report.md``; returns the path of ``report.md``."""
+    rows = collect_runs(experiment_root)
+    if not rows:
+        raise KdcoreError(f"no complete runs under {experiment_root} (a run is complete once its metrics.json exists)")
+    out = Path(out_dir) if out_dir else Path(experiment_root) / "report"
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    table = [{key: row.get(key) for key in (*TABLE_KEYS, "run_dir")} for row in rows]
+    atomic_write_text(out / "runs.json", json.dumps(table, indent=2) + "\n")
+    atomic_write_text(out / "runs.csv", _csv(table))
+    markdown_table = _markdown(rows)
+    atomic_write_text(out / "runs.md", markdown_table)
+
+    sections = ["# kdcore report", "", f"Runs under `{Path(experiment_root)}`.", "", markdown_table]
+    for (dataset, model), group in _groups(rows):
+        title = f"{dataset} · {model}"
+        stem = f"{dataset}-{model}"
+        sections += [f"## {title}", ""]
+        for kind, draw in (("curves", _plot_curves), ("scores", _plot_scores), ("confusion", _plot_confusion), ("training", _plot_training)):
+            name = f"plots/{stem}-{kind}.png"
+            if draw(group, out / name, title):
+                sections += [f"![{title} {kind}]({name})", ""]
+        attack_rows = [r for r in group if r.get("per_attack_recall")]
+        if attack_rows:
+            attacks = sorted({a for r in attack_rows for a in r["per_attack_recall"]})
+            sections += ["| run | " + " | ".join(attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
+            for r in attack_rows:
+                sections.append(f"| {run_label(r)} | " + " | ".join(_fmt(r["per_attack_recall"].get(a)) for a in attacks) + " |")
+            sections.append("")
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(sections) + "\n")
+    return report
+
+
+def _groups(rows: list[dict[str, Any]]) -> Iterable[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["model"]), []).append(row)
+    return groups.items()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    keys = ("dataset", "model", "model_size", "mode", "kd", "accuracy", "precision", "recall", "f1", "auroc", "fpr",
+            "params", "checkpoint_bytes", "latency_ms_per_graph", "kd_gain_f1")
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_fmt(row.get(key)) for key in keys) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(table: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
+    writer.writeheader()
+    for row in table:
+        writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _window_scores(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    path = Path(row["run_dir"]) / "scores.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as arrays:
+        scores = [arrays[k] for k in arrays.files if k.endswith("/score")]
+        labels = [arrays[k] for k in arrays.files if k.endswith("/label")]
+    if not scores:
+        return None
+    return np.concatenate(scores).astype(np.float64), np.concatenate(labels).astype(np.int64)
+
+
+def _save(figure, path: Path) -> bool:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    with atomic_open(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return True
+
+
+def _plot_curves(group, path: Path, title: str) -> bool:
+    """ROC and precision-recall curves of every run of one dataset and model."""
+    figure, (roc_axis, pr_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    drawn = False
+    for row in group:
+        found = _window_scores(row)
+        if found is None or len(set(found[1].tolist())) < 2:
+            continue
+        scores, labels = torch.from_numpy(found[0]), torch.from_numpy(found[1])
+        fpr, tpr, _ = binary_roc(scores, labels)
+        precision, recall, _ = binary_precision_recall_curve(scores, labels)
+        roc_axis.plot(fpr, tpr, label=f"{run_label(row)} · AUROC {row['auroc']:.3f}")
+        pr_axis.plot(recall, precision, label=run_label(row))
+        drawn = True
+    if not drawn:
+        plt.close(figure)
+        return False
+    roc_axis.set(title=f"ROC · {title}", xlabel="false positive rate", ylabel="true positive rate")
+    pr_axis.set(title=f"Precision-recall · {title}", xlabel="recall", ylabel="precision")
+    roc_axis.legend(fontsize=7, loc="lower right")
+    pr_axis.legend(fontsize=7, loc="lower left")
+    return _save(figure, path)
+
+
+def _plot_scores(group, path: Path, title: str) -> bool:
+    """Score distributions of normal and attack windows, one panel per run, with the threshold."""
+    found = [(row, _window_scores(row)) for row in group]
+    found = [(row, scores) for row, scores in found if scores is not None]
+    if not found:
+        return False
+    figure, axes = plt.subplots(1, len(found), figsize=(4 * len(found), 3.2), squeeze=False)
+    for axis, (row, (scores, labels)) in zip(axes[0], found):
+        bins = np.histogram_bin_edges(scores, bins=40)
+        axis.hist(scores[labels == 0], bins=bins, alpha=0.6, label="normal", density=True)
+        axis.hist(scores[labels == 1], bins=bins, alpha=0.6, label="attack", density=True)
+        with np.load(Path(row["run_dir"]) / "scores.npz", allow_pickle=False) as arrays:
+            threshold = float(arrays["threshold"])
+        if np.isfinite(threshold):
+            axis.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+        axis.set(title=run_label(row), xlabel="score")
+        axis.title.set_fontsize(8)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"Scores · {title}")
+    return _save(figure, path)
+
+
+def _plot_confusion(group, path: Path, title: str) -> bool:
+    rows = [row for row in group if row.get("confusion_matrix")]
+    if not rows:
+        return False
+    figure, axes = plt.subplots(1, len(rows), figsize=(3 * len(rows), 3), squeeze=False)
+    for axis, row in zip(axes[0], rows):
+        matrix = np.asarray(row["confusion_matrix"])
+        axis.imshow(matrix, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            axis.text(j, i, str(value), ha="center", va="center", fontsize=9)
+        axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["normal", "attack"], yticklabels=["normal", "attack"],
+                 xlabel="predicted", ylabel="true", title=run_label(row))
+        axis.title.set_fontsize(8)
+    figure.suptitle(f"Confusion matrices · {title}")
+    return _save(figure, path)
+
+
+def _plot_training(group, path: Path, title: str) -> bool:
+    """Training and validation loss per epoch (and the KD loss where there is one)."""
+    curves = []
+    for row in group:
+        log = Path(row["run_dir"]) / "logs" / "metrics.csv"
+        if log.is_file():
+            curves.append((row, list(csv.DictReader(log.open()))))
+    if not curves:
+        return False
+    figure, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
+    for axis, (row, records) in zip(axes[0], curves):
+        for column in ("train_loss", "val_loss", "kd_loss"):
+            by_epoch: dict[int, list[float]] = {}
+            for record in records:
+                if record.get(column) and record.get("epoch"):
+                    by_epoch.setdefault(int(float(record["epoch"])), []).append(float(record[column]))
+            if by_epoch:
+                epochs = sorted(by_epoch)
+                axis.plot(epochs, [np.mean(by_epoch[e]) for e in epochs], marker="o", markersize=3, label=column)
+        axis.set(title=run_label(row), xlabel="epoch", ylabel="loss")
+        axis.title.set_fontsize(8)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"Training · {title}")
+    return _save(figure, path)

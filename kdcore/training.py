@@ -76,7 +76,7 @@ def standard_callbacks(run: Run) -> list[L.Callback]:
         ModelCheckpoint(dirpath=run.layout.root / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False)
     ]
     if run.config.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=run.config.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=run.config.early_stopping_patience, strict=False))
     return callbacks
 
 
