@@ -1,0 +1,114 @@
+"""The whole study as one DAG: teachers → students with and without KD → fusion → report.
+
+Each stage is one ``Engine.run``. A stage whose artifacts are complete (its ``metrics.json``
+exists) is skipped, so an interrupted pipeline continues where it stopped; the stage that was
+interrupted resumes from its ``last.ckpt``. A failing stage stops its dependants, which are
+reported as blocked, and the stages that do not depend on it still run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import attrs
+
+from kdcore.config import RunConfig
+from kdcore.engine import Engine
+from kdcore.errors import KdcoreError
+
+
+@attrs.frozen
+class Stage:
+    name: str
+    config: RunConfig | None  # None: the report
+    needs: tuple[str, ...] = ()
+
+
+@attrs.define
+class StageResult:
+    stage: Stage
+    status: str  # "done", "skipped (complete)", "failed", "blocked", "planned", "complete"
+    detail: str = ""
+
+
+def study_stages(base: RunConfig, datasets: Iterable[str]) -> list[Stage]:
+    """The plan's study for each dataset, in dependency order."""
+    stages: list[Stage] = []
+    for dataset in datasets:
+        config = attrs.evolve(base, dataset=dataset, use_knowledge_distillation=False, distillation_strategy=None)
+        teacher = attrs.evolve(config, model_size="teacher")
+        student = attrs.evolve(config, model_size="student")
+        kd = attrs.evolve(student, use_knowledge_distillation=True)
+
+        def stage(name: str, run: RunConfig | None, *needs: str) -> None:
+            stages.append(Stage(f"{dataset}/{name}", run, tuple(f"{dataset}/{need}" for need in needs)))
+
+        stage("vgae-teacher", attrs.evolve(teacher, mode="autoencoder"))
+        stage("gat-teacher", attrs.evolve(teacher, mode="curriculum"), "vgae-teacher")
+        stage("vgae-student", attrs.evolve(student, mode="autoencoder"))
+        stage("vgae-student-kd", attrs.evolve(kd, mode="autoencoder"), "vgae-teacher")
+        stage("gat-student", attrs.evolve(student, mode="curriculum"), "vgae-teacher")
+        stage("gat-student-kd", attrs.evolve(kd, mode="curriculum"), "vgae-teacher", "gat-teacher")
+        stage("fusion-teachers", attrs.evolve(teacher, mode="fusion"), "vgae-teacher", "gat-teacher")
+        stage("fusion-students", attrs.evolve(student, mode="fusion"), "vgae-student-kd", "gat-student-kd")
+    names = [s.name for s in stages]
+    stages.append(Stage("report", None, tuple(names)))
+    return stages
+
+
+class Pipeline:
+    """Runs stages in order through one ``Engine``, skipping what is complete."""
+
+    def __init__(self, engine: Engine, stages: list[Stage], experiment_root: str | Path):
+        self.engine = engine
+        self.stages = stages
+        self.experiment_root = Path(experiment_root)
+        known: set[str] = set()
+        for stage in stages:
+            missing = [need for need in stage.needs if need not in known]
+            if missing:
+                raise KdcoreError(f"stage {stage.name!r} needs {', '.join(missing)}, which do not come before it")
+            known.add(stage.name)
+
+    def is_complete(self, stage: Stage) -> bool:
+        if stage.config is None:
+            return False  # the report is cheap: always rewritten from what is there
+        return self.engine.layout_for(stage.config).is_complete()
+
+    def dry_run(self) -> list[StageResult]:
+        return [
+            StageResult(s, "complete" if self.is_complete(s) else "planned", self._where(s)) for s in self.stages
+        ]
+
+    def run(self, on_stage: Callable[[StageResult], None] = lambda result: None) -> list[StageResult]:
+        results: dict[str, StageResult] = {}
+        for stage in self.stages:
+            failed = [need for need in stage.needs if results[need].status in ("failed", "blocked")]
+            if failed and stage.config is not None:
+                result = StageResult(stage, "blocked", f"needs {', '.join(failed)}")
+            elif self.is_complete(stage):
+                result = StageResult(stage, "skipped (complete)", self._where(stage))
+            else:
+                result = self._run(stage)
+            results[stage.name] = result
+            on_stage(result)
+        return list(results.values())
+
+    def _run(self, stage: Stage) -> StageResult:
+        from kdcore.report import write_report
+
+        try:
+            if stage.config is None:
+                return StageResult(stage, "done", str(write_report(self.experiment_root)))
+            result = self.engine.run(attrs.evolve(stage.config, resume=True))
+            return StageResult(stage, "done", f"F1 {result.metrics['f1']:.4f} · {result.run_dir}")
+        except KdcoreError as error:
+            return StageResult(stage, "failed", str(error))
+        except Exception as error:  # noqa: BLE001 - a broken stage must not take the others down
+            return StageResult(stage, "failed", f"{type(error).__name__}: {error}")
+
+    def _where(self, stage: Stage) -> str:
+        if stage.config is None:
+            return str(self.experiment_root / "report" / "report.md")
+        return str(self.engine.layout_for(stage.config).root)
