@@ -17,11 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(KDCORE) run --mode autoencoder --experiment-root $(DEMO_ROOT)
-	$(KDCORE) run --mode curriculum --experiment-root $(DEMO_ROOT)
-	$(KDCORE) run --mode curriculum --model-size student --experiment-root $(DEMO_ROOT)
-	$(KDCORE) run --mode curriculum --model-size student --kd gat-softlabel --experiment-root $(DEMO_ROOT)
-	$(KDCORE) run --mode autoencoder --model-size student --distillation with-kd --experiment-root $(DEMO_ROOT)
+	$(KDCORE) pipeline --experiment-root $(DEMO_ROOT)
 	$(KDCORE) report --experiment-root $(DEMO_ROOT)
 
 test: install

@@ -1,0 +1,249 @@
+"""The ``fusion`` mode: a DQN agent fusing the VGAE and GAT scores of already trained models."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdcore import Engine, hookimpl
+from kdcore.checkpoint import load_checkpoint
+from kdcore.data.module import DataInfo
+from kdcore.errors import IncompatibleError, KdcoreError
+from kdcore.models import build_model
+from kdcore.models.dqn import DQN
+from kdcore.plugins.modes.fusion import (
+    ACTIONS,
+    STATE_FEATURES,
+    FusionPredictor,
+    find_inputs,
+    fit_threshold,
+    input_candidates,
+    rewards,
+)
+from kdcore.plugins.validation import FUSION_KD_MESSAGE
+
+from conftest import TinyCAN, tiny_config
+
+TIMINGS = ("train_seconds", "latency_ms_per_graph")
+
+
+@pytest.fixture(scope="module")
+def fusion_root(tmp_path_factory, teacher_root):
+    """A private copy of the teachers' root, so fusion runs neither see nor disturb other tests' runs."""
+    root = tmp_path_factory.mktemp("fusion") / "root"
+    shutil.copytree(teacher_root, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fusion_run(engine, fusion_root):
+    return engine.run(tiny_config(fusion_root, mode="fusion"))
+
+
+def input_metrics(run_dir):
+    return json.loads((run_dir.parent.parent / "metrics.json").read_text())
+
+
+def test_dqn_is_a_registered_model_built_like_the_others(engine):
+    assert engine.models.get("dqn") is DQN
+    info = DataInfo(num_node_features=15, num_ids=67)
+    for size in ("teacher", "student"):
+        model = build_model(DQN, size, info)  # the data-dependent arguments are accepted and ignored
+        assert model.hparams == {"state_dim": len(STATE_FEATURES), "num_actions": len(ACTIONS), **DQN.sizes[size]}
+        assert DQN(**model.hparams)(torch.zeros(3, len(STATE_FEATURES))).shape == (3, len(ACTIONS))
+
+
+def test_fusion_trains_and_writes_complete_artifacts(engine, fusion_root, fusion_run):
+    layout = fusion_run.layout
+    assert layout.is_complete() and layout.config.is_file()
+    assert layout.root == fusion_root / "automotive/tiny/fusion/dqn/teacher/no-kd/fusion"
+    assert layout.checkpoint.name == "dqn_fusion.pth"
+    written = json.loads(layout.metrics.read_text())
+    assert written == fusion_run.metrics
+    assert (written["mode"], written["model"], written["distillation"], written["strategy"]) == ("fusion", "dqn", "no-kd", None)
+
+    # The same keys as any other mode, overall and per test set.
+    gat = json.loads((fusion_root / "automotive/tiny/supervised/gat/teacher/no-kd/curriculum/metrics.json").read_text())
+    assert set(written) == set(gat)
+    assert set(written["test_sets"]) == set(gat["test_sets"]) == {"test_01_dos", "test_02_fuzzy"}
+    for name, per_set in written["test_sets"].items():
+        assert set(per_set) == set(gat["test_sets"][name])
+    assert sum(map(sum, written["confusion_matrix"])) == written["windows"]
+
+    # The checkpoint is the Q-network, rebuilt by the engine's generic code, with what inference needs.
+    checkpoint = load_checkpoint(layout.checkpoint)
+    assert checkpoint.model == "dqn"
+    model = engine.load_model(checkpoint, layout.checkpoint)
+    assert isinstance(model, DQN)
+    assert written["params"] == sum(p.numel() for p in model.parameters())
+    fusion = checkpoint.extra["fusion"]
+    assert isinstance(checkpoint.extra["threshold"], float)
+    assert fusion["actions"] == list(ACTIONS) and fusion["state_features"] == list(STATE_FEATURES)
+    assert set(fusion["vgae"]) == {"path", "median", "scale", "threshold"} and fusion["vgae"]["scale"] > 0
+    assert fusion["vgae"]["path"].endswith("unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth")
+    assert fusion["gat"]["path"].endswith("supervised/gat/teacher/no-kd/curriculum/models/gat_curriculum.pth")
+    vgae = load_checkpoint(fusion["vgae"]["path"]).extra
+    assert checkpoint.extra["data"] == vgae["data"]
+    assert fusion["vgae"]["threshold"] == pytest.approx(vgae["threshold"], rel=1e-5)  # v = 0.5 at the VGAE's own threshold
+    rows = (layout.logs / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,train_loss") and len(rows) == 2  # one epoch
+
+
+def test_the_decision_is_the_fused_score_against_the_threshold(engine, fusion_root, fusion_run):
+    predictor, threshold = FusionPredictor.from_checkpoint(engine, fusion_run.checkpoint)
+    run = engine.build(engine.plan(tiny_config(fusion_root, mode="fusion")))
+    for name, graphs in run.datamodule.test_sets.items():
+        parts = predictor.components(run.datamodule.loader(graphs))
+        assert torch.isin(parts["alpha"], torch.tensor(ACTIONS)).all()
+        assert torch.all((parts["v"] >= 0) & (parts["v"] <= 1))
+        fused = parts["alpha"] * parts["p"] + (1 - parts["alpha"]) * parts["v"]
+        assert torch.allclose(parts["score"], fused)
+        predicted = (fused >= threshold).long()
+        labels = graphs.labels.long()
+        matrix = [[int(((labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+        assert matrix == fusion_run.metrics["test_sets"][name]["confusion_matrix"], name
+
+
+def test_fusion_f1_is_at_least_that_of_the_weaker_input(fusion_run, record_property):
+    extra = load_checkpoint(fusion_run.checkpoint).extra["fusion"]
+    vgae = input_metrics(Path(extra["vgae"]["path"]))["f1"]
+    gat = input_metrics(Path(extra["gat"]["path"]))["f1"]
+    fusion = fusion_run.metrics["f1"]
+    record_property("f1", {"vgae": vgae, "gat": gat, "fusion": fusion, "at_least_max": fusion >= max(vgae, gat)})
+    print(f"F1 on tiny data: vgae {vgae:.4f}, gat {gat:.4f}, fusion {fusion:.4f} (>= max: {fusion >= max(vgae, gat)})")
+    assert fusion >= min(vgae, gat) - 1e-6
+
+
+def test_same_seed_same_metrics_and_weights(engine, fusion_root, fusion_run):
+    again = engine.run(tiny_config(fusion_root, mode="fusion", progress_bar=True))  # the bar changes nothing
+    assert {k: v for k, v in again.metrics.items() if k not in TIMINGS} == {
+        k: v for k, v in fusion_run.metrics.items() if k not in TIMINGS
+    }
+    first, second = load_checkpoint(fusion_run.checkpoint), load_checkpoint(again.checkpoint)
+    assert all(torch.equal(first.state_dict[key], second.state_dict[key]) for key in first.state_dict)
+    assert first.extra == second.extra
+
+
+class ExplodingData(TinyCAN):
+    name = "exploding"
+
+    def load_splits(self):
+        raise AssertionError("data was read before the inputs were checked")
+
+
+class ExplodingPlugin:
+    @hookimpl
+    def kdcore_register_datasets(self, register):
+        register(ExplodingData)
+
+
+def test_missing_inputs_are_refused_before_any_data_is_read(tmp_path):
+    engine = Engine(plugins=[ExplodingPlugin()], load_entry_points=False)
+    with pytest.raises(KdcoreError) as caught:
+        engine.run(tiny_config(tmp_path, mode="fusion", dataset="exploding"))
+    message = str(caught.value)
+    assert "\n" not in message
+    for path in ("unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth",
+                 "supervised/gat/teacher/no-kd/curriculum/models/gat_curriculum.pth",
+                 "supervised/gat/teacher/no-kd/normal/models/gat_normal.pth"):
+        assert f"{tmp_path}/automotive/exploding/{path}" in message
+    assert f"`kdcore run --mode autoencoder --dataset exploding --experiment-root {tmp_path}`" in message
+    assert f"`kdcore run --mode curriculum --dataset exploding --experiment-root {tmp_path}`" in message
+    assert not any(tmp_path.iterdir()), "a refused run must not write anything"
+
+    with pytest.raises(KdcoreError) as caught:
+        engine.plan(tiny_config(tmp_path, mode="fusion", dataset="exploding", model_size="student"))
+    message = str(caught.value)
+    assert "vgae/student/with-kd/autoencoder" in message and "vgae/student/no-kd/autoencoder" in message
+    assert "gat/student/with-kd/curriculum" in message and "gat/student/no-kd/normal" in message
+    assert "--model-size student --distillation with-kd" in message
+
+
+def test_only_the_missing_input_is_named(engine, fusion_root, tmp_path):
+    vgae_run = "automotive/tiny/unsupervised/vgae/teacher/no-kd/autoencoder"
+    shutil.copytree(fusion_root / vgae_run, tmp_path / vgae_run)
+    with pytest.raises(KdcoreError, match="needs a trained VGAE and GAT teacher: no trained GAT at ") as caught:
+        engine.plan(tiny_config(tmp_path, mode="fusion"))
+    assert "no trained VGAE" not in str(caught.value)
+    (tmp_path / vgae_run / "metrics.json").unlink()  # an incomplete run does not count
+    with pytest.raises(KdcoreError, match="no trained VGAE at "):
+        engine.plan(tiny_config(tmp_path, mode="fusion"))
+
+
+def test_student_inputs_prefer_distilled_students(tmp_path):
+    config = tiny_config(tmp_path, mode="fusion", model_size="student")
+    candidates = input_candidates(config)
+    assert [str(c.root).split("/tiny/")[1] for c in candidates["gat"]] == [
+        "supervised/gat/student/with-kd/curriculum", "supervised/gat/student/with-kd/normal",
+        "supervised/gat/student/no-kd/curriculum", "supervised/gat/student/no-kd/normal",
+    ]
+    for layouts in candidates.values():
+        for layout in layouts:  # fake complete runs of every candidate
+            layout.checkpoint.parent.mkdir(parents=True)
+            layout.checkpoint.touch()
+            layout.metrics.touch()
+    for expected in candidates["gat"][:-1]:
+        assert find_inputs(config)["gat"] == expected
+        expected.metrics.unlink()  # no longer complete: the next candidate is taken
+    assert find_inputs(config)["gat"] == candidates["gat"][-1]
+    assert find_inputs(config)["vgae"] == candidates["vgae"][0]
+    candidates["vgae"][0].metrics.unlink()
+    assert find_inputs(config)["vgae"] == candidates["vgae"][1]
+    teacher = tiny_config(tmp_path, mode="fusion")
+    assert [str(c.root).split("/tiny/")[1] for c in input_candidates(teacher)["vgae"]] == [
+        "unsupervised/vgae/teacher/no-kd/autoencoder"
+    ]
+
+
+def test_fusion_of_students(engine, teacher_root, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(teacher_root, root)
+    for students in (root / "automotive/tiny").glob("*/*/student"):  # other tests may have trained some
+        shutil.rmtree(students)
+    engine.run(tiny_config(root, mode="autoencoder", model_size="student", max_steps=2))
+    engine.run(tiny_config(root, mode="normal", model_size="student", max_steps=2))
+    result = engine.run(tiny_config(root, mode="fusion", model_size="student"))
+    assert result.layout.root == root / "automotive/tiny/fusion/dqn/student/no-kd/fusion"
+    fusion = load_checkpoint(result.checkpoint).extra["fusion"]
+    assert "vgae/student/no-kd/autoencoder" in fusion["vgae"]["path"]
+    assert "gat/student/no-kd/normal" in fusion["gat"]["path"]
+    assert result.metrics["params"] < sum(
+        p.numel() for p in build_model(DQN, "teacher", DataInfo(1, 1)).parameters()
+    )
+
+
+def test_inputs_trained_on_other_data_are_refused(engine, fusion_root):
+    run = engine.build(engine.plan(tiny_config(fusion_root, mode="fusion", window_stride=25)))
+    with pytest.raises(KdcoreError, match="was trained on other data"):
+        run.mode.prepare(run)
+
+
+def test_fusion_with_kd_is_refused_with_the_plans_message_before_any_data_is_read(tmp_path):
+    engine = Engine(plugins=[ExplodingPlugin()], load_entry_points=False)
+    for kd in ({"use_knowledge_distillation": True},
+               {"use_knowledge_distillation": True, "distillation_strategy": "gat-softlabel"}):
+        with pytest.raises(IncompatibleError) as caught:
+            engine.run(tiny_config(tmp_path, mode="fusion", dataset="exploding", **kd))
+        assert str(caught.value) == FUSION_KD_MESSAGE
+    assert not any(tmp_path.iterdir())
+
+
+def test_reward_favours_right_decisions_and_balances_classes():
+    labels = torch.tensor([0, 0, 0, 1])
+    counts = torch.bincount(labels, minlength=2)
+    weights = (counts.sum() / (2 * counts)).float()
+    right = rewards(torch.tensor([0.1, 0.1, 0.1, 0.9]), labels, weights, margin_weight=0.5)
+    wrong = rewards(torch.tensor([0.9, 0.9, 0.9, 0.1]), labels, weights, margin_weight=0.5)
+    assert torch.all(right > 0) and torch.all(wrong < 0)
+    assert right[3] == 3 * right[0]  # the rare class weighs three times as much
+    assert right[:3].sum() == right[3]  # so both classes weigh the same in total
+    surer = rewards(torch.tensor([0.0]), torch.tensor([0]), weights, margin_weight=0.5)
+    assert surer > right[0]  # a larger margin on the right side earns more
+
+
+def test_threshold_prefers_the_decision_line_within_the_best_gap():
+    labels = torch.tensor([1, 1, 0, 0, 0])
+    assert fit_threshold(torch.tensor([0.9, 0.8, 0.3, 0.2, 0.1]), labels) == 0.5
+    assert fit_threshold(torch.tensor([0.9, 0.8, 0.7, 0.6, 0.55]), labels) == pytest.approx(0.75)
