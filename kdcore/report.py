@@ -62,7 +62,10 @@ def collect_runs(experiment_root: str | Path) -> list[dict[str, Any]]:
         if "mode" in metrics and "f1" in metrics:
             rows.append({**metrics, "kd": metrics.get("strategy") or "-", "run_dir": str(path.parent)})
     size_order = {"teacher": 0, "student": 1}
-    rows.sort(key=lambda r: (r["dataset"], r["model"], size_order.get(r["model_size"], 2), r["kd"] != "-", r["mode"]))
+    model_order = {"vgae": 0, "gat": 1, "dqn": 2}  # the study's order: detectors, then their fusion
+    rows.sort(key=lambda r: (
+        r["dataset"], model_order.get(r["model"], 3), r["model"], size_order.get(r["model_size"], 2), r["kd"] != "-", r["mode"]
+    ))
     plain_students = {(r["dataset"], r["model"], r["mode"]): r["f1"] for r in rows if r["model_size"] == "student" and r["kd"] == "-"}
     for row in rows:
         key = (row["dataset"], row["model"], row["mode"])
