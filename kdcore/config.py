@@ -84,9 +84,13 @@ class RunConfig:
     devices: int = attrs.field(default=1, validator=_positive)
     precision: str = attrs.field(default="auto", validator=_one_of(PRECISIONS))
     num_workers: int = attrs.field(default=0, validator=v.ge(0))
-    # CPU runs repeat exactly with the same seed; ``true`` also forces torch's deterministic
-    # kernels (for CUDA), which makes PyG's scatter on CPU ~10x slower.
+    # CPU runs repeat exactly with the same seed on one thread; ``true`` also forces torch's
+    # deterministic kernels (for CUDA), which makes PyG's scatter on CPU ~10x slower.
     deterministic: bool = False
+    # Intra-op CPU threads while a run trains and evaluates. One thread keeps float sums in one
+    # order (same seed, same weights) and keeps runs that share a machine from stalling each
+    # other; small graph models lose only ~5-15 % speed. 0: torch's default.
+    num_threads: int = attrs.field(default=1, validator=v.ge(0))
     progress_bar: bool = True
     early_stopping_patience: int = attrs.field(default=5, validator=v.ge(0))  # epochs without val_loss gain; 0: off
     resume: bool = False  # continue from the run folder's checkpoints/last.ckpt

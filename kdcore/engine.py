@@ -31,6 +31,7 @@ from kdcore.manager import DEFAULT_PLUGINS, make_plugin_manager
 from kdcore.models import build_model
 from kdcore.registry import Registry
 from kdcore.run import Run
+from kdcore.threads import torch_threads
 
 logger = logging.getLogger("kdcore")
 
@@ -199,12 +200,13 @@ class Engine:
         if not config.resume:
             shutil.rmtree(plan.layout.logs, ignore_errors=True)
             shutil.rmtree(plan.layout.root / "checkpoints", ignore_errors=True)
-        run = self.build(plan)
-        started = time.perf_counter()
-        plan.mode.prepare(run)
-        plan.mode.fit(run)
-        train_seconds = time.perf_counter() - started
-        evaluation = plan.mode.evaluate(run.model, run)
+        with torch_threads(config.num_threads):
+            run = self.build(plan)
+            started = time.perf_counter()
+            plan.mode.prepare(run)
+            plan.mode.fit(run)
+            train_seconds = time.perf_counter() - started
+            evaluation = plan.mode.evaluate(run.model, run)
         return self._write_artifacts(run, evaluation, train_seconds)
 
     def _load_teacher(self, path: Path, datamodule) -> FrozenTeacher:

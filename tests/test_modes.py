@@ -113,3 +113,16 @@ def test_resume_continues_from_last_checkpoint(engine, tmp_path):
     assert max(int(float(row["epoch"])) for row in rows if row["epoch"]) == 2  # epochs 0, 1, then 2 resumed
     fresh = engine.run(tiny_config(tmp_path / "fresh", mode="normal", max_epochs=3, early_stopping_patience=0))
     assert resumed.metrics["confusion_matrix"] == fresh.metrics["confusion_matrix"]
+
+
+def test_runs_train_on_one_thread_by_default_and_restore_the_setting(engine, tmp_path, monkeypatch):
+    from kdcore.plugins.modes.normal import NormalMode
+
+    seen = []
+    original_fit = NormalMode.fit
+    monkeypatch.setattr(NormalMode, "fit", lambda self, run: (seen.append(torch.get_num_threads()), original_fit(self, run)))
+    before = torch.get_num_threads()
+    engine.run(tiny_config(tmp_path, mode="normal", max_steps=1))
+    engine.run(tiny_config(tmp_path, mode="normal", max_steps=1, num_threads=2))
+    assert seen == [1, 2]
+    assert torch.get_num_threads() == before

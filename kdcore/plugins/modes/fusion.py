@@ -40,6 +40,7 @@ from kdcore.layout import RunLayout, run_layout
 from kdcore.metrics import evaluate_scores
 from kdcore.plugins.modes.autoencoder import AutoencoderMode
 from kdcore.plugins.modes.normal import NormalMode
+from kdcore.threads import torch_threads
 
 logger = logging.getLogger("kdcore")
 
@@ -363,12 +364,8 @@ class FusionMode(TrainingMode):
         network is tiny, and more threads only add contention (and thread-count-dependent sums)."""
         if self.predictor is None:
             self.prepare(run)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             self._train(run)
-        finally:
-            torch.set_num_threads(threads)
         self._write_log(run.layout.logs / "metrics.csv")
 
     def _train(self, run):
