@@ -315,6 +315,30 @@ def pipeline(
         raise typer.Exit(1)
 
 
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A kdcore checkpoint of a GAT or VGAE (models/{model}_{mode}.pth)."),
+    format: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    out: Path = typer.Option(..., "--out", help="The file to write."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Export a model for deployment, checked against PyTorch on sample windows."""
+    from kdcore.export import export_checkpoint
+
+    _quiet_libraries()
+    try:
+        report = export_checkpoint(checkpoint, format, out)
+    except KdcoreError as error:
+        _fail(error)
+    result = {"file": str(report.path), "format": report.format, "bytes": report.bytes,
+              "max_abs_diff": report.max_abs_diff, "windows_checked": report.windows}
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{report.format}: {report.path} ({report.bytes:,} bytes); max |difference| vs PyTorch "
+               f"{report.max_abs_diff:.2g} over {report.windows} windows")
+
+
 data_app = typer.Typer(help="Read, inspect, build and generate CAN captures.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
