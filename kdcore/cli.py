@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -337,6 +338,55 @@ def export(
         return
     typer.echo(f"{report.format}: {report.path} ({report.bytes:,} bytes); max |difference| vs PyTorch "
                f"{report.max_abs_diff:.2g} over {report.windows} windows")
+
+
+@app.command()
+def detect(
+    model: Path = typer.Option(..., "--model", help="A kdcore checkpoint of a GAT or VGAE."),
+    bus: Optional[str] = typer.Option(None, "--bus", help="A python-can bus: INTERFACE[:CHANNEL], e.g. virtual:demo or socketcan:can0."),
+    replay: Optional[Path] = typer.Option(None, "--replay", help="A capture to replay (any readable format)."),
+    as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Replay without waiting for recorded times."),
+    alerts: Optional[Path] = typer.Option(None, "--alerts", help="Write alerts here as JSON lines (default: stdout)."),
+    idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="With --bus: stop after this many seconds without a frame."),
+) -> None:
+    """Score live or replayed CAN traffic window by window; alerts as JSON lines, then a summary."""
+    import can
+
+    from kdcore.data.formats import read_capture
+    from kdcore.detect import Detector, bus_chunks, replay_chunks
+
+    _quiet_libraries()
+    if (bus is None) == (replay is None):
+        _fail(KdcoreError("give exactly one of --bus INTERFACE[:CHANNEL] and --replay FILE"))
+    try:
+        detector = Detector(model)
+        if replay is not None:
+            chunks = replay_chunks(read_capture(replay), detector.window, real_time=not as_fast_as_possible)
+            connection = None
+        else:
+            interface, _, channel = bus.partition(":")
+            try:
+                connection = can.Bus(interface=interface, channel=channel or None)
+            except (can.CanError, ValueError, ImportError, OSError) as error:
+                raise KdcoreError(f"cannot open CAN bus {bus!r}: {error}") from None
+            chunks = bus_chunks(connection, detector.window, idle_limit=idle_timeout)
+    except KdcoreError as error:
+        _fail(error)
+    status_console = Console(stderr=True)
+    sink = alerts.open("w") if alerts else sys.stdout
+    try:
+        with status_console.status("listening…") as status:
+            def show(summary, alert):
+                if summary.windows % 10 == 0 or alert:
+                    status.update(f"{summary.frames:,} frames · {summary.windows:,} windows · {summary.alerts:,} alerts")
+
+            summary = detector.detect(chunks, sink, show)
+    finally:
+        if alerts:
+            sink.close()
+        if connection is not None:
+            connection.shutdown()
+    typer.echo(json.dumps({"summary": summary.as_dict()}), err=True)
 
 
 data_app = typer.Typer(help="Read, inspect, build and generate CAN captures.", no_args_is_help=True)
