@@ -18,7 +18,6 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
 
 from kdcore.data.traffic import generate_traffic  # noqa: E402
 from kdcore.data.windows import build_window_graphs  # noqa: E402

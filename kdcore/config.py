@@ -142,7 +142,7 @@ def _check_keys(data: dict[str, Any], where: str) -> None:
 
 def _error_text(error: BaseException) -> str:
     """The innermost message of a (possibly grouped) cattrs/attrs error."""
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+    while getattr(error, "exceptions", None):  # an ExceptionGroup (a backport's on Python 3.10)
         error = error.exceptions[0]
     return str(error)
 

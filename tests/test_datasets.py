@@ -1,7 +1,6 @@
 """Datasets read from disk: the ctt layout, single captures, splits, and what is saved with a model."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
