@@ -97,7 +97,7 @@ class RunConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more time
 
     # Autoencoder anomaly threshold: this quantile of validation normal-window scores.
-    threshold_quantile: float = attrs.field(default=0.99, validator=_unit_interval)
+    threshold_quantile: float = attrs.field(default=0.98, validator=_unit_interval)
 
     @property
     def distillation(self) -> str:
