@@ -112,7 +112,7 @@ class VGAENormaliser:
     Fitted on validation normal windows: ``threshold`` is the VGAE's own (the
     ``threshold_quantile`` of their scores), ``scale`` their robust spread (1.4826 · MAD), so
     ``v = 0.5`` where the VGAE alone would start calling attacks, and a normal window at the
-    median sits near ``sigmoid(−2.3) ≈ 0.09`` for the default quantile.
+    median sits near ``sigmoid(−2) ≈ 0.1`` for the default quantile (0.98).
     """
 
     median: float
