@@ -51,26 +51,32 @@ class Summary:
 
 
 class Detector:
-    """A trained GAT or VGAE with what it needs to score raw frames: window size, vocabulary,
-    feature scaling, threshold, and its mode's scoring function."""
+    """A trained GAT, VGAE or fused detector with what it needs to score raw frames: window size,
+    vocabulary, feature scaling, threshold, and its mode's scoring function."""
 
     def __init__(self, checkpoint_path: str | Path, engine=None):
         from kdcore.engine import Engine
         from kdcore.plugins.modes.autoencoder import AutoencoderMode
+        from kdcore.plugins.modes.fusion import FusionPredictor
         from kdcore.plugins.modes.normal import NormalMode
 
+        engine = engine or Engine()
         checkpoint = load_checkpoint(checkpoint_path)
         data = checkpoint.extra.get("data", {})
-        if checkpoint.model not in ("gat", "vgae") or "preprocessing" not in data:
-            raise KdcoreError(f"{checkpoint_path}: detect needs a GAT or VGAE checkpoint trained by kdcore on captures")
-        self.model = (engine or Engine()).load_model(checkpoint, checkpoint_path)
+        if checkpoint.model not in ("gat", "vgae", "dqn") or "preprocessing" not in data:
+            raise KdcoreError(f"{checkpoint_path}: detect needs a GAT, VGAE or fusion checkpoint trained by kdcore on captures")
         self.window = int(data["window_size"])
         self.preprocessing = Preprocessing.from_dict(data["preprocessing"])
         self.threshold = float(checkpoint.extra["threshold"])
+        if checkpoint.model == "dqn":
+            predictor, _ = FusionPredictor.from_checkpoint(engine, checkpoint_path)
+            self.score: Callable = predictor.scores
+            return
+        model = engine.load_model(checkpoint, checkpoint_path)
         if checkpoint.model == "gat":
-            self.score: Callable = lambda loader: NormalMode().attack_probabilities(self.model, loader)
+            self.score = lambda loader: NormalMode().attack_probabilities(model, loader)
         else:
-            self.score = lambda loader: AutoencoderMode().window_scores(self.model, loader)
+            self.score = lambda loader: AutoencoderMode().window_scores(model, loader)
 
     def detect(self, chunks: Iterator[FrameTable], alerts: IO[str] | None = None, on_window=None) -> Summary:
         """Score every full window of the frames in ``chunks`` (non-overlapping windows)."""

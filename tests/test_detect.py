@@ -76,3 +76,18 @@ def test_detect_command(teacher_root, tmp_path):
     both = CliRunner().invoke(app, ["detect", "--model", str(teacher_root / GAT)])
     assert both.exit_code == 2 and "exactly one of --bus" in both.stderr
     assert np.isfinite(summary["frames_per_s"])
+
+
+def test_the_fused_detector_alerts_as_its_evaluation_decided(engine, teacher_root, tmp_path):
+    import shutil
+
+    from conftest import tiny_config
+
+    root = tmp_path / "root"
+    shutil.copytree(teacher_root, root)
+    fusion = engine.run(tiny_config(root, mode="fusion", model_size="teacher"))
+    detector = Detector(fusion.checkpoint, engine=engine)
+    table = read_capture(root / DOS)
+    summary = detector.detect(replay_chunks(table, detector.window, real_time=False))
+    (tn, fp), (fn, tp) = fusion.metrics["test_sets"]["test_01_dos"]["confusion_matrix"]
+    assert summary.alerts == tp + fp and summary.windows == tn + fp + fn + tp
