@@ -95,6 +95,7 @@ class RunConfig:
     early_stopping_patience: int = attrs.field(default=5, validator=v.ge(0))  # epochs without val_loss gain; 0: off
     resume: bool = False  # continue from the run folder's checkpoints/last.ckpt
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more time
+    gradient_clip_val: float = attrs.field(default=0.0, validator=v.ge(0.0))  # clip the gradient norm; 0: off
 
     # Autoencoder anomaly threshold: this quantile of validation normal-window scores.
     threshold_quantile: float = attrs.field(default=0.98, validator=_unit_interval)

@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from kdcore.distill import Distiller
+from kdcore.errors import KdcoreError
 
 if TYPE_CHECKING:
     from kdcore.contracts import TrainingMode
@@ -39,9 +40,12 @@ class ModeModule(L.LightningModule):
         size = int(batch.num_graphs)
         outputs = self.mode.outputs(self.model, batch)
         task_loss = self.mode.task_loss(outputs, batch)
+        self._check_finite("task_loss", task_loss)
         loss = task_loss
         if self.distiller is not None:
             terms = self.distiller.loss_terms(self.mode, outputs, batch)
+            for name, value in terms.items():
+                self._check_finite(f"{name}_loss", value)
             kd_loss = torch.stack(list(terms.values())).sum()
             loss = self.distiller.mix(task_loss, kd_loss)
             for name, value in terms.items():
@@ -50,6 +54,14 @@ class ModeModule(L.LightningModule):
         self.log("task_loss", task_loss, batch_size=size)
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         return loss
+
+    def _check_finite(self, name: str, value: torch.Tensor) -> None:
+        """Stop at the first NaN or infinite loss term, naming it, instead of training on garbage."""
+        if not torch.isfinite(value).all():
+            raise KdcoreError(
+                f"{name} is {value.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                "lower learning_rate or set gradient_clip_val"
+            )
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         outputs = self.mode.outputs(self.model, batch)
@@ -99,6 +111,7 @@ def make_trainer(run: Run, callbacks: list[L.Callback], **options: Any) -> L.Tra
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        gradient_clip_val=config.gradient_clip_val or None,
         log_every_n_steps=1,
         **options,
     )

@@ -126,3 +126,40 @@ def test_runs_train_on_one_thread_by_default_and_restore_the_setting(engine, tmp
     engine.run(tiny_config(tmp_path, mode="normal", max_steps=1, num_threads=2))
     assert seen == [1, 2]
     assert torch.get_num_threads() == before
+
+
+def test_a_nan_loss_stops_training_naming_the_term_and_step(tmp_path):
+    from kdcore import Engine, hookimpl
+    from kdcore.errors import KdcoreError
+    from kdcore.plugins.modes.normal import NormalMode
+
+    from conftest import TinyDatasetPlugin
+
+    class Exploding(NormalMode):
+        name = "exploding"
+
+        def task_loss(self, outputs, batch):
+            loss = super().task_loss(outputs, batch)
+            return loss * float("nan") if self.steps_seen == 2 else loss
+
+        def outputs(self, model, batch):
+            self.steps_seen = getattr(self, "steps_seen", -1) + 1
+            return super().outputs(model, batch)
+
+    class Plugin:
+        @hookimpl
+        def kdcore_register_modes(self, register):
+            register(Exploding)
+
+    engine = Engine(plugins=[TinyDatasetPlugin(), Plugin()], load_entry_points=False)
+    config = tiny_config(tmp_path, mode="exploding", model="gat", max_epochs=2)
+    with pytest.raises(KdcoreError, match=r"task_loss is nan at step 2 \(epoch 0\)"):
+        engine.run(config)
+    assert not engine.plan(config).layout.metrics.exists()
+
+
+def test_gradient_clipping_reaches_the_trainer(engine, tmp_path):
+    from kdcore.training import make_trainer
+
+    run = engine.build(engine.plan(tiny_config(tmp_path, mode="normal", gradient_clip_val=0.5)))
+    assert make_trainer(run, []).gradient_clip_val == 0.5
