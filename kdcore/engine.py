@@ -27,6 +27,7 @@ from kdcore.contracts import DistillationStrategy, TrainingMode
 from kdcore.distill import FrozenTeacher
 from kdcore.errors import CheckpointError, IncompatibleError, TeacherError
 from kdcore.layout import RunLayout, discover_teacher, run_layout, teacher_candidates
+from kdcore.lock import run_lock
 from kdcore.manager import DEFAULT_PLUGINS, make_plugin_manager
 from kdcore.models import build_model
 from kdcore.registry import Registry
@@ -196,18 +197,19 @@ class Engine:
     def run(self, config: RunConfig) -> RunResult:
         """Train, evaluate and write one run's artifacts; returns where they are and the metrics."""
         plan = self.plan(config)
-        plan.layout.metrics.unlink(missing_ok=True)  # the old run is no longer complete
-        if not config.resume:
-            shutil.rmtree(plan.layout.logs, ignore_errors=True)
-            shutil.rmtree(plan.layout.root / "checkpoints", ignore_errors=True)
-        with torch_threads(config.num_threads):
-            run = self.build(plan)
-            started = time.perf_counter()
-            plan.mode.prepare(run)
-            plan.mode.fit(run)
-            train_seconds = time.perf_counter() - started
-            evaluation = plan.mode.evaluate(run.model, run)
-        return self._write_artifacts(run, evaluation, train_seconds)
+        with run_lock(plan.layout.root):
+            plan.layout.metrics.unlink(missing_ok=True)  # the old run is no longer complete
+            if not config.resume:
+                shutil.rmtree(plan.layout.logs, ignore_errors=True)
+                shutil.rmtree(plan.layout.root / "checkpoints", ignore_errors=True)
+            with torch_threads(config.num_threads):
+                run = self.build(plan)
+                started = time.perf_counter()
+                plan.mode.prepare(run)
+                plan.mode.fit(run)
+                train_seconds = time.perf_counter() - started
+                evaluation = plan.mode.evaluate(run.model, run)
+            return self._write_artifacts(run, evaluation, train_seconds)
 
     def _load_teacher(self, path: Path, datamodule) -> FrozenTeacher:
         """The teacher, checked to see the data exactly as the student does (IDs and scaling)."""

@@ -170,3 +170,20 @@ def test_artifacts_are_readable_like_ordinary_files(engine, teacher_root):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(checkpoint.stat().st_mode) == 0o666 & ~mask
+
+
+def test_two_runs_into_one_folder_are_refused(engine, tmp_path):
+    import fcntl
+
+    from kdcore.errors import KdcoreError
+
+    config = tiny_config(tmp_path, mode="normal", max_steps=1)
+    root = engine.plan(config).layout.root
+    root.mkdir(parents=True)
+    with open(root / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 12345")
+        held.flush()
+        with pytest.raises(KdcoreError, match=r"another kdcore run \(pid 12345\) is writing here"):
+            engine.run(config)
+    assert engine.run(config).layout.is_complete()  # once the holder is gone, the run proceeds
