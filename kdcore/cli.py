@@ -191,9 +191,14 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")
     table = Table(title="plugins")
     for column in ("name", "distribution", "version"):
         table.add_column(column)
+    table.add_column("status")
     for plugin in description["plugins"]:
-        table.add_row(plugin["name"], plugin["distribution"], plugin["version"])
+        table.add_row(plugin["name"], plugin["distribution"] or "", plugin["version"] or "", "ok")
+    for plugin in description["failed"]:
+        table.add_row(plugin["name"], plugin["distribution"] or "", plugin["version"] or "", "failed")
     console.print(table)
+    for plugin in description["failed"]:
+        typer.echo(f"failed: {plugin['name']}: {plugin['reason']}")
     for kind in ("modes", "strategies", "datasets", "models"):
         console.print(f"{kind}: " + ", ".join(f"{item['name']} ({item['plugin']})" for item in description[kind]))
 

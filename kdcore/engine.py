@@ -25,7 +25,7 @@ from kdcore.checkpoint import Checkpoint, load_checkpoint, load_weights, save_ch
 from kdcore.config import RunConfig, write_toml
 from kdcore.contracts import DistillationStrategy, TrainingMode
 from kdcore.distill import FrozenTeacher
-from kdcore.errors import CheckpointError, IncompatibleError, TeacherError
+from kdcore.errors import CheckpointError, IncompatibleError, KdcoreError, TeacherError
 from kdcore.layout import RunLayout, discover_teacher, run_layout, teacher_candidates
 from kdcore.lock import run_lock
 from kdcore.manager import DEFAULT_PLUGINS, make_plugin_manager
@@ -79,7 +79,10 @@ class Engine:
         load_entry_points: bool = True,
         disabled: Iterable[str] | None = None,
     ):
-        self.plugin_manager = make_plugin_manager(plugins, load_entry_points=load_entry_points, disabled=disabled)
+        loaded = make_plugin_manager(plugins, load_entry_points=load_entry_points, disabled=disabled)
+        self.plugin_manager = loaded.manager
+        self.distributions = loaded.distributions
+        self.failures = loaded.failures
         self.modes: Registry[type[TrainingMode]] = self._collect("mode", "kdcore_register_modes")
         self.strategies: Registry[type[DistillationStrategy]] = self._collect("strategy", "kdcore_register_strategies")
         self.datasets: Registry[type] = self._collect("dataset", "kdcore_register_datasets")
@@ -87,9 +90,18 @@ class Engine:
 
     def _collect(self, kind: str, hook_name: str) -> Registry:
         """Call each plugin's ``register`` hook with a ``register`` bound to that plugin's name."""
-        registry: Registry = Registry(kind)
+        registry: Registry = Registry(kind, self.failures)
         for impl in reversed(getattr(self.plugin_manager.hook, hook_name).get_hookimpls()):
-            impl.function(register=lambda item, plugin=impl.plugin_name: registry.add(item, plugin))
+            if impl.plugin_name in self.failures:
+                continue
+            try:
+                impl.function(register=lambda item, plugin=impl.plugin_name: registry.add(item, plugin))
+            except KdcoreError:
+                raise  # a name clash is the user's to resolve
+            except Exception as error:  # noqa: BLE001 - a broken third-party hook is reported, not fatal
+                if impl.plugin_name in DEFAULT_PLUGINS:
+                    raise
+                self.failures[impl.plugin_name] = f"{type(error).__name__} in {hook_name}: {error}"
         return registry
 
     # -- planning: everything that needs no data -------------------------------------------
@@ -256,20 +268,25 @@ class Engine:
 
     def describe(self) -> dict[str, Any]:
         """What ``kdcore plugins --json`` prints."""
-        distributions = {
-            self.plugin_manager.get_name(plugin): dist for plugin, dist in self.plugin_manager.list_plugin_distinfo()
-        }
         plugins = []
         for name, _plugin in sorted(self.plugin_manager.list_name_plugin()):
-            dist = distributions.get(name)
-            if dist is not None:
-                plugins.append({"name": name, "distribution": dist.project_name, "version": dist.version})
+            if name in self.failures:
+                continue
+            if name in self.distributions:
+                project, version = self.distributions[name]
+                plugins.append({"name": name, "distribution": project, "version": version})
             elif name in DEFAULT_PLUGINS:
                 plugins.append({"name": name, "distribution": "kdcore", "version": _own_version()})
             else:  # passed to Engine(plugins=...) by the caller
                 plugins.append({"name": name, "distribution": None, "version": None})
+        failed = [
+            {"name": name, "distribution": self.distributions.get(name, (None, None))[0],
+             "version": self.distributions.get(name, (None, None))[1], "reason": reason}
+            for name, reason in sorted(self.failures.items())
+        ]
         return {
             "plugins": plugins,
+            "failed": failed,
             "modes": [
                 {
                     "name": mode.name,

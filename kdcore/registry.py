@@ -16,8 +16,9 @@ class Registry(Generic[T]):
     Remembers which plugin registered each name so that a clash can name both plugins.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, failures: dict[str, str] | None = None):
         self.kind = kind
+        self.failures = failures if failures is not None else {}  # plugins that failed to load, shared
         self._items: dict[str, T] = {}
         self._owners: dict[str, str] = {}
 
@@ -37,7 +38,11 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownNameError(unknown_name_message(self.kind, name, self._items)) from None
+            message = unknown_name_message(self.kind, name, self._items)
+            if self.failures:
+                broken = "; ".join(f"{plugin} ({reason})" for plugin, reason in sorted(self.failures.items()))
+                message += f"; plugins that failed to load: {broken}"
+            raise UnknownNameError(message) from None
 
     def owner(self, name: str) -> str:
         return self._owners[name]
