@@ -52,6 +52,32 @@ class OneWindow(nn.Module):
         return (self.model(x, id_token, edge_index, batch),)
 
 
+class FusedWindow(nn.Module):
+    """The fused detector on a single window: VGAE score and GAT probability, normalised and
+    weighed by the agent's chosen α. Outputs ``(score, p_gat, v_vgae, alpha)``; the decision is
+    ``score >= threshold`` (saved in the fusion checkpoint)."""
+
+    def __init__(self, predictor):
+        super().__init__()
+        self.vgae, self.gat, self.dqn = predictor.vgae.eval(), predictor.gat.eval(), predictor.dqn.eval()
+        self.median, self.scale = predictor.normaliser.median, predictor.normaliser.scale
+        self.vgae_threshold = predictor.normaliser.threshold
+        self.register_buffer("actions", predictor.actions.clone())
+
+    def forward(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor):
+        from kdcore.plugins.modes.autoencoder import graph_scores
+        from kdcore.plugins.modes.fusion import fused_score, fusion_state
+
+        batch = torch.zeros_like(id_token)
+        cont_out, canid_logits, neighbor_logits, _, _ = self.vgae(x, id_token, edge_index, batch)
+        outputs = {"recon": cont_out, "canid_logits": canid_logits, "neighbor_logits": neighbor_logits}
+        raw = graph_scores(outputs, x, id_token, edge_index, batch, 1)
+        v = torch.sigmoid((raw.double() - self.vgae_threshold) / self.scale).float()
+        p = torch.softmax(self.gat(x, id_token, edge_index, batch).float(), -1)[:, 1]
+        alpha = self.actions[self.dqn(fusion_state(p, v)).argmax(-1)]
+        return fused_score(alpha, p, v), p, v, alpha
+
+
 INPUTS = ("x", "id_token", "edge_index")
 
 
@@ -78,10 +104,18 @@ def export_checkpoint(path: str | Path, format: str, out: str | Path, engine=Non
     from kdcore.engine import Engine
 
     path, out = Path(path), Path(out)
+    engine = engine or Engine()
     checkpoint = load_checkpoint(path)
-    if checkpoint.model not in ("gat", "vgae"):
-        raise KdcoreError(f"{path}: export supports gat and vgae models, not {checkpoint.model!r}")
-    module = OneWindow((engine or Engine()).load_model(checkpoint, path))
+    if checkpoint.model == "dqn":
+        from kdcore.plugins.modes.fusion import FusionPredictor
+
+        if format != "torchscript":
+            raise KdcoreError(f"{path}: the fused detector exports to torchscript only (its ONNX graph does not match PyTorch yet)")
+        module = FusedWindow(FusionPredictor.from_checkpoint(engine, path)[0])
+    elif checkpoint.model in ("gat", "vgae"):
+        module = OneWindow(engine.load_model(checkpoint, path))
+    else:
+        raise KdcoreError(f"{path}: export supports gat, vgae and fusion (dqn) checkpoints, not {checkpoint.model!r}")
     windows = sample_windows(checkpoint)
     with torch.no_grad():
         expected = [module(*window) for window in windows]

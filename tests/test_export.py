@@ -59,3 +59,28 @@ def test_export_command_and_its_errors(teacher_root, tmp_path):
     assert unknown.exit_code == 2 and "unknown export format 'tflite'" in unknown.stderr
     missing = runner.invoke(app, ["export", str(tmp_path / "none.pth"), "--out", str(tmp_path / "x.onnx")])
     assert missing.exit_code == 2 and "checkpoint not found" in missing.stderr
+
+
+def test_the_fused_detector_exports_to_torchscript(engine, teacher_root, tmp_path):
+    import shutil
+
+    from kdcore.plugins.modes.fusion import FusionPredictor
+    from torch_geometric.data import Batch, Data
+
+    from conftest import tiny_config
+
+    root = tmp_path / "root"
+    shutil.copytree(teacher_root, root)
+    fusion = engine.run(tiny_config(root, mode="fusion"))
+    report = export_checkpoint(fusion.checkpoint, "torchscript", tmp_path / "fused.pt", engine=engine)
+    assert report.max_abs_diff <= kdcore.export.TOLERANCE
+
+    predictor, _ = FusionPredictor.from_checkpoint(engine, fusion.checkpoint)
+    windows = sample_windows(load_checkpoint(fusion.checkpoint), count=6)
+    loaded = torch.jit.load(str(tmp_path / "fused.pt"))
+    batch = Batch.from_data_list([Data(x=x, id_token=t, edge_index=e) for x, t, e in windows])
+    expected = predictor.scores([batch])
+    got = torch.cat([loaded(*window)[0] for window in windows])
+    assert torch.allclose(got, expected, atol=1e-5)
+    with pytest.raises(KdcoreError, match="torchscript only"):
+        export_checkpoint(fusion.checkpoint, "onnx", tmp_path / "fused.onnx", engine=engine)

@@ -47,16 +47,7 @@ class AutoencoderMode(TrainingMode):
         for batch in loader:
             batch = batch.to(device)
             outputs = self.outputs(model, batch)
-            node_error = F.mse_loss(outputs["recon"].float(), batch.x, reduction="none").mean(-1)
-            node_error = node_error + F.cross_entropy(outputs["canid_logits"].float(), batch.id_token, reduction="none")
-            edge_error = F.binary_cross_entropy_with_logits(
-                outputs["neighbor_logits"].float(), torch.ones_like(outputs["neighbor_logits"]), reduction="none"
-            )
-            per_graph = scatter(node_error, batch.batch, dim=0, dim_size=batch.num_graphs, reduce="mean")
-            per_graph = per_graph + scatter(
-                edge_error, batch.batch[batch.edge_index[0]], dim=0, dim_size=batch.num_graphs, reduce="mean"
-            )
-            scores.append(per_graph.cpu())
+            scores.append(graph_scores(outputs, batch.x, batch.id_token, batch.edge_index, batch.batch, batch.num_graphs).cpu())
         return torch.cat(scores) if scores else torch.empty(0)
 
     def evaluate(self, model, run):
@@ -65,6 +56,17 @@ class AutoencoderMode(TrainingMode):
         normal_scores = self.window_scores(model, datamodule.loader(datamodule.normal(datamodule.val_set)))
         threshold = float(torch.quantile(normal_scores, run.config.threshold_quantile))
         return evaluate_scores(lambda loader: self.window_scores(model, loader), datamodule, threshold)
+
+
+def graph_scores(outputs, x, id_token, edge_index, batch, num_graphs: int) -> torch.Tensor:
+    """Per graph: mean node error (feature MSE + CAN-ID cross-entropy) + mean edge error (BCE of
+    the graph's edges scored as present)."""
+    node_error = F.mse_loss(outputs["recon"].float(), x, reduction="none").mean(-1)
+    node_error = node_error + F.cross_entropy(outputs["canid_logits"].float(), id_token, reduction="none")
+    neighbor_logits = outputs["neighbor_logits"].float()
+    edge_error = F.binary_cross_entropy_with_logits(neighbor_logits, torch.ones_like(neighbor_logits), reduction="none")
+    per_graph = scatter(node_error, batch, dim=0, dim_size=num_graphs, reduce="mean")
+    return per_graph + scatter(edge_error, batch[edge_index[0]], dim=0, dim_size=num_graphs, reduce="mean")
 
 
 @hookimpl
