@@ -258,7 +258,7 @@ def report(
 
     try:
         rows = collect_runs(experiment_root)
-        written = write_report(experiment_root, out)
+        written = write_report(experiment_root, out, rows)
     except KdcoreError as error:
         _fail(error)
     if as_json:

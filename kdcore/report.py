@@ -74,9 +74,12 @@ def collect_runs(experiment_root: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def write_report(experiment_root: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write the tables, plots and ``report.md``; returns the path of ``report.md``."""
-    rows = collect_runs(experiment_root)
+def write_report(
+    experiment_root: str | Path, out_dir: str | Path | None = None, rows: list[dict[str, Any]] | None = None
+) -> Path:
+    """Write the tables, plots and ``report.md``; returns the path of ``report.md``. ``rows``:
+    what ``collect_runs`` already returned, so the artifacts are not scanned twice."""
+    rows = collect_runs(experiment_root) if rows is None else rows
     if not rows:
         raise KdcoreError(f"no complete runs under {experiment_root} (a run is complete once its metrics.json exists)")
     out = Path(out_dir) if out_dir else Path(experiment_root) / "report"

@@ -679,18 +679,9 @@ def build_ctt_dataset(
     return profile, folders
 
 
-def write_ctt_dataset(
-    out_dir: str | Path,
-    *,
-    seconds_train: float = 50.0,
-    seconds_attack: float = 20.0,
-    seconds_test: float = 20.0,
-    seed: int = 0,
-    attacks: Sequence[str] = ("dos", "fuzzy", "spoof"),
-    num_ecus: int | None = None,
-    num_ids: int | None = None,
-) -> dict:
-    """Write a can-train-and-test folder of one synthetic vehicle (~300–450 k frames by default).
+def write_ctt_dataset(out_dir: str | Path, *, seed: int = 0, **options) -> dict:
+    """Write a can-train-and-test folder of one synthetic vehicle (~300–450 k frames by default);
+    ``options`` are ``build_ctt_dataset``'s (durations, attacks, vehicle shape).
 
     - ``train_01_attack_free/attack-free-1.csv``: ``seconds_train`` of normal traffic;
     - ``train_02_with_attacks/<attack>-1.csv``: per attack, ``seconds_attack`` of another recording
@@ -702,15 +693,7 @@ def write_ctt_dataset(
     """
     from kdcore.data.formats.ctt import write_csv
 
-    profile, folders = build_ctt_dataset(
-        seconds_train=seconds_train,
-        seconds_attack=seconds_attack,
-        seconds_test=seconds_test,
-        seed=seed,
-        attacks=attacks,
-        num_ecus=num_ecus,
-        num_ids=num_ids,
-    )
+    profile, folders = build_ctt_dataset(seed=seed, **options)
     out_dir = Path(out_dir)
     summary: dict = {
         "out_dir": str(out_dir),
