@@ -129,6 +129,12 @@ def run(
     settings: list[str] = SetOption,
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's checkpoints/last.ckpt."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Less activation memory, more compute."),
+    cache_teacher_outputs: bool = typer.Option(
+        False, "--cache-teacher-outputs", help="With KD: run the teacher once over the training graphs, reuse its outputs every epoch."
+    ),
+    devices: int = typer.Option(None, help="Devices (processes on CPU) per node, for Lightning."),
+    strategy: str = typer.Option(None, help="Lightning's distribution strategy, e.g. ddp (see docs/scaling.md)."),
+    num_nodes: int = typer.Option(None, help="Machines, for Lightning's multi-node training."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train one model, evaluate it, and write its artifacts."""
@@ -142,9 +148,15 @@ def run(
             overrides["resume"] = True
         if gradient_checkpointing:
             overrides["gradient_checkpointing"] = True
+        if cache_teacher_outputs:
+            overrides["cache_teacher_outputs"] = True
+        scale_out = {"devices": devices, "strategy": strategy, "num_nodes": num_nodes}
+        overrides.update({key: value for key, value in scale_out.items() if value is not None})
         result = _engine().run(_config(config_file, overrides))
     except KdcoreError as error:
         _fail(error)
+    if result is None:  # a DDP worker process: rank 0 reports
+        return
     if as_json:
         typer.echo(json.dumps({"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), **result.metrics}, indent=2))
         return

@@ -54,6 +54,8 @@ class TrainingMode:
     model: ClassVar[str]
     learning_type: ClassVar[str]
     train_on_normal_only: ClassVar[bool] = False
+    # Trains through Lightning's Trainer, so ``devices``/``strategy``/``num_nodes`` scale it out.
+    distributed: ClassVar[bool] = True
 
     def outputs(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         """Run the model and name its outputs (the names listed in ``provides``)."""

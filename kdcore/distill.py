@@ -16,6 +16,7 @@ from torch import nn
 if TYPE_CHECKING:
     from kdcore.config import RunConfig
     from kdcore.contracts import DistillationStrategy, TrainingMode
+    from kdcore.teacher_cache import TeacherCache
 
 
 class FrozenTeacher:
@@ -50,6 +51,7 @@ class Distiller(nn.Module):
         self.config = config
         self.teacher = teacher  # a plain object, so never a submodule
         self.connectors = nn.ModuleDict()
+        self.cache: TeacherCache | None = None  # set by ``cache_teacher_outputs``
 
     def build_connectors(self, mode: TrainingMode, student: nn.Module, sample_batch: Any) -> None:
         """Create the connectors once output dimensions are known, from one sample batch."""
@@ -64,7 +66,7 @@ class Distiller(nn.Module):
     def loss_terms(
         self, mode: TrainingMode, student_outputs: dict[str, torch.Tensor], batch: Any
     ) -> dict[str, torch.Tensor]:
-        teacher_outputs = self.teacher.outputs(mode, batch)
+        teacher_outputs = self.cache.lookup(batch) if self.cache is not None else self.teacher.outputs(mode, batch)
         device_type = next(iter(student_outputs.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):
             student32 = {k: v.float() for k, v in student_outputs.items()}

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 import lightning as L
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import numpy as np
 from torch import nn
 
@@ -29,6 +30,7 @@ from kdcore.errors import CheckpointError, IncompatibleError, KdcoreError, Teach
 from kdcore.layout import RunLayout, discover_teacher, run_layout, teacher_candidates
 from kdcore.lock import run_lock
 from kdcore.manager import DEFAULT_PLUGINS, make_plugin_manager
+from kdcore.memory import kd_batch_size, load_factors
 from kdcore.models import build_model
 from kdcore.registry import Registry
 from kdcore.run import Run
@@ -124,6 +126,7 @@ class Engine:
             config = attrs.evolve(config, teacher_model_path=str(teacher_path))
             if config.model_size != "student":
                 logger.warning("knowledge distillation is usually for students, but model_size is %r", config.model_size)
+            config = scale_batch_for_kd(config)
         layout = self._layout(config, mode, strategy)
         return RunPlan(config=config, mode=mode, strategy=strategy, layout=layout, teacher_path=teacher_path)
 
@@ -206,22 +209,33 @@ class Engine:
             teacher_path=plan.teacher_path, datamodule=datamodule, model=model, teacher=teacher,
         )
 
-    def run(self, config: RunConfig) -> RunResult:
-        """Train, evaluate and write one run's artifacts; returns where they are and the metrics."""
+    def run(self, config: RunConfig) -> RunResult | None:
+        """Train, evaluate and write one run's artifacts; returns where they are and the metrics.
+
+        In a multi-process run (``--strategy ddp``) every process trains its share of each batch,
+        and only the process of global rank 0 evaluates and writes; the others return None.
+        """
         plan = self.plan(config)
+        if rank_zero_only.rank != 0:
+            with torch_threads(config.num_threads):
+                self._train(plan)
+            return None
         with run_lock(plan.layout.root):
             plan.layout.metrics.unlink(missing_ok=True)  # the old run is no longer complete
             if not config.resume:
                 shutil.rmtree(plan.layout.logs, ignore_errors=True)
                 shutil.rmtree(plan.layout.root / "checkpoints", ignore_errors=True)
             with torch_threads(config.num_threads):
-                run = self.build(plan)
-                started = time.perf_counter()
-                plan.mode.prepare(run)
-                plan.mode.fit(run)
-                train_seconds = time.perf_counter() - started
+                run, train_seconds = self._train(plan)
                 evaluation = plan.mode.evaluate(run.model, run)
             return self._write_artifacts(run, evaluation, train_seconds)
+
+    def _train(self, plan: RunPlan) -> tuple[Run, float]:
+        run = self.build(plan)
+        started = time.perf_counter()
+        plan.mode.prepare(run)
+        plan.mode.fit(run)
+        return run, time.perf_counter() - started
 
     def _load_teacher(self, path: Path, datamodule) -> FrozenTeacher:
         """The teacher, checked to see the data exactly as the student does (IDs and scaling)."""
@@ -325,6 +339,15 @@ def save_window_scores(path: Path, windows: dict[str, dict[str, Any]], threshold
     arrays = {f"{name}/{key}": np.asarray(values) for name, columns in windows.items() for key, values in columns.items()}
     with atomic_open(path, "wb") as handle:
         np.savez(handle, threshold=np.array(np.nan if threshold is None else threshold), **arrays)
+
+
+def scale_batch_for_kd(config: RunConfig) -> RunConfig:
+    """The plan's KD safety factor applied once: the resolved config records the size that ran."""
+    if not config.kd_batch_scaling:
+        return config
+    batch_size = kd_batch_size(config.batch_size, config.dataset, load_factors(config.batch_size_factors))
+    logger.info("knowledge distillation: batch size %d -> %d (batch_size_factors)", config.batch_size, batch_size)
+    return attrs.evolve(config, batch_size=batch_size, kd_batch_scaling=False)
 
 
 def distillation_segment(mode: TrainingMode, strategy: DistillationStrategy | None) -> str:

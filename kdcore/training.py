@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -11,6 +12,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from kdcore.distill import Distiller
 from kdcore.errors import KdcoreError
+from kdcore.memory import MemoryCleanup
+from kdcore.teacher_cache import Numbered, TeacherCache
 
 if TYPE_CHECKING:
     from kdcore.contracts import TrainingMode
@@ -29,12 +32,18 @@ class ModeModule(L.LightningModule):
         self.mode = mode
         self.model = model
         self.distiller = distiller
-        self.learning_rate = run.config.learning_rate
-        self.weight_decay = run.config.weight_decay
+        self.config = run.config
 
     def on_fit_start(self) -> None:
-        if self.distiller is not None:
-            self.distiller.teacher.to(self.device)
+        if self.distiller is None:
+            return
+        self.distiller.teacher.to(self.device)
+        if self.config.cache_teacher_outputs and self.distiller.cache is None:
+            datamodule = self.trainer.datamodule
+            self.distiller.cache = TeacherCache.compute(
+                self.distiller.teacher, self.mode, datamodule.loader(datamodule.train_set),
+                self.distiller.strategy.requires, self.device, progress=self.config.progress_bar,
+            )
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         size = int(batch.num_graphs)
@@ -65,10 +74,11 @@ class ModeModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         outputs = self.mode.outputs(self.model, batch)
-        self.log("val_loss", self.mode.task_loss(outputs, batch), prog_bar=True, batch_size=int(batch.num_graphs))
+        loss = self.mode.task_loss(outputs, batch)
+        self.log("val_loss", loss, prog_bar=True, batch_size=int(batch.num_graphs), sync_dist=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
 
 
 def precision_for(config_precision: str, accelerator: str) -> str:
@@ -89,6 +99,8 @@ def standard_callbacks(run: Run) -> list[L.Callback]:
     ]
     if run.config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=run.config.early_stopping_patience, strict=False))
+    if run.config.memory_cleanup_every:
+        callbacks.append(MemoryCleanup(run.config.memory_cleanup_every))
     return callbacks
 
 
@@ -104,6 +116,8 @@ def make_trainer(run: Run, callbacks: list[L.Callback], **options: Any) -> L.Tra
         max_steps=config.max_steps,
         accelerator=config.accelerator,
         devices=config.devices,
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
         precision=precision_for(config.precision, config.accelerator),
         deterministic=config.deterministic,
         logger=CSVLogger(run.layout.logs, name="", version=""),
@@ -122,6 +136,9 @@ def fit_with_lightning(mode: TrainingMode, run: Run) -> ModeModule:
     distiller = None
     if run.strategy is not None:
         distiller = Distiller(run.strategy, run.teacher, run.config)
+        if run.config.cache_teacher_outputs:
+            splits = run.datamodule.splits
+            run.datamodule.splits = attrs.evolve(splits, train=Numbered(splits.train))
         sample = next(iter(run.datamodule.train_dataloader()))
         distiller.build_connectors(mode, run.model, sample)
     module = ModeModule(mode, run.model, run, distiller)

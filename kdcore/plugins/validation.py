@@ -1,4 +1,4 @@
-"""The built-in veto: a mode's KD support and a strategy's required outputs."""
+"""The built-in veto: a mode's KD support, a strategy's required outputs, and scale-out."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def forbidden_message(mode_name: str) -> str:
 
 @hookimpl
 def kdcore_validate_combination(mode, strategy, config):
+    if not mode.distributed and config.devices * config.num_nodes > 1:
+        return f"mode {mode.name!r} trains in one process; run it with --devices 1 --num-nodes 1"
     kd_on = strategy is not None or config.use_knowledge_distillation
     if kd_on and mode.kd_support is KDSupport.FORBIDDEN:
         return forbidden_message(mode.name)

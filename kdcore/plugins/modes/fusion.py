@@ -291,6 +291,7 @@ class FusionMode(TrainingMode):
 
     name = "fusion"
     kd_support = KDSupport.FORBIDDEN
+    distributed = False  # its DQN loop is plain torch in one process
     provides = ()
     default_strategy = None
     model = "dqn"

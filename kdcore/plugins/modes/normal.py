@@ -22,7 +22,7 @@ class NormalMode(TrainingMode):
         self.class_weights: torch.Tensor | None = None
 
     def prepare(self, run):
-        """Weight classes inversely to their training frequency."""
+        """Weight classes inversely to their training frequency (weights average 1 per graph)."""
         counts = torch.tensor(run.datamodule.class_counts(), dtype=torch.float32).clamp(min=1)
         self.class_weights = counts.sum() / (len(counts) * counts)
 
@@ -30,9 +30,16 @@ class NormalMode(TrainingMode):
         return {"logits": model(batch.x, batch.id_token, batch.edge_index, batch.batch)}
 
     def task_loss(self, outputs, batch):
-        logits = outputs["logits"]
-        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
-        return F.cross_entropy(logits.float(), batch.y, weight=weights)
+        """Cross-entropy, each graph weighted by its class weight, averaged over the batch.
+
+        The weights average 1 over the training set, so this is an unbiased per-graph mean (unlike
+        ``cross_entropy(weight=...)``, which divides by the batch's own weight sum): the mean of two
+        half-batches' losses is the whole batch's, as data-parallel training assumes.
+        """
+        losses = F.cross_entropy(outputs["logits"].float(), batch.y, reduction="none")
+        if self.class_weights is not None:
+            losses = losses * self.class_weights.to(losses.device)[batch.y]
+        return losses.mean()
 
     @torch.no_grad()
     def attack_probabilities(self, model, loader) -> torch.Tensor:

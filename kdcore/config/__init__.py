@@ -78,10 +78,16 @@ class RunConfig:
     max_epochs: int = attrs.field(default=10, validator=_positive)
     max_steps: int = -1  # -1: no step limit (Lightning's convention)
     batch_size: int = attrs.field(default=32, validator=_positive)
+    # With KD, scale batch_size by the plan's factor ratio '<dataset>_kd' / '<dataset>' (about 0.75):
+    # room for the teacher and connectors. Factors: kdcore/config/batch_size_factors.json, or this file.
+    kd_batch_scaling: bool = True
+    batch_size_factors: str | None = None
     learning_rate: float = attrs.field(default=5e-3, validator=_positive)
     weight_decay: float = attrs.field(default=0.0, validator=v.ge(0.0))
     accelerator: str = "auto"
-    devices: int = attrs.field(default=1, validator=_positive)
+    devices: int = attrs.field(default=1, validator=_positive)  # per node
+    strategy: str = "auto"  # Lightning's distribution strategy: auto, ddp, ddp_spawn, ...
+    num_nodes: int = attrs.field(default=1, validator=_positive)
     precision: str = attrs.field(default="auto", validator=_one_of(PRECISIONS))
     num_workers: int = attrs.field(default=0, validator=v.ge(0))
     # CPU runs repeat exactly with the same seed on one thread; ``true`` also forces torch's
@@ -96,6 +102,9 @@ class RunConfig:
     resume: bool = False  # continue from the run folder's checkpoints/last.ckpt
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more time
     gradient_clip_val: float = attrs.field(default=0.0, validator=v.ge(0.0))  # clip the gradient norm; 0: off
+    memory_cleanup_every: int = attrs.field(default=20, validator=v.ge(0))  # batches between gc (+ CUDA cache); 0: off
+    # Compute the frozen teacher's outputs for the training graphs once and reuse them every epoch.
+    cache_teacher_outputs: bool = False
 
     # Autoencoder anomaly threshold: this quantile of validation normal-window scores.
     threshold_quantile: float = attrs.field(default=0.98, validator=_unit_interval)

@@ -1,0 +1,104 @@
+"""Teacher outputs computed once per training set and looked up by graph, every epoch after.
+
+The teacher is frozen and runs in eval mode, so its outputs for a training graph never change:
+computing them again each epoch is pure overhead. ``Numbered`` makes each training graph carry
+its position (``graph_id``) through shuffling, sampling and batching; ``TeacherCache`` stores the
+outputs a strategy needs, graph by graph, and gathers a batch's rows in the batch's order.
+
+The cache assumes what every built-in mode satisfies: a graph's outputs depend on that graph
+alone, not on the other graphs in its batch (no batch statistics in eval mode).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from kdcore.data.graphs import labels_of
+
+if TYPE_CHECKING:
+    from torch_geometric.loader import DataLoader
+
+    from kdcore.contracts import TrainingMode
+    from kdcore.distill import FrozenTeacher
+
+
+class Numbered(Dataset):
+    """A graph dataset whose items carry ``graph_id``, their index in it."""
+
+    def __init__(self, graphs: Dataset):
+        self.graphs = graphs
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, index: int):
+        data = copy.copy(self.graphs[index])  # shallow: the stored graph stays unchanged
+        data.graph_id = torch.tensor([index])
+        return data
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return labels_of(self.graphs)
+
+
+class TeacherCache:
+    """Named teacher outputs for every graph of a ``Numbered`` set, stored flat with per-graph offsets.
+
+    An output with one row per node (a latent, a reconstruction) keeps a graph's node rows; one with
+    a row per graph (logits) keeps one row. Either way ``lookup`` returns rows in the batch's order.
+    """
+
+    def __init__(self, values: dict[str, torch.Tensor], starts: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]):
+        self.values = values
+        self.starts = starts
+        self.counts = counts
+        self.lookups = 0
+
+    @classmethod
+    @torch.no_grad()
+    def compute(
+        cls, teacher: FrozenTeacher, mode: TrainingMode, loader: DataLoader, names: tuple[str, ...],
+        device: torch.device, progress: bool = False,
+    ) -> TeacherCache:
+        """One pass of the teacher over ``loader`` (which must not shuffle) in graph order.
+
+        The pass runs on a forked CPU random state (a ``DataLoader`` draws a seed even when it does
+        not shuffle), so a cached run trains on the same random stream as an uncached one.
+        """
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        sizes: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        with torch.random.fork_rng(devices=[]):
+            for batch in tqdm(loader, desc="teacher outputs", unit="batch", disable=not progress, leave=False):
+                batch = batch.to(device)
+                outputs = teacher.outputs(mode, batch)
+                nodes_per_graph = torch.diff(batch.ptr)
+                for name in names:
+                    value = outputs[name]
+                    per_node = value.dim() > 0 and value.size(0) == batch.num_nodes != batch.num_graphs
+                    parts[name].append(value)
+                    sizes[name].append(nodes_per_graph if per_node else torch.ones_like(nodes_per_graph))
+        values = {name: torch.cat(parts[name]) for name in names}
+        counts = {name: torch.cat(sizes[name]) for name in names}
+        starts = {name: torch.cumsum(counts[name], 0) - counts[name] for name in names}
+        return cls(values, starts, counts)
+
+    def lookup(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The cached outputs for the graphs of ``batch`` (which carries ``graph_id``)."""
+        self.lookups += 1
+        graph_id = batch.graph_id.to(next(iter(self.values.values())).device)
+        return {name: values[_rows(self.starts[name][graph_id], self.counts[name][graph_id])] for name, values in self.values.items()}
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(value.numel() * value.element_size() for value in self.values.values())
+
+
+def _rows(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``cat(arange(s, s + c) for s, c in zip(starts, counts))`` without a Python loop."""
+    offsets = torch.cumsum(counts, 0) - counts
+    return torch.repeat_interleave(starts - offsets, counts) + torch.arange(int(counts.sum()), device=counts.device)

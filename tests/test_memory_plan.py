@@ -1,0 +1,120 @@
+"""The KD plan's memory measures: batch-size factors, periodic cleanup, and the teacher-output cache."""
+
+import json
+
+import pytest
+import torch
+from torch_geometric.loader import DataLoader
+
+from kdcore import memory
+from kdcore.checkpoint import load_checkpoint
+from kdcore.errors import ConfigError
+from kdcore.memory import MemoryCleanup, kd_batch_size, load_factors
+from kdcore.teacher_cache import Numbered, TeacherCache
+
+from conftest import tiny_config
+
+PLAN_KD_FACTORS = {
+    "hcrl_ch_kd": 0.45, "hcrl_sa_kd": 0.41, "set_01_kd": 0.41,
+    "set_02_kd": 0.26, "set_03_kd": 0.26, "set_04_kd": 0.26, "_default_kd": 0.38,
+}
+
+
+def test_shipped_factors_are_the_plans():
+    factors = load_factors()
+    assert {key: factors[key] for key in PLAN_KD_FACTORS} == PLAN_KD_FACTORS
+    for dataset in ("hcrl_ch", "hcrl_sa", "set_01", "set_02", "set_03", "set_04", "_default"):
+        assert factors[f"{dataset}_kd"] == pytest.approx(0.75 * factors[dataset], abs=0.01)
+
+
+def test_kd_batch_size_uses_the_datasets_ratio_or_the_default():
+    factors = load_factors()
+    assert kd_batch_size(100, "hcrl_ch", factors) == 75  # 0.45 / 0.6
+    assert kd_batch_size(100, "set_02", factors) == 74  # 0.26 / 0.35
+    assert kd_batch_size(100, "someone_elses", factors) == 76  # 0.38 / 0.5
+    assert kd_batch_size(1, "hcrl_ch", factors) == 1
+
+
+def test_plan_scales_the_batch_only_with_kd_and_records_what_ran(engine, teacher_root):
+    plain = engine.plan(tiny_config(teacher_root, mode="normal", model_size="student", batch_size=32))
+    assert plain.config.batch_size == 32
+    kd = engine.plan(tiny_config(teacher_root, mode="normal", model_size="student", batch_size=32, use_knowledge_distillation=True))
+    assert kd.config.batch_size == 24  # tiny is not in the file: _default_kd / _default = 0.76
+    assert kd.config.kd_batch_scaling is False  # rerunning the saved config does not scale twice
+    assert engine.plan(kd.config).config.batch_size == 24
+    off = engine.plan(tiny_config(teacher_root, mode="normal", model_size="student", batch_size=32,
+                                  use_knowledge_distillation=True, kd_batch_scaling=False))
+    assert off.config.batch_size == 32
+
+
+def test_a_users_factors_file_is_used_and_checked(engine, teacher_root, tmp_path):
+    path = tmp_path / "factors.json"
+    path.write_text(json.dumps({"_default": 0.8, "_default_kd": 0.2, "tiny": 0.5, "tiny_kd": 0.25}))
+    config = tiny_config(teacher_root, mode="normal", model_size="student", batch_size=32,
+                         use_knowledge_distillation=True, batch_size_factors=str(path))
+    assert engine.plan(config).config.batch_size == 16
+
+    path.write_text('{"_default": 0.5, "_default_kd": 2}')
+    with pytest.raises(ConfigError, match=r"factors.json: '_default_kd' must be a number in \(0, 1\]"):
+        engine.plan(config)
+    path.write_text('{"_default": 0.5,\n oops}')
+    with pytest.raises(ConfigError, match=r"factors.json:2: not valid JSON") as error:
+        engine.plan(config)
+    assert "\n" not in str(error.value)
+
+
+def test_memory_cleanup_runs_every_nth_batch(monkeypatch):
+    collected = []
+    monkeypatch.setattr(memory.gc, "collect", lambda: collected.append(1))
+    callback = MemoryCleanup(every=20)
+    for batch_idx in range(45):
+        callback.on_train_batch_end(None, None, None, None, batch_idx)
+    assert callback.cleanups == len(collected) == 3  # batches 0, 20 and 40
+
+
+def test_training_runs_the_cleanup_callback(engine, teacher_root, monkeypatch):
+    collected = []
+    monkeypatch.setattr(memory.gc, "collect", lambda: collected.append(1))
+    run = engine.build(engine.plan(tiny_config(teacher_root, mode="normal", model_size="student", memory_cleanup_every=2)))
+    batches = len(run.datamodule.train_dataloader())
+    run.mode.prepare(run)
+    run.mode.fit(run)
+    assert len(collected) == (batches + 1) // 2
+
+
+@pytest.mark.parametrize("mode", ["autoencoder", "normal"])
+def test_cached_outputs_equal_the_teachers_for_any_batch(engine, teacher_root, mode):
+    """Per-node (VGAE z, recon) and per-graph (GAT logits) outputs, gathered for a shuffled batch."""
+    run = engine.build(engine.plan(tiny_config(teacher_root, mode=mode, model_size="student", use_knowledge_distillation=True)))
+    numbered = Numbered(run.datamodule.train_set)
+    names = run.strategy.requires
+    cache = TeacherCache.compute(run.teacher, run.mode, DataLoader(numbered, batch_size=7), names, torch.device("cpu"))
+
+    torch.manual_seed(3)
+    batch = next(iter(DataLoader(numbered, batch_size=13, shuffle=True)))
+    expected = run.teacher.outputs(run.mode, batch)
+    cached = cache.lookup(batch)
+    for name in names:
+        assert cached[name].shape == expected[name].shape
+        assert torch.allclose(cached[name], expected[name], atol=1e-5)
+    assert sorted(batch.graph_id.tolist()) != list(range(13))  # really shuffled
+
+
+def test_cached_kd_run_runs_the_teacher_once_and_trains_the_same_student(engine, teacher_root, tmp_path, monkeypatch):
+    calls = []
+    from kdcore.distill import FrozenTeacher
+
+    original = FrozenTeacher.outputs
+    monkeypatch.setattr(FrozenTeacher, "outputs", lambda self, mode, batch: calls.append(batch.num_graphs) or original(self, mode, batch))
+    settings = dict(mode="normal", model_size="student", use_knowledge_distillation=True, max_epochs=3, early_stopping_patience=0)
+
+    plain = engine.run(tiny_config(teacher_root, **settings))
+    weights = load_checkpoint(plain.checkpoint).state_dict  # the cached run writes to the same folder
+    plain_calls, calls[:] = list(calls), []
+    cached = engine.run(tiny_config(teacher_root, **settings, cache_teacher_outputs=True))
+
+    graphs = len(engine.build(engine.plan(tiny_config(teacher_root, **settings))).datamodule.train_set)
+    assert sum(plain_calls) > 2 * graphs  # every epoch's batches went through the teacher
+    assert sum(calls) == graphs + calls[0]  # one sample batch for the connectors, then one pass
+    for key, value in load_checkpoint(cached.checkpoint).state_dict.items():
+        assert torch.allclose(value, weights[key], atol=1e-5), key
