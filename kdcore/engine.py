@@ -209,16 +209,18 @@ class Engine:
             teacher_path=plan.teacher_path, datamodule=datamodule, model=model, teacher=teacher,
         )
 
-    def run(self, config: RunConfig) -> RunResult | None:
+    def run(self, config: RunConfig, *, callbacks: Iterable[L.Callback] = ()) -> RunResult | None:
         """Train, evaluate and write one run's artifacts; returns where they are and the metrics.
 
-        In a multi-process run (``--strategy ddp``) every process trains its share of each batch,
-        and only the process of global rank 0 evaluates and writes; the others return None.
+        ``callbacks`` are added to the Lightning trainer of modes that train through it. In a
+        multi-process run (``--strategy ddp``) every process trains its share of each batch, and
+        only the process of global rank 0 evaluates and writes; the others return None.
         """
         plan = self.plan(config)
+        callbacks = list(callbacks)
         if rank_zero_only.rank != 0:
             with torch_threads(config.num_threads):
-                self._train(plan)
+                self._train(plan, callbacks)
             return None
         with run_lock(plan.layout.root):
             plan.layout.metrics.unlink(missing_ok=True)  # the old run is no longer complete
@@ -226,12 +228,13 @@ class Engine:
                 shutil.rmtree(plan.layout.logs, ignore_errors=True)
                 shutil.rmtree(plan.layout.root / "checkpoints", ignore_errors=True)
             with torch_threads(config.num_threads):
-                run, train_seconds = self._train(plan)
+                run, train_seconds = self._train(plan, callbacks)
                 evaluation = plan.mode.evaluate(run.model, run)
             return self._write_artifacts(run, evaluation, train_seconds)
 
-    def _train(self, plan: RunPlan) -> tuple[Run, float]:
+    def _train(self, plan: RunPlan, callbacks: list[L.Callback]) -> tuple[Run, float]:
         run = self.build(plan)
+        run.callbacks = callbacks
         started = time.perf_counter()
         plan.mode.prepare(run)
         plan.mode.fit(run)

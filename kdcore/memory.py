@@ -75,11 +75,26 @@ def cleanup_memory() -> None:
 
 
 class MemoryCleanup(L.Callback):
-    """``cleanup_memory()`` after every ``every``-th training batch (the plan: every 20)."""
+    """``cleanup_memory()`` after every ``every``-th training batch (the plan: every 20).
+
+    The objects alive when training starts (torch, Lightning, the data, the models: ~400 k) are
+    frozen out of the garbage collector's reach while it trains, so each collection looks only at
+    what training created; a full collection over all of them costs ~0.2 s, more than 20 batches
+    of a student.
+    """
 
     def __init__(self, every: int = 20):
         self.every = every
         self.cleanups = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        gc.freeze()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        gc.unfreeze()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        gc.unfreeze()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch_idx % self.every == 0:

@@ -31,3 +31,4 @@ class Run:
     datamodule: GraphDataModule | None = None
     model: nn.Module | None = None
     teacher: FrozenTeacher | None = None
+    callbacks: list = attrs.Factory(list)  # the caller's own Lightning callbacks, added to the trainer's

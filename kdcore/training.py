@@ -45,32 +45,42 @@ class ModeModule(L.LightningModule):
                 self.distiller.strategy.requires, self.device, progress=self.config.progress_bar,
             )
 
+    def on_train_epoch_start(self) -> None:
+        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._graphs = 0
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         size = int(batch.num_graphs)
         outputs = self.mode.outputs(self.model, batch)
-        task_loss = self.mode.task_loss(outputs, batch)
-        self._check_finite("task_loss", task_loss)
-        loss = task_loss
+        terms = {"task_loss": self.mode.task_loss(outputs, batch)}
+        loss = terms["task_loss"]
         if self.distiller is not None:
-            terms = self.distiller.loss_terms(self.mode, outputs, batch)
-            for name, value in terms.items():
-                self._check_finite(f"{name}_loss", value)
-            kd_loss = torch.stack(list(terms.values())).sum()
-            loss = self.distiller.mix(task_loss, kd_loss)
-            for name, value in terms.items():
-                self.log(f"{name}_loss", value, batch_size=size)
-            self.log("kd_loss", kd_loss, batch_size=size)
-        self.log("task_loss", task_loss, batch_size=size)
+            kd_terms = self.distiller.loss_terms(self.mode, outputs, batch)
+            terms.update({f"{name}_loss": value for name, value in kd_terms.items()})
+            terms["kd_loss"] = torch.stack(list(kd_terms.values())).sum()
+            loss = self.distiller.mix(terms["task_loss"], terms["kd_loss"])
+        if not torch.isfinite(loss):  # the mix is linear, so a NaN or Inf term makes it non-finite too
+            self._stop_on_non_finite(terms)
+        for name, value in terms.items():
+            self._loss_sums[name] = self._loss_sums.get(name, 0.0) + value.detach() * size
+        self._graphs += size
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         return loss
 
-    def _check_finite(self, name: str, value: torch.Tensor) -> None:
+    def on_train_epoch_end(self) -> None:
+        """Each loss term's epoch mean, logged once: a ``self.log`` per term and step would cost
+        more than a student's forward pass."""
+        for name, total in self._loss_sums.items():
+            self.log(name, total / self._graphs, sync_dist=True)
+
+    def _stop_on_non_finite(self, terms: dict[str, torch.Tensor]) -> None:
         """Stop at the first NaN or infinite loss term, naming it, instead of training on garbage."""
-        if not torch.isfinite(value).all():
-            raise KdcoreError(
-                f"{name} is {value.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                "lower learning_rate or set gradient_clip_val"
-            )
+        bad = [(name, value) for name, value in terms.items() if not torch.isfinite(value).all()]
+        name, value = bad[0] if bad else ("train_loss", self.distiller.mix(terms["task_loss"], terms["kd_loss"]))
+        raise KdcoreError(
+            f"{name} is {value.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+            "lower learning_rate or set gradient_clip_val"
+        )
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         outputs = self.mode.outputs(self.model, batch)
@@ -121,7 +131,7 @@ def make_trainer(run: Run, callbacks: list[L.Callback], **options: Any) -> L.Tra
         precision=precision_for(config.precision, config.accelerator),
         deterministic=config.deterministic,
         logger=CSVLogger(run.layout.logs, name="", version=""),
-        callbacks=[*standard_callbacks(run), *callbacks],
+        callbacks=[*standard_callbacks(run), *run.callbacks, *callbacks],
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,

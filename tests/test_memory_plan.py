@@ -118,3 +118,23 @@ def test_cached_kd_run_runs_the_teacher_once_and_trains_the_same_student(engine,
     assert sum(calls) == graphs + calls[0]  # one sample batch for the connectors, then one pass
     for key, value in load_checkpoint(cached.checkpoint).state_dict.items():
         assert torch.allclose(value, weights[key], atol=1e-5), key
+
+
+def test_kd_terms_are_float32_under_bf16_autocast(engine, teacher_root):
+    run = engine.build(engine.plan(tiny_config(teacher_root, mode="autoencoder", model_size="student", use_knowledge_distillation=True)))
+    from kdcore.distill import Distiller
+
+    distiller = Distiller(run.strategy, run.teacher, run.config)
+    batch = next(iter(run.datamodule.train_dataloader()))
+    distiller.build_connectors(run.mode, run.model, batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = run.mode.outputs(run.model, batch)
+        terms = distiller.loss_terms(run.mode, outputs, batch)
+    assert outputs["recon"].dtype == torch.bfloat16  # the student really ran in bf16 ...
+    assert {name: term.dtype for name, term in terms.items()} == {"kd_latent": torch.float32, "kd_recon": torch.float32}
+
+
+def test_a_bf16_mixed_kd_run_trains_on_cpu(engine, teacher_root):
+    result = engine.run(tiny_config(teacher_root, mode="normal", model_size="student", use_knowledge_distillation=True,
+                                    precision="bf16-mixed", cache_teacher_outputs=True))
+    assert 0.0 <= result.metrics["auroc"] <= 1.0 and result.checkpoint.is_file()
