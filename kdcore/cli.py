@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import warnings
 from enum import Enum
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from kdcore.config import RunConfig, load_config, parse_override, read_toml
 from kdcore.errors import ConfigError, KdcoreError
+from kdcore.signals import Stopped, stop_on
 
 app = typer.Typer(
     help="Train and distil graph intrusion detectors for CAN bus; KD is a toggle over any mode.",
@@ -152,7 +154,8 @@ def run(
             overrides["cache_teacher_outputs"] = True
         scale_out = {"devices": devices, "strategy": strategy, "num_nodes": num_nodes}
         overrides.update({key: value for key, value in scale_out.items() if value is not None})
-        result = _engine().run(_config(config_file, overrides))
+        with stop_on(signal.SIGINT):  # Ctrl-C: the same clean stop as SIGTERM, not Lightning's exit(1)
+            result = _engine().run(_config(config_file, overrides))
     except KdcoreError as error:
         _fail(error)
     if result is None:  # a DDP worker process: rank 0 reports
@@ -324,7 +327,8 @@ def pipeline(
                 needs = f"  (after {', '.join(result.stage.needs)})" if result.stage.needs and result.stage.config else ""
                 typer.echo(f"{number:2d}. {result.stage.name:<28} {result.status:<9} {result.detail}{needs}")
             return
-        results = runner.run(lambda r: typer.echo(f"{r.stage.name:<28} {r.status:<19} {r.detail}"))
+        with stop_on(signal.SIGINT):
+            results = runner.run(lambda r: typer.echo(f"{r.stage.name:<28} {r.status:<19} {r.detail}"))
     except KdcoreError as error:
         _fail(error)
     bad = [r for r in results if r.status in ("failed", "blocked")]
@@ -335,7 +339,7 @@ def pipeline(
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="A kdcore checkpoint of a GAT or VGAE (models/{model}_{mode}.pth)."),
+    checkpoint: Path = typer.Argument(..., help="A kdcore checkpoint of a GAT, a VGAE or a fused detector (models/{model}_{mode}.pth)."),
     format: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     out: Path = typer.Option(..., "--out", help="The file to write."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -359,51 +363,88 @@ def export(
 
 @app.command()
 def detect(
-    model: Path = typer.Option(..., "--model", help="A kdcore checkpoint of a GAT or VGAE."),
+    model: Path = typer.Option(..., "--model", help="A kdcore checkpoint of a GAT, a VGAE or a fused detector."),
     bus: Optional[str] = typer.Option(None, "--bus", help="A python-can bus: INTERFACE[:CHANNEL], e.g. virtual:demo or socketcan:can0."),
     replay: Optional[Path] = typer.Option(None, "--replay", help="A capture to replay (any readable format)."),
-    as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Replay without waiting for recorded times."),
+    feed: Optional[Path] = typer.Option(None, "--feed", help="With --bus virtual:CHANNEL: send this capture onto that bus meanwhile (a live demo)."),
+    as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Replay or feed without waiting for recorded times."),
     alerts: Optional[Path] = typer.Option(None, "--alerts", help="Write alerts here as JSON lines (default: stdout)."),
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="With --bus: stop after this many seconds without a frame."),
 ) -> None:
     """Score live or replayed CAN traffic window by window; alerts as JSON lines, then a summary."""
-    import can
+    import threading
+    import time
 
     from kdcore.data.formats import read_capture
-    from kdcore.detect import Detector, bus_chunks, replay_chunks
+    from kdcore.detect import Detector, bus_chunks, feed_bus, replay_chunks
 
     _quiet_libraries()
     if (bus is None) == (replay is None):
         _fail(KdcoreError("give exactly one of --bus INTERFACE[:CHANNEL] and --replay FILE"))
+    if feed is not None and (bus or "").partition(":")[0] != "virtual":
+        _fail(KdcoreError("--feed sends frames onto a python-can virtual bus only: use it with --bus virtual:CHANNEL"))
+    connections, total = [], None
+    stop_feed, feed_done, feeder = threading.Event(), threading.Event(), None
     try:
         detector = Detector(model)
         if replay is not None:
-            chunks = replay_chunks(read_capture(replay), detector.window, real_time=not as_fast_as_possible)
-            connection = None
+            table = read_capture(replay)
+            chunks, total = replay_chunks(table, detector.window, real_time=not as_fast_as_possible), len(table)
         else:
-            interface, _, channel = bus.partition(":")
-            try:
-                connection = can.Bus(interface=interface, channel=channel or None)
-            except (can.CanError, ValueError, ImportError, OSError) as error:
-                raise KdcoreError(f"cannot open CAN bus {bus!r}: {error}") from None
-            chunks = bus_chunks(connection, detector.window, idle_limit=idle_timeout)
+            table = read_capture(feed) if feed is not None else None
+            connections.append(_open_bus(bus))
+            if table is not None:  # listening before the first frame is sent, so none is missed
+                connections.append(_open_bus(bus, preserve_timestamps=True))
+                total = len(table)
+
+                def run_feed():
+                    try:
+                        feed_bus(connections[1], table, not as_fast_as_possible, stop_feed)
+                    finally:
+                        feed_done.set()
+
+                feeder = threading.Thread(target=run_feed, name="kdcore-feed", daemon=True)
+            chunks = bus_chunks(connections[0], detector.window, idle_limit=idle_timeout, ended=feed_done if feeder else None)
     except KdcoreError as error:
+        for connection in connections:
+            connection.shutdown()
         _fail(error)
     status_console = Console(stderr=True)
     sink = alerts.open("w") if alerts else sys.stdout
+    of_total = f" of {total:,}" if total else ""
     try:
-        with status_console.status("listening…") as status:
-            def show(summary, alert):
-                if summary.windows % 10 == 0 or alert:
-                    status.update(f"{summary.frames:,} frames · {summary.windows:,} windows · {summary.alerts:,} alerts")
+        with status_console.status(f"listening on {bus}…" if bus else f"replaying {replay}…") as status:
+            shown = [0.0]
 
+            def show(summary, alert):
+                now = time.monotonic()
+                if alert or now - shown[0] >= 0.1:  # live, without redrawing on every window
+                    shown[0] = now
+                    status.update(f"{summary.frames:,}{of_total} frames · {summary.windows:,} windows · {summary.alerts:,} alerts")
+
+            if feeder is not None:
+                feeder.start()
             summary = detector.detect(chunks, sink, show)
     finally:
+        stop_feed.set()
+        if feeder is not None and feeder.is_alive():
+            feeder.join()
         if alerts:
             sink.close()
-        if connection is not None:
+        for connection in connections:
             connection.shutdown()
     typer.echo(json.dumps({"summary": summary.as_dict()}), err=True)
+
+
+def _open_bus(spec: str, **options):
+    """A python-can bus from ``INTERFACE[:CHANNEL]``; a one-line error when it cannot be opened."""
+    import can
+
+    interface, _, channel = spec.partition(":")
+    try:
+        return can.Bus(interface=interface, channel=channel or None, **options)
+    except (can.CanError, ValueError, ImportError, OSError, TypeError) as error:
+        raise KdcoreError(f"cannot open CAN bus {spec!r}: {error}") from None
 
 
 data_app = typer.Typer(help="Read, inspect, build and generate CAN captures.", no_args_is_help=True)
@@ -474,20 +515,26 @@ def data_build(
     capture_format: Optional[str] = FormatOption,
     on_bad_rows: str = BadRowsOption,
     cache_dir: Path = typer.Option(Path("experiments/cache/graphs"), "--cache-dir", help="Where built graphs are cached."),
+    stream: Optional[bool] = typer.Option(
+        None, "--stream/--no-stream",
+        help="Read captures in chunks and write graphs to disk as they are built (bounded memory). Default: when the captures add up to more than 64 MiB (KDCORE_STREAM_MIB).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Build the window graphs of captures into the cache (a second build reads the cache)."""
     from rich.progress import track
 
     from kdcore.data.cache import GraphCache
-    from kdcore.data.captures import GraphRecipe
-    from kdcore.data.inspect import build_path
+    from kdcore.data.captures import GraphRecipe, should_stream
+    from kdcore.data.inspect import build_path, captures_under
 
     try:
-        recipe = GraphRecipe(window, stride, label_threshold, capture_format, on_bad_rows)
         if window < 2 or stride < 1:
             raise KdcoreError(f"--window must be >= 2 and --stride >= 1, got {window} and {stride}")
+        stream = should_stream(captures_under(path), stream)
+        recipe = GraphRecipe(window, stride, label_threshold, capture_format, on_bad_rows, stream=stream)
         summary = build_path(path, recipe, GraphCache(cache_dir), lambda files: track(files, description="building graphs", console=Console(stderr=True), transient=True))
+        summary["streamed"] = stream
     except KdcoreError as error:
         _fail(error)
     if as_json:
@@ -542,4 +589,14 @@ def data_inject(
 
 
 def main() -> None:
-    app()
+    """Run the CLI; SIGTERM (and Ctrl-C in ``run`` and ``pipeline``) unwinds and exits 128 + signal."""
+    try:
+        with stop_on(signal.SIGTERM):
+            app()
+    except Stopped as stop:
+        typer.echo(
+            f"stopped by {stop.signal_name}: unfinished files were removed and no unfinished run is marked "
+            "complete; `kdcore run ... --resume` continues a run from its last epoch",
+            err=True,
+        )
+        sys.exit(stop.exit_code)

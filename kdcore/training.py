@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -102,10 +104,37 @@ def precision_for(config_precision: str, accelerator: str) -> str:
 LAST_CHECKPOINT = "last.ckpt"
 
 
+class RandomStates(L.Callback):
+    """The torch, numpy and Python random states, saved in every checkpoint and restored on resume,
+    so a resumed run draws the same shuffles, dropout masks and negative samples as one never stopped."""
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position,
+                      "has_gauss": has_gauss, "cached_gaussian": cached_gaussian},
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        numpy_state = state["numpy"]
+        np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                             numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+        random.setstate(state["python"])
+
+
 def standard_callbacks(run: Run) -> list[L.Callback]:
-    """``checkpoints/last.ckpt`` after every epoch (for ``--resume``) and early stopping on validation."""
+    """``checkpoints/last.ckpt`` (with the random states) after every epoch, for ``--resume``, and early stopping."""
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=run.layout.root / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False)
+        RandomStates(),
+        # The newest epoch only, always as last.ckpt (``save_last`` alone writes nothing until training ends).
+        ModelCheckpoint(dirpath=run.layout.root / "checkpoints", filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+                        monitor=None, save_top_k=1, enable_version_counter=False)
     ]
     if run.config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=run.config.early_stopping_patience, strict=False))

@@ -113,6 +113,9 @@ def test_resume_continues_from_last_checkpoint(engine, tmp_path):
     assert max(int(float(row["epoch"])) for row in rows if row["epoch"]) == 2  # epochs 0, 1, then 2 resumed
     fresh = engine.run(tiny_config(tmp_path / "fresh", mode="normal", max_epochs=3, early_stopping_patience=0))
     assert resumed.metrics["confusion_matrix"] == fresh.metrics["confusion_matrix"]
+    fresh_weights = load_checkpoint(fresh.checkpoint).state_dict
+    for key, value in load_checkpoint(resumed.checkpoint).state_dict.items():
+        assert torch.equal(value, fresh_weights[key]), key  # the same shuffles and dropout masks after resuming
 
 
 def test_runs_train_on_one_thread_by_default_and_restore_the_setting(engine, tmp_path, monkeypatch):
