@@ -159,6 +159,7 @@ def make_trainer(run: Run, callbacks: list[L.Callback], **options: Any) -> L.Tra
         num_nodes=config.num_nodes,
         precision=precision_for(config.precision, config.accelerator),
         deterministic=config.deterministic,
+        default_root_dir=run.layout.root,  # where Lightning's own files (e.g. SLURM requeue checkpoints) go
         logger=CSVLogger(run.layout.logs, name="", version=""),
         callbacks=[*standard_callbacks(run), *run.callbacks, *callbacks],
         enable_progress_bar=config.progress_bar,
