@@ -10,10 +10,18 @@ Training and validation windows come from the ``train_*`` folders — each file 
 order, so no window spans two splits — and each ``test_*`` folder is its own test set, reported
 separately. A single capture file (any format) or a folder of captures without that layout is
 split in time order into train, validation and test.
+
+A dataset whose captures add up to more than ``stream_threshold_bytes()`` (64 MiB, or
+``KDCORE_STREAM_MIB``) is streamed: each capture is read in chunks, its graphs are written to the
+cache chunk by chunk and read back memory-mapped, and the splits prepare each graph as it is read
+(``MappedGraphSet``), so memory stays bounded however big the captures are. Smaller datasets are
+read whole and held in memory, as before; both give the same graphs.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -21,15 +29,36 @@ from tqdm.auto import tqdm
 
 from kdcore.data.cache import GraphCache, cache_key
 from kdcore.data.formats import read_capture
+from kdcore.data.formats.chunks import capture_chunks, frame_index
 from kdcore.data.formats.labels import SUFFIX as SIDECAR_SUFFIX
 from kdcore.data.frames import FrameTable
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.module import DataInfo, GraphDataModule, Splits
 from kdcore.data.preprocess import Preprocessing
-from kdcore.data.windows import FEATURES, build_window_graphs
+from kdcore.data.windows import FEATURES, build_window_graphs, build_window_graphs_chunked
 from kdcore.errors import KdcoreError
 
 CAPTURE_SUFFIXES = (".csv", ".log", ".trc", ".asc", ".blf", ".txt")
+STREAM_MIB = 64  # captures bigger than this in all are streamed (KDCORE_STREAM_MIB overrides)
+
+
+def stream_threshold_bytes() -> int:
+    """Total capture size above which graphs are built in chunks and kept on disk."""
+    value = os.environ.get("KDCORE_STREAM_MIB", "").strip()
+    try:
+        mib = float(value) if value else STREAM_MIB
+    except ValueError:
+        mib = -1.0
+    if not mib >= 0:
+        raise KdcoreError(f"KDCORE_STREAM_MIB must be a number of MiB >= 0, got {value!r}")
+    return int(mib * (1 << 20))
+
+
+def should_stream(files: Sequence[Path], stream: bool | None = None) -> bool:
+    """``stream`` when given, else whether ``files`` add up to more than the threshold."""
+    if stream is not None:
+        return stream
+    return sum(Path(f).stat().st_size for f in set(files)) > stream_threshold_bytes()
 
 
 def ctt_folders(root: Path) -> tuple[list[Path], dict[str, list[Path]]] | None:
@@ -91,19 +120,26 @@ class CaptureDataModule(GraphDataModule):
             bounds = {"train": (0.0, 1.0 - val - test), "val": (1.0 - val - test, 1.0 - test), "test": (1.0 - test, 1.0)}
             jobs = [(f, split, *bounds[split]) for split in bounds for f in files]
 
+        stream = should_stream([path for path, *_ in jobs])
         parts: dict[str, list[WindowGraphs]] = {}
         for path, split, start, stop in tqdm(jobs, desc="graphs", unit="part", disable=not self.config.progress_bar, leave=False):
-            parts.setdefault(split, []).append(self.graphs_of(cache, path, start, stop))
-        merged = {split: WindowGraphs.concat(graph_parts) for split, graph_parts in parts.items()}
-        train, val_graphs = merged.pop("train"), merged.pop("val")
-        if len(train) == 0:
+            parts.setdefault(split, []).append(self.graphs_of(cache, path, start, stop, stream))
+        if sum(len(graphs) for graphs in parts["train"]) == 0:
             raise KdcoreError(f"{root}: too few frames for a single training window of {self.config.window_size}")
-        preprocessing = Preprocessing.fit(train)
+        if any(graphs.mapped for graph_parts in parts.values() for graphs in graph_parts):
+            # streamed: the graphs stay on disk and each is scaled as it is read
+            preprocessing = Preprocessing.fit_parts(parts["train"])
+            prepared = {split: preprocessing.apply_lazily(graph_parts) for split, graph_parts in parts.items()}
+        else:
+            merged = {split: WindowGraphs.concat(graph_parts) for split, graph_parts in parts.items()}
+            preprocessing = Preprocessing.fit(merged["train"])
+            prepared = {split: preprocessing.apply(graphs) for split, graphs in merged.items()}
         info = DataInfo(num_node_features=len(FEATURES), num_ids=preprocessing.num_ids)
+        train, val_graphs = prepared.pop("train"), prepared.pop("val")
         return Splits(
-            train=preprocessing.apply(train),
-            val=preprocessing.apply(val_graphs),
-            tests={name: preprocessing.apply(graphs) for name, graphs in merged.items()},
+            train=train,
+            val=val_graphs,
+            tests=prepared,
             info=info,
             state={"preprocessing": preprocessing.to_dict(), **self.window_parameters()},
         )
@@ -118,19 +154,24 @@ class CaptureDataModule(GraphDataModule):
             "label_threshold": self.config.label_threshold,
         }
 
-    def graphs_of(self, cache: GraphCache, path: Path, start: float, stop: float) -> WindowGraphs:
-        return GraphRecipe.from_config(self.config).graphs(cache, path, start, stop)
+    def graphs_of(self, cache: GraphCache, path: Path, start: float, stop: float, stream: bool | None = None) -> WindowGraphs:
+        return attrs.evolve(GraphRecipe.from_config(self.config), stream=stream).graphs(cache, path, start, stop)
 
 
 @attrs.frozen
 class GraphRecipe:
-    """Everything that decides the graphs of a capture; the cache key is made of it."""
+    """Everything that decides the graphs of a capture; the cache key is made of it.
+
+    ``stream`` is how they are built, not what they are (so not in the key): True reads the capture
+    in chunks and writes the graphs to a memory-mapped cache folder; None decides by its size.
+    """
 
     window_size: int = 100
     window_stride: int = 100
     label_threshold: float = 0.0
     capture_format: str | None = None
     on_bad_rows: str = "error"
+    stream: bool | None = attrs.field(default=None, kw_only=True)
 
     @classmethod
     def from_config(cls, config) -> GraphRecipe:
@@ -138,18 +179,51 @@ class GraphRecipe:
 
     def graphs(self, cache: GraphCache, path: Path, start: float = 0.0, stop: float = 1.0) -> WindowGraphs:
         """Graphs of the frames between fractions ``start`` and ``stop`` of one capture, cached."""
+        key = cache_key(path, **attrs.asdict(self, filter=lambda field, _: field.name != "stream"), start=start, stop=stop)
+        if should_stream([path], self.stream):
+            return cache.get_or_write(key, len(FEATURES), lambda writer: self.write(writer, path, start, stop))
 
         def build() -> WindowGraphs:
             table = read_capture(path, self.capture_format, self.on_bad_rows)
             return build_window_graphs(time_slice(table, start, stop), self.window_size, self.window_stride, self.label_threshold)
 
-        return cache.get_or_build(cache_key(path, **attrs.asdict(self), start=start, stop=stop), build)
+        return cache.get_or_build(key, build)
+
+    def write(self, writer, path: Path, start: float = 0.0, stop: float = 1.0) -> None:
+        """The graphs of a capture slice, built chunk by chunk into a ``GraphWriter``."""
+        chunks = self.frames(path, start, stop)
+        for part in build_window_graphs_chunked(chunks, self.window_size, self.window_stride, self.label_threshold):
+            writer.append(part)
+
+    def frames(self, path: Path, start: float = 0.0, stop: float = 1.0) -> Iterator[FrameTable]:
+        """The frames of ``time_slice(read_capture(path), start, stop)``, chunk by chunk: a first
+        streaming pass counts the frames when the slice is not the whole capture."""
+        if (start, stop) == (0.0, 1.0):
+            yield from capture_chunks(path, self.capture_format, self.on_bad_rows)
+            return
+        index = frame_index(path, self.capture_format, self.on_bad_rows)
+        lo, hi = slice_bounds(sum(block.frames for block in index), start, stop)
+        remaining = hi - lo
+        chunks = capture_chunks(path, self.capture_format, self.on_bad_rows, start_frame=lo, index=index)
+        try:
+            for chunk in chunks:
+                if remaining <= 0:
+                    break
+                chunk = chunk.take(slice(0, remaining)) if len(chunk) > remaining else chunk
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            chunks.close()
 
 
 def time_slice(table: FrameTable, start: float, stop: float) -> FrameTable:
     """Frames from fraction ``start`` to ``stop`` of the table, in order."""
-    n = len(table)
-    return table.take(slice(int(round(start * n)), int(round(stop * n))))
+    return table.take(slice(*slice_bounds(len(table), start, stop)))
+
+
+def slice_bounds(num_frames: int, start: float, stop: float) -> tuple[int, int]:
+    """First and end row of the frames from fraction ``start`` to ``stop`` of ``num_frames``."""
+    return int(round(start * num_frames)), int(round(stop * num_frames))
 
 
 class CttDataset(CaptureDataModule):

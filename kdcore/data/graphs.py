@@ -4,11 +4,17 @@
 ``node_ptr``/``edge_ptr`` offsets per window — in raw, unscaled units; it is what the cache
 stores. ``GraphSet`` is the same graphs after ID-vocabulary mapping and feature scaling, as
 torch tensors, and yields one ``torch_geometric.data.Data`` per window.
+
+For captures too big for memory, ``GraphWriter`` appends graphs part by part to a folder of
+``.npy`` files that ``WindowGraphs.load_folder`` opens memory-mapped, and ``MappedGraphSet``
+serves them, preparing each graph only when it is read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -37,9 +43,20 @@ class WindowGraphs:
     time_span: np.ndarray  # (windows, 2) float64, first and last frame time
     attack_names: tuple[str, ...] = attrs.field(converter=tuple)
     num_frames: int = 0  # frames of the capture(s) the windows were cut from
+    folder: Path | None = attrs.field(default=None, kw_only=True)  # set when the arrays are mapped from it
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def __reduce_ex__(self, protocol):
+        if self.folder is not None:  # mapped: pickle the folder, not the data (e.g. for DataLoader workers)
+            return (WindowGraphs.load_folder, (self.folder,))
+        return super().__reduce_ex__(protocol)
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the arrays are memory-mapped from disk rather than held in memory."""
+        return isinstance(self.x, np.memmap)
 
     @property
     def num_features(self) -> int:
@@ -103,6 +120,107 @@ class WindowGraphs:
                 num_frames=int(arrays["num_frames"]),
             )
 
+    @classmethod
+    def load_folder(cls, folder: str | Path, mapped: bool = True) -> WindowGraphs:
+        """Graphs a ``GraphWriter`` wrote; ``mapped``: arrays memory-mapped read-only, else read into memory."""
+        folder = Path(folder)
+        meta = json.loads((folder / _META).read_text())
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r" if mapped else None) for name in _ARRAYS}
+        if not mapped:
+            arrays["edge_index"] = np.ascontiguousarray(arrays["edge_index"])
+        return cls(**arrays, attack_names=tuple(meta["attack_names"]), num_frames=meta["num_frames"], folder=folder if mapped else None)
+
+
+_META = "meta.json"
+_NPY_HEADER_BYTES = 128  # magic, version, length and the header text padded to 128 bytes (data stays aligned)
+# how each array grows: its dtype, the shape of one appended row, and whether rows are its last axis
+# (edge_index is (2, edges): stored Fortran-ordered, so appending edges appends bytes)
+_ROWS = {
+    "x": (np.float32, None, False),
+    "can_id": (np.uint32, (), False),
+    "node_ptr": (np.int64, (), False),
+    "edge_index": (np.int32, (2,), True),
+    "edge_attr": (np.float32, (), False),
+    "edge_ptr": (np.int64, (), False),
+    "y": (np.int64, (), False),
+    "attack_type": (np.uint8, (), False),
+    "time_span": (np.float64, (2,), False),
+}
+
+
+def _npy_header(dtype, shape: tuple[int, ...], fortran_order: bool) -> bytes:
+    """A version 1.0 ``.npy`` header of fixed length, so it can be rewritten once the shape is known."""
+    fields = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": fortran_order, "shape": shape}
+    text = repr(fields).ljust(_NPY_HEADER_BYTES - 11) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode("latin1")
+
+
+class GraphWriter:
+    """Appends ``WindowGraphs`` part by part to ``.npy`` files in a folder, then ``close`` writes
+    their final shapes and ``meta.json``. Only one part is in memory at a time; the folder loads
+    with ``WindowGraphs.load_folder`` as the concatenation of the parts."""
+
+    def __init__(self, folder: str | Path, num_features: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.row_shapes = {name: (num_features,) if row is None else row for name, (_, row, _) in _ROWS.items()}
+        self.rows = dict.fromkeys(_ROWS, 0)
+        self.files = {}
+        for name, (dtype, _, fortran) in _ROWS.items():
+            handle = open(self.folder / f"{name}.npy", "wb")
+            handle.write(_npy_header(dtype, self._shape(name), fortran))
+            self.files[name] = handle
+        self.attack_names = ["normal"]
+        self.num_frames = 0
+        self._write("node_ptr", np.zeros(1, np.int64))
+        self._write("edge_ptr", np.zeros(1, np.int64))
+
+    def append(self, part: WindowGraphs) -> None:
+        self.attack_names += [name for name in part.attack_names if name not in self.attack_names]
+        renumber = np.array([self.attack_names.index(name) for name in part.attack_names], np.uint8)
+        nodes, edges = self.rows["x"], self.rows["edge_attr"]
+        self._write("x", part.x)
+        self._write("can_id", part.can_id)
+        self._write("node_ptr", part.node_ptr[1:] + nodes)
+        self._write("edge_index", part.edge_index.T)
+        self._write("edge_attr", part.edge_attr)
+        self._write("edge_ptr", part.edge_ptr[1:] + edges)
+        self._write("y", part.y)
+        self._write("attack_type", renumber[part.attack_type])
+        self._write("time_span", part.time_span)
+        self.num_frames += part.num_frames
+
+    def close(self) -> None:
+        """Final shapes into the headers, everything flushed to disk, ``meta.json`` last."""
+        for name, handle in self.files.items():
+            dtype, _, fortran = _ROWS[name]
+            handle.seek(0)
+            handle.write(_npy_header(dtype, self._shape(name), fortran))
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        meta = json.dumps({"attack_names": self.attack_names, "num_frames": self.num_frames})
+        with open(self.folder / _META, "w") as handle:
+            handle.write(meta)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def abort(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+
+    def _shape(self, name: str) -> tuple[int, ...]:
+        shape = (self.rows[name], *self.row_shapes[name])
+        return shape[::-1] if _ROWS[name][2] else shape
+
+    def _write(self, name: str, rows: np.ndarray) -> None:
+        dtype, _, _ = _ROWS[name]
+        rows = np.ascontiguousarray(rows, dtype=dtype)
+        if rows.shape[1:] != self.row_shapes[name]:
+            raise ValueError(f"{name}: rows of shape {rows.shape[1:]}, expected {self.row_shapes[name]}")
+        self.files[name].write(rows.tobytes())
+        self.rows[name] += len(rows)
+
 
 def _rows(ptr: np.ndarray, windows: np.ndarray) -> np.ndarray:
     starts, stops = ptr[windows], ptr[np.asarray(windows) + 1]
@@ -136,6 +254,56 @@ class GraphSet(Dataset):
             id_token=self.id_token[n0:n1],
             edge_index=self.edge_index[:, e0:e1],
             edge_attr=self.edge_attr[e0:e1],
+            y=self.labels[index : index + 1],
+            attack_type=self.attack_type[index : index + 1],
+            num_nodes=n1 - n0,
+        )
+
+
+class MappedGraphSet(Dataset):
+    """The graphs of several parts (memory-mapped or not) as one dataset, each graph read and
+    prepared only when asked for, so no split has to fit in memory; yields the same ``Data`` as
+    ``GraphSet`` given the same ``prepare``: ``(raw x, can_id) → (scaled float32 x, int64 ID tokens)``.
+
+    Only the per-window labels and attack types are held in memory (16 bytes a window).
+    """
+
+    def __init__(self, parts: Sequence[WindowGraphs], prepare: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]):
+        self.parts = [part for part in parts if len(part)]
+        self.prepare = prepare
+        names: list[str] = ["normal"]
+        for part in parts:
+            names += [name for name in part.attack_names if name not in names]
+        self.attack_names = tuple(names)
+        self.offsets = np.cumsum([0] + [len(part) for part in self.parts])
+        self.labels = torch.from_numpy(np.concatenate([np.asarray(p.y, np.int64) for p in self.parts] or [np.zeros(0, np.int64)]))
+        self.attack_type = torch.from_numpy(np.concatenate(
+            [np.array([names.index(n) for n in p.attack_names], np.int64)[p.attack_type] for p in self.parts]
+            or [np.zeros(0, np.int64)]
+        ))
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def time_span(self) -> torch.Tensor:
+        """First and last frame time of every window, read on demand."""
+        return torch.from_numpy(np.concatenate([np.asarray(p.time_span) for p in self.parts] or [np.zeros((0, 2))]))
+
+    def __getitem__(self, index: int) -> Data:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"graph {index} of {len(self)}")
+        which = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        part, window = self.parts[which], index - int(self.offsets[which])
+        n0, n1 = int(part.node_ptr[window]), int(part.node_ptr[window + 1])
+        e0, e1 = int(part.edge_ptr[window]), int(part.edge_ptr[window + 1])
+        x, id_token = self.prepare(np.asarray(part.x[n0:n1]), np.asarray(part.can_id[n0:n1]))
+        return Data(
+            x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            id_token=torch.from_numpy(np.asarray(id_token, np.int64)),
+            edge_index=torch.from_numpy(np.array(part.edge_index[:, e0:e1], np.int64)),
+            edge_attr=torch.from_numpy(np.array(part.edge_attr[e0:e1], np.float32)).view(-1, 1),
             y=self.labels[index : index + 1],
             attack_type=self.attack_type[index : index + 1],
             num_nodes=n1 - n0,

@@ -13,6 +13,9 @@ its inter-arrival time, the mean standard deviation of its payload bytes, and it
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
+import attrs
 import numpy as np
 
 from kdcore.data.frames import FrameTable
@@ -42,8 +45,7 @@ def build_window_graphs(
 ) -> WindowGraphs:
     """All full windows of ``table`` as graphs; a window is an attack when more than
     ``label_threshold`` of its frames are attack frames (0: any attack frame)."""
-    if window < 2 or stride < 1:
-        raise ValueError(f"window must be >= 2 and stride >= 1, got {window} and {stride}")
+    _check_window(window, stride)
     starts = window_starts(len(table), window, stride)
     num_windows = len(starts)
     if num_windows == 0:
@@ -133,3 +135,37 @@ def build_window_graphs(
         attack_names=table.attack_names,
         num_frames=len(table),
     )
+
+
+def build_window_graphs_chunked(
+    tables: Iterable[FrameTable], window: int = 100, stride: int = 100, label_threshold: float = 0.0
+) -> Iterator[WindowGraphs]:
+    """``build_window_graphs`` of frames that arrive as consecutive tables, one part per table.
+
+    The parts, concatenated, are the graphs of all the frames built at once: every table handed to
+    ``build_window_graphs`` starts on a window start (a multiple of ``stride`` from the first
+    frame), and the frames from the first window not yet complete are carried over to the next
+    table. Memory follows the largest table, not the capture. A part's ``num_frames`` counts the
+    frames its table brought, so the parts' sum is the capture's.
+    """
+    _check_window(window, stride)
+    carried: FrameTable | None = None  # frames from the next window start on
+    to_skip = 0  # frames before the next window start that no window covers (stride > window)
+    for table in tables:
+        arrived = len(table)
+        if to_skip:
+            dropped = min(to_skip, arrived)
+            to_skip -= dropped
+            table = table.take(slice(dropped, None))
+        if carried is not None and len(carried):
+            table = FrameTable.concat([carried, table])
+        graphs = build_window_graphs(table, window, stride, label_threshold)
+        next_start = len(graphs) * stride
+        carried = table.take(slice(next_start, None))
+        to_skip += max(next_start - len(table), 0)
+        yield attrs.evolve(graphs, num_frames=arrived)
+
+
+def _check_window(window: int, stride: int) -> None:
+    if window < 2 or stride < 1:
+        raise ValueError(f"window must be >= 2 and stride >= 1, got {window} and {stride}")
