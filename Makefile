@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_ROOT ?= experiments/demo
 KDCORE := $(BIN)/kdcore
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: install
 test: install
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py --out bench.json
 
 clean:
 	rm -rf $(VENV) experiments build *.egg-info
