@@ -414,12 +414,12 @@ def detect(
     of_total = f" of {total:,}" if total else ""
     try:
         with status_console.status(f"listening on {bus}…" if bus else f"replaying {replay}…") as status:
-            shown = [0.0]
+            last_shown = 0.0
 
             def show(summary, alert):
-                now = time.monotonic()
-                if alert or now - shown[0] >= 0.1:  # live, without redrawing on every window
-                    shown[0] = now
+                nonlocal last_shown
+                if time.monotonic() - last_shown >= 0.1:  # live, without rebuilding the line for every window
+                    last_shown = time.monotonic()
                     status.update(f"{summary.frames:,}{of_total} frames · {summary.windows:,} windows · {summary.alerts:,} alerts")
 
             if feeder is not None:

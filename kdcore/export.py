@@ -1,4 +1,4 @@
-"""``kdcore export``: a trained GAT or VGAE as ONNX or TorchScript, checked against PyTorch.
+"""``kdcore export``: a trained GAT, VGAE or fused detector as ONNX or TorchScript, checked against PyTorch.
 
 The exported graph scores one window at a time (what detection on a bus does): inputs are the
 window's node features ``x``, CAN-ID tokens ``id_token`` and ``edge_index``, with any number of
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -109,13 +110,12 @@ def export_checkpoint(path: str | Path, format: str, out: str | Path, engine=Non
     if checkpoint.model == "dqn":
         from kdcore.plugins.modes.fusion import FusionPredictor
 
-        if format != "torchscript":
-            raise KdcoreError(f"{path}: the fused detector exports to torchscript only (its ONNX graph does not match PyTorch yet)")
         module = FusedWindow(FusionPredictor.from_checkpoint(engine, path)[0])
     elif checkpoint.model in ("gat", "vgae"):
         module = OneWindow(engine.load_model(checkpoint, path))
     else:
         raise KdcoreError(f"{path}: export supports gat, vgae and fusion (dqn) checkpoints, not {checkpoint.model!r}")
+    module.eval()  # the wrapper too: exporters put back the mode they found, recursively, models included
     windows = sample_windows(checkpoint)
     with torch.no_grad():
         expected = [module(*window) for window in windows]
@@ -145,11 +145,51 @@ def _export_onnx(module: nn.Module, example, path: Path):
         raise KdcoreError("ONNX export needs onnx and onnxruntime: pip install 'kdcore[export]'") from None
     dynamic = {"x": {0: "nodes"}, "id_token": {0: "nodes"}, "edge_index": {1: "edges"}}
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    torch.onnx.export(module, example, str(path), input_names=list(INPUTS), dynamic_axes=dynamic, dynamo=False)
+    # torch.export (dynamo=True) cannot trace PyG's data-dependent self-loop handling; the
+    # TorchScript-based exporter can, with a stable translation of the VGAE's edge loss.
+    with stable_bce_translation():
+        torch.onnx.export(module, example, str(path), input_names=list(INPUTS), dynamic_axes=dynamic, dynamo=False)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # shape-inference notes about dynamic axes are not problems
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda window: session.run(None, {name: tensor.numpy() for name, tensor in zip(INPUTS, window)})
+
+
+BCE_WITH_LOGITS = "aten::binary_cross_entropy_with_logits"
+BCE_OPSET = 12  # the opset of the exporter's own translation, which this one overrides
+
+
+@contextmanager
+def stable_bce_translation():
+    """While exporting with ``dynamo=False``, translate BCE-with-logits as PyTorch computes it."""
+    torch.onnx.register_custom_op_symbolic(BCE_WITH_LOGITS, _stable_bce_with_logits, BCE_OPSET)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic(BCE_WITH_LOGITS, BCE_OPSET)
+
+
+@torch.onnx.symbolic_helper.parse_args("v", "v", "v", "v", "i")
+def _stable_bce_with_logits(g, x, target, weight, pos_weight, reduction):
+    """``binary_cross_entropy_with_logits`` for ONNX the way PyTorch computes it:
+    ``x − t·x + (1 + (pos_weight − 1)·t)·(max(−x, 0) + log(1 + e^−|x|))``.
+
+    The exporter's own translation takes ``log(sigmoid(x))`` and ``log(1 − sigmoid(x))``: in float32
+    ``sigmoid(x)`` is exactly 1 once ``x`` ≳ 17, so ``0 · log(0)`` gives NaN — which turned the
+    fused detector's VGAE edge error (and its score) into NaN.
+    """
+    neg_log_sigmoid = g.op("Add", g.op("Relu", g.op("Neg", x)), g.op("Softplus", g.op("Neg", g.op("Abs", x))))
+    if not pos_weight.node().mustBeNone():
+        extra = g.op("Sub", g.op("Mul", pos_weight, target), target)  # (pos_weight − 1)·t
+        neg_log_sigmoid = g.op("Add", neg_log_sigmoid, g.op("Mul", extra, neg_log_sigmoid))
+    loss = g.op("Add", g.op("Sub", x, g.op("Mul", target, x)), neg_log_sigmoid)
+    if not weight.node().mustBeNone():
+        loss = g.op("Mul", weight, loss)
+    if reduction == 1:
+        return g.op("ReduceMean", loss, keepdims_i=0)
+    if reduction == 2:
+        return g.op("ReduceSum", loss, keepdims_i=0)
+    return loss
 
 
 def _export_torchscript(module: nn.Module, example, path: Path):
