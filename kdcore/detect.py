@@ -31,6 +31,7 @@ from kdcore.data.graphs import GraphSet
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs
 from kdcore.errors import KdcoreError
+from kdcore.signals import Stopped
 from kdcore.threads import torch_threads
 
 CHUNK_WINDOWS = 16  # windows scored together in an as-fast-as-possible replay (throughput over latency)
@@ -106,8 +107,8 @@ class Detector:
                     if full:
                         self._score(pending.take(slice(0, full)), arrived, summary, alerts, on_window)
                         pending = pending.take(slice(full, None))
-            except KeyboardInterrupt:
-                pass  # Ctrl-C ends detection cleanly; the summary still comes
+            except (KeyboardInterrupt, Stopped):
+                pass  # Ctrl-C or SIGTERM (a service being stopped) ends detection cleanly; the summary still comes
         summary.seconds = time.perf_counter() - started
         return summary
 

@@ -22,6 +22,7 @@ from kdcore.data.preprocess import Preprocessing
 from kdcore.data.traffic import attack_intervals, inject
 from kdcore.data.windows import build_window_graphs
 from kdcore.detect import Detector, bus_chunks, feed_bus, replay_chunks, window_batch
+from kdcore.signals import Stopped
 
 from conftest import tiny_capture, tiny_config
 
@@ -68,14 +69,15 @@ def test_frames_from_a_python_can_bus(engine, teacher_root):
     assert (summary.frames, summary.windows) == (400, 400 // detector.window)
 
 
-def test_ctrl_c_ends_with_a_summary(engine, teacher_root):
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), Stopped(signal.SIGTERM)], ids=["ctrl-c", "SIGTERM"])
+def test_ctrl_c_or_sigterm_ends_with_a_summary(engine, teacher_root, stop):
     detector = Detector(teacher_root / GAT, engine=engine)
     table = read_capture(teacher_root / DOS)
 
     def interrupted():
         chunks = replay_chunks(table, detector.window, real_time=False)
         yield next(chunks)
-        raise KeyboardInterrupt
+        raise stop
 
     summary = detector.detect(interrupted())
     assert summary.windows > 0 and summary.as_dict()["latency_ms_p99"] >= summary.as_dict()["latency_ms_p50"] >= 0
