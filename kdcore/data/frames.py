@@ -47,6 +47,15 @@ class RowErrors:
         if self.first is None:
             self.first = message
 
+    def to_report(self, rows: np.ndarray) -> np.ndarray:
+        """The bad ``rows`` (in line order) that need a message: the first one. In ``error`` mode it
+        raises; in ``skip`` mode the others are only counted, here — formatting a message per row
+        would make a file of millions of bad rows take minutes."""
+        if len(rows) > 1 and self.on_bad_rows == "skip":
+            self.skipped += len(rows) - 1
+            return rows[:1]
+        return rows
+
 
 def _column(dtype, ndim=1):
     def convert(value):

@@ -63,6 +63,8 @@ def read_capture(path: str | Path, format: str | None = None, on_bad_rows: str =
     errors = RowErrors(path, on_bad_rows)
     if format:
         capture_format = format_by_name(format)
+        if not path.is_file():
+            raise KdcoreError(f"capture not found: {path}")
     else:
         if path.is_file() and not _has_content(path):
             raise KdcoreError(f"{path}: empty file: no frames, and no content to detect a capture format from")

@@ -48,7 +48,7 @@ from kdcore.data.frames import FrameTable, RowErrors
 from kdcore.errors import KdcoreError
 
 _START = re.compile(
-    rb"^\*\*\*START DATE AND TIME\s*(\d{1,2}):(\d{1,2}):(\d{4})\s+(\d{1,2}):(\d{1,2}):(\d{1,2})(?::(\d+))?\s*\*\*\*",
+    rb"^\*\*\*START DATE AND TIME\s*(\d{1,2}):(\d{1,2}):(\d{4})\s+(\d{1,2}):(\d{1,2}):(\d{1,2})(?::(\d{1,9}))?\s*\*\*\*",
     re.MULTILINE,
 )
 _START_LINE = re.compile(rb"^\*\*\*START DATE AND TIME(.*?)\*\*\*", re.MULTILINE)

@@ -326,7 +326,7 @@ def _read_lines(lines: Lines, errors: RowErrors, name: str) -> FrameTable | None
 
 def _report(lines: Lines, problem: np.ndarray, count, shown, errors: RowErrors) -> np.ndarray:
     """Report every bad row in line order (``error`` mode raises at the first); the valid mask."""
-    for i in np.flatnonzero(problem):
+    for i in errors.to_report(np.flatnonzero(problem)):
         code = int(problem[i])
         if code == _FIELDS:
             errors.bad(int(lines.number[i]), "row", f"expected 4 fields, got {int(count[i]) + 1}")

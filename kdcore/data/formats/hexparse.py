@@ -77,12 +77,22 @@ def parse_hex_bytes(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values.reshape(n, k), valid.reshape(n, k)
 
 
+_NUMBER_CHARS = np.zeros(256, dtype=bool)
+_NUMBER_CHARS[list(b"0123456789.eE+-_ \t\r\n\x0b\x0c")] = True  # all float() may accept in a finite number
+
+
 def parse_floats(strings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Decimal numbers → float64 and validity (NaN and infinities are invalid)."""
     try:
         values = strings.astype(np.float64)
     except ValueError:
-        values = np.array([_float_or_nan(s) for s in strings], dtype=np.float64)
+        # some text is no number: only strings of number characters can be finite numbers, and
+        # only those are converted one by one (a file of garbage would cost a Python call per row)
+        values = np.full(len(strings), np.nan)
+        raw = np.ascontiguousarray(strings).view(np.uint8).reshape(len(strings), -1)
+        digit = (raw >= ord("0")) & (raw <= ord("9"))
+        plausible = np.flatnonzero((_NUMBER_CHARS[raw] | (raw == 0)).all(axis=1) & digit.any(axis=1))
+        values[plausible] = [_float_or_nan(s) for s in strings[plausible]]
     return values, np.isfinite(values)
 
 

@@ -58,9 +58,19 @@ def read_sidecar(path: str | Path) -> list[Interval]:
     """The intervals of a sidecar file; any malformed row raises ``BadRowError``."""
     path = Path(path)
     errors = RowErrors(path, "error")
-    text = path.read_text(encoding="utf-8-sig")
-    rows = [(number, row) for number, row in enumerate(csv.reader(text.splitlines()), start=1)
-            if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")]
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        errors.bad(data[: exc.start].count(b"\n") + 1, "row", f"not UTF-8 text: {data[exc.start : exc.start + 8]!r}")
+    reader = csv.reader(text.splitlines())
+    rows = []
+    try:
+        for row in reader:  # line_num: a quoted field may span lines
+            if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#"):
+                rows.append((reader.line_num, row))
+    except csv.Error as exc:  # e.g. a field past csv's size limit
+        errors.bad(reader.line_num, "row", f"not a CSV row: {exc}")
     if not rows:
         errors.bad(1, "header", f"expected a header {','.join(COLUMNS)}[,can_id]")
     header_line, header = rows[0]

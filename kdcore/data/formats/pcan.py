@@ -50,21 +50,34 @@ def ole_to_unix(days: float) -> float:
 
 
 class _TrcReader(can.TRCReader):
-    """python-can's TRCReader, resumable after a bad row (the header state is carried over)."""
+    """python-can's TRCReader, resumable after a bad row (the header state is carried over), and
+    reporting the rows it cannot split into columns (python-can logs and drops them)."""
 
     _STATE = ("file_version", "_start_time", "columns", "_num_columns")
 
-    def __init__(self, lines: CountedLines, previous: can.TRCReader | None = None):
+    def __init__(self, lines: CountedLines, previous: _TrcReader | None = None):
         super().__init__(lines)
         self._previous = previous
+        self._header_read = False
 
     def _extract_header(self):
-        if self._previous is None:
-            return super()._extract_header()
-        for name in self._STATE:
-            setattr(self, name, getattr(self._previous, name))
-        self._parse_cols = getattr(self, self._previous._parse_cols.__name__)
-        return None
+        previous, self._previous = self._previous, None  # kept no longer: a chain of readers would grow per bad row
+        if previous is not None:
+            for name in self._STATE:
+                setattr(self, name, getattr(previous, name))
+            if previous._header_read:
+                self._parse_cols = getattr(self, previous._parse_cols.__name__)
+                self._header_read = True
+                return None
+        # the first reader, or the previous one failed on a header line: read (on) through the header
+        first_line = super()._extract_header()
+        self._header_read = True
+        return first_line
+
+    def _parse_line(self, line: str):
+        if not line.strip() or line.lstrip().startswith(";"):
+            return None  # the last header line of a file with no rows comes here too
+        return self._parse_cols(tuple(line.split(maxsplit=self._num_columns)))
 
 
 class PcanTrace(CaptureFormat):
@@ -80,7 +93,8 @@ class PcanTrace(CaptureFormat):
         return b"$FILEVERSION=" in header or b"PCAN" in header.upper()
 
     def read(self, path: Path, errors: RowErrors) -> FrameTable:
-        head = path.read_bytes()[:1 << 16]
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16)
         version = _VERSION.search(head)
         version = version.group(1).decode(errors="replace") if version else "1.0"
         if version == "1.1":
@@ -97,9 +111,9 @@ class PcanTrace(CaptureFormat):
         start_time = 0.0
         if match := _START.search(header):
             days, ok = parse_floats(np.array([match.group(1)]))
-            if not ok[0]:
+            if not (ok[0] and np.isfinite(ole_to_unix(float(days[0])))):
                 number = header[: match.start()].count(b"\n") + 1
-                raise KdcoreError(f"{path}:{number}: $STARTTIME: not a number: {match.group(1).decode(errors='replace')!r}")
+                raise KdcoreError(f"{path}:{number}: $STARTTIME: not a finite number of days: {match.group(1).decode(errors='replace')!r}")
             start_time = ole_to_unix(float(days[0]))
         return read_chunks(lines, lambda chunk: self._read_v11_lines(chunk, errors, start_time), errors)
 
@@ -131,6 +145,9 @@ class PcanTrace(CaptureFormat):
         checks.require((kind == b"Rx") | (kind == b"Tx"), "type", "expected Rx or Tx", kind)
         remote = tokens.equals(5, b"RTR")
         can_id, dlc, payload = frame_columns(tokens, checks, id_at=3, dlc_at=4, data_at=5, fields=5, remote=remote)
+        with np.errstate(over="ignore"):
+            timestamp = start_time + offset / 1000.0
+        checks.require(np.isfinite(timestamp), "time_offset", "too large for a timestamp", offset_text)
         valid = checks.report(errors)
-        table = FrameTable.from_frames(start_time + offset / 1000.0, can_id, dlc, payload)
+        table = FrameTable.from_frames(timestamp, can_id, dlc, payload)
         return table if valid.all() else table.take(valid)

@@ -77,16 +77,23 @@ def _lines(padded: np.ndarray, size: int) -> Lines:
     """Lines of ``padded[:size]``; the ``PAD`` bytes after the text become newlines."""
     padded[size:] = 10  # newlines: separators to the tokenizer, masked off by ``gather``
     buf = padded[:size]
-    newlines = np.flatnonzero(buf == 10)
-    start = np.concatenate(([0], newlines + 1)).astype(np.int64)
-    end = np.concatenate((newlines, [size])).astype(np.int64)
+    newlines = np.flatnonzero(buf == 10).astype(np.int64, copy=False)
+    # built in place, without temporaries: a file of tiny lines costs ~24 bytes a line here
+    start = np.empty(len(newlines) + 1, dtype=np.int64)
+    start[0] = 0
+    np.add(newlines, 1, out=start[1:])
+    end = np.append(newlines, size)
+    del newlines
     if size == 0 or buf[-1] == 10:
         start, end = start[:-1], end[:-1]  # nothing after the final newline
     if buf[:3].tobytes() == BOM and len(start):
         start[0] = 3
     if len(end):
-        carriage = (end > start) & (buf[np.maximum(end - 1, 0)] == 13)
-        end = end - carriage
+        last = np.maximum(end - 1, 0)
+        carriage = buf[last] == 13
+        del last
+        carriage &= end > start
+        end -= carriage
     return Lines(padded, start, end, np.arange(1, len(start) + 1, dtype=np.int64))
 
 
@@ -265,7 +272,7 @@ class RowChecks:
 
     def report(self, errors: RowErrors) -> np.ndarray:
         """Report every bad row in line order (``error`` mode raises at the first); the valid mask."""
-        for i in np.flatnonzero(self.problem >= 0):
+        for i in errors.to_report(np.flatnonzero(self.problem >= 0)):
             check = self.problem[i]
             field, reason, shown = self.checks[check]
             if callable(shown):
@@ -348,18 +355,42 @@ def frame_columns(
 
 
 CHUNK_LINES = 1 << 19
+CHUNK_BYTES = 1 << 25  # and at most this much text per chunk (one line may be longer, up to MAX_LINE_BYTES)
+MAX_LINE_BYTES = 1 << 16  # no row of any format comes near this; a longer line is a bad row, left unparsed
 
 
 def read_chunks(lines: Lines, read_chunk, errors: RowErrors, chunk_lines: int | None = None) -> FrameTable:
     """``read_chunk(lines)`` on consecutive chunks of lines, the tables concatenated.
 
     Bounds the scanner's working memory (several times the text of one chunk, not of the whole
-    file); bad rows are still reported in line order, and ``bad_rows`` counts them all.
+    file); bad rows are still reported in line order, and ``bad_rows`` counts them all. A line
+    longer than ``MAX_LINE_BYTES`` is reported as a bad row without being tokenized: its tokens
+    would cost many times its size (a hostile or corrupt file can be one line of tens of MB).
     """
     chunk_lines = chunk_lines or CHUNK_LINES
-    tables = [read_chunk(lines.take(slice(i, i + chunk_lines))) for i in range(0, len(lines), chunk_lines)]
+    tables = [read_chunk(chunk) for chunk in _chunks(lines, chunk_lines, errors)]
     table = tables[0] if len(tables) == 1 else FrameTable.concat(tables) if tables else FrameTable.empty()
     return attrs.evolve(table, bad_rows=errors.skipped)
+
+
+def _chunks(lines: Lines, chunk_lines: int, errors: RowErrors):
+    """Consecutive chunks of at most ``chunk_lines`` lines and about ``CHUNK_BYTES`` of text; each
+    over-long line is reported between the chunks before and after it, so in line order."""
+    start = 0
+    while start < len(lines):
+        by_bytes = int(np.searchsorted(lines.end, lines.start[start] + CHUNK_BYTES, side="right"))
+        stop = min(start + chunk_lines, len(lines), max(by_bytes, start + 1))
+        too_long = np.flatnonzero(lines.end[start:stop] - lines.start[start:stop] > MAX_LINE_BYTES)
+        if len(too_long) == 0:
+            yield lines.take(slice(start, stop))
+            start = stop
+            continue
+        long_line = start + int(too_long[0])
+        if long_line > start:
+            yield lines.take(slice(start, long_line))
+        length = int(lines.end[long_line] - lines.start[long_line])
+        errors.bad(int(lines.number[long_line]), "row", f"a line of {length} bytes, longer than any row ({MAX_LINE_BYTES} at most): {lines.text(long_line)!r}")
+        start = long_line + 1
 
 
 def head_lines(head: bytes, limit: int = 20) -> list[bytes]:

@@ -32,6 +32,7 @@ vectorised text readers (see ``benchmarks/bench_readers.py``).
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 import zlib
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import can
 import numpy as np
-from can.io.blf import BLFParseError
+from can.io.blf import LOG_CONTAINER, LOG_CONTAINER_STRUCT, NO_COMPRESSION, OBJ_HEADER_BASE_STRUCT, ZLIB_DEFLATE, BLFParseError
 
 from kdcore.data.formats.base import CaptureFormat
 from kdcore.data.formats.textscan import head_lines
@@ -51,7 +52,14 @@ from kdcore.errors import KdcoreError
 BLF_MAGIC = b"LOGG"
 _ASC_HEADER = re.compile(rb"^(date\s+\w+\s+\w+|base\s+(hex|dec)\b)", re.IGNORECASE)
 _ASC_ROW = re.compile(rb"^\d+\.\d+\s+(\d+\s+[0-9A-Fa-f]+x?\s+(Rx|Tx)\s|CANFD\s)", re.IGNORECASE)
-_PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, struct.error, zlib.error)
+_PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error, zlib.error)
+MAX_LINE_CHARS = 1 << 16  # no row of any format comes near this; a longer line is a bad row
+MAX_BLF_CONTAINER = 1 << 22  # bytes a BLF container may inflate to (writers use ~128 KiB)
+MAX_CAN_ID = 0x1FFFFFFF
+
+
+class LineTooLong(ValueError):
+    """A text line longer than ``MAX_LINE_CHARS``: skipped unread, reported as a bad row."""
 
 
 class CountedLines:
@@ -70,10 +78,25 @@ class CountedLines:
         if self._pushed is not None:
             line, self._pushed = self._pushed, None
         else:
-            line = next(self.handle)
+            line = self.handle.readline(MAX_LINE_CHARS + 1)
+            if not line:
+                raise StopIteration
+            if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+                self.number += 1
+                self.last = None
+                raise LineTooLong(f"a line of {len(line) + self._skip_line()} characters, longer than any row ({MAX_LINE_CHARS} at most)")
         self.number += 1
         self.last = line
         return line
+
+    def _skip_line(self) -> int:
+        """Read past the rest of the current line a piece at a time (never holding all of it)."""
+        skipped = 0
+        while piece := self.handle.readline(MAX_LINE_CHARS):
+            skipped += len(piece.rstrip("\n"))
+            if piece.endswith("\n"):
+                break
+        return skipped
 
     def push_back(self) -> None:
         """Give the last line back: the next ``next`` returns it again."""
@@ -101,6 +124,12 @@ class _Frames:
         """Add a data frame; a reason when it cannot go in the table; error frames are left out."""
         if message.is_error_frame:
             return None
+        if not math.isfinite(message.timestamp):
+            return f"timestamp not a finite number: {message.timestamp}"
+        if not 0 <= message.arbitration_id <= MAX_CAN_ID:
+            return f"CAN ID {message.arbitration_id:X}: more than 29 bits"
+        if message.dlc < 0:
+            return f"negative DLC {message.dlc}"
         data = bytes(message.data or b"")
         if message.is_remote_frame:
             dlc, data = min(message.dlc, 8), b""
@@ -156,7 +185,7 @@ def read_messages(
                 if not text:
                     errors.bad(where, field, f"python-can could not read it ({detail}); the rest of the file is unreadable")
                     break
-                errors.bad(where, field, f"python-can could not parse it ({detail})")
+                errors.bad(where, field, str(exc) if isinstance(exc, LineTooLong) else f"python-can could not parse it ({detail})")
                 if where == failed_at:  # no progress: the reader fails before reading a line
                     break
                 previous, failed_at = reader, where
@@ -193,9 +222,10 @@ class _AscReader(can.ASCReader):
         self._previous = previous
 
     def _extract_header(self) -> None:
-        if self._previous is not None:
+        previous, self._previous = self._previous, None  # kept no longer: a chain of readers would grow per bad row
+        if previous is not None:
             for name in self._STATE:
-                setattr(self, name, getattr(self._previous, name))
+                setattr(self, name, getattr(previous, name))
             return
         super()._extract_header()
         self.file.push_back()  # the line that ended the header may already be a frame
@@ -238,4 +268,67 @@ class VectorBlf(CaptureFormat):
             raise KdcoreError(f"{path}: not a BLF file (its header is cut short)") from None
         except BLFParseError as exc:
             raise KdcoreError(f"{path}: not a BLF file ({exc or 'no LOGG signature'})") from None
-        return read_messages(path, errors, lambda lines, previous: can.BLFReader(path), text=False)
+        except _PARSE_ERRORS as exc:  # e.g. a header size smaller than the header
+            raise KdcoreError(f"{path}: not a BLF file (python-can could not read its header: {type(exc).__name__}: {exc})") from None
+        return read_messages(path, errors, lambda lines, previous: _BlfReader(path), text=False)
+
+
+class _BlfReader(can.BLFReader):
+    """python-can's BLFReader, with memory bounded by ``MAX_BLF_CONTAINER``.
+
+    python-can inflates a container whole (a small file can inflate to gigabytes), keeps the
+    bytes of an object that continues into the next container however large the object claims
+    to be (every later container is then joined onto them: quadratic time), and reads an object
+    of size 0 forever (its next object is itself). Here all three are refused as corrupt objects.
+    Containers are walked as python-can does; frames come from its own parser.
+    """
+
+    def __iter__(self):
+        while head := self.file.read(OBJ_HEADER_BASE_STRUCT.size):
+            signature, _, _, size, kind = OBJ_HEADER_BASE_STRUCT.unpack(head)
+            if signature != b"LOBJ" or size < OBJ_HEADER_BASE_STRUCT.size:
+                raise BLFParseError(f"not an object header: {head!r}")
+            body = self.file.read(size - OBJ_HEADER_BASE_STRUCT.size)
+            self.file.read(size % 4)  # padding
+            if kind != LOG_CONTAINER:
+                continue
+            method, _ = LOG_CONTAINER_STRUCT.unpack_from(body)
+            data = body[LOG_CONTAINER_STRUCT.size :]
+            if method == ZLIB_DEFLATE:
+                inflater = zlib.decompressobj()
+                data = inflater.decompress(data, MAX_BLF_CONTAINER)
+                if inflater.unconsumed_tail:
+                    raise BLFParseError(f"a container inflating to more than {MAX_BLF_CONTAINER} bytes")
+            elif method != NO_COMPRESSION:
+                continue  # python-can skips an unknown compression too
+            if len(self._tail) > MAX_BLF_CONTAINER:
+                raise BLFParseError(f"an object spanning more than {MAX_BLF_CONTAINER} bytes")
+            if _meets_empty_object(self._tail + data):
+                raise BLFParseError("an object of size 0")
+            yield from self._parse_container(data)
+        self.stop()
+
+
+_LOBJ = int.from_bytes(b"LOBJ", "little")
+
+
+def _meets_empty_object(data: bytes) -> bool:
+    """Whether python-can's walk over the objects of a container meets one of size 0.
+
+    Vectorised first: a usual container has no ``LOBJ`` followed by a zero size anywhere. When one
+    has (maybe inside some frame's data), the objects are walked one by one, as python-can does.
+    """
+    if len(data) < 16:
+        return False
+    words = np.ndarray((len(data) - 3,), dtype="<u4", buffer=data, strides=(1,))
+    signatures = np.flatnonzero(words == _LOBJ)
+    signatures = signatures[signatures + 8 < len(words)]
+    if not (words[signatures + 8] == 0).any():
+        return False
+    position = 0
+    while (position := data.find(b"LOBJ", position, position + 8)) >= 0 and position + 16 <= len(data):
+        size = int.from_bytes(data[position + 8 : position + 12], "little")
+        if size == 0:
+            return True
+        position += size
+    return False
