@@ -63,7 +63,7 @@ class ModeModule(L.LightningModule):
             loss = self.distiller.mix(terms["task_loss"], terms["kd_loss"])
         if not torch.isfinite(loss):  # the mix is linear, so a NaN or Inf term makes it non-finite too
             self._stop_on_non_finite(terms)
-        for name, value in terms.items():
+        for name, value in {**terms, "train_loss_epoch": loss}.items():
             self._loss_sums[name] = self._loss_sums.get(name, 0.0) + value.detach() * size
         self._graphs += size
         self.log("train_loss", loss, prog_bar=True, batch_size=size)

@@ -113,39 +113,33 @@ def training_log(directory: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def kd_steps(rows: list[dict]) -> list[dict]:
-    """The training-step rows (those with a train_loss), values as floats (None when blank)."""
-    steps = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in rows if row.get("train_loss")]
-    assert steps, "no training steps logged"
-    return steps
+def epoch_rows(rows: list[dict], column: str) -> list[dict]:
+    """The rows that carry ``column`` (loss terms are logged once per epoch), values as floats."""
+    return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in rows if row.get(column)]
 
 
 def assert_kd_loss_decreased(rows: list[dict], terms: tuple[str, ...]) -> tuple[float, float]:
-    """Every step has the KD loss and its terms, they add up, train_loss = α·kd + (1-α)·task, and
-    the mean KD loss of the last epoch is well below that of the first. Returns (first, last)."""
-    steps = kd_steps(rows)
-    for column in ("kd_loss", "task_loss", "train_loss", "epoch", "step", *terms):
+    """Every epoch has the KD loss and its terms, they add up, the epoch's mean loss is
+    α·kd + (1-α)·task, and the KD loss of the last epoch is well below that of the first.
+    Returns (first, last)."""
+    for column in ("kd_loss", "task_loss", "train_loss", "train_loss_epoch", "epoch", "step", *terms):
         assert column in rows[0], f"logs/metrics.csv has no {column!r} column: {sorted(rows[0])}"
-    for row in steps:
-        values = [row["kd_loss"], row["task_loss"], row["train_loss"], *(row[t] for t in terms)]
+    epochs = epoch_rows(rows, "kd_loss")
+    for row in epochs:
+        values = [row["kd_loss"], row["task_loss"], row["train_loss_epoch"], *(row[t] for t in terms)]
         assert all(v is not None and math.isfinite(v) for v in values), row
         assert row["kd_loss"] == pytest.approx(sum(row[t] for t in terms), rel=1e-4, abs=1e-6)
-        assert row["train_loss"] == pytest.approx(ALPHA * row["kd_loss"] + (1 - ALPHA) * row["task_loss"], rel=1e-4, abs=1e-6)
-    epochs = sorted({int(row["epoch"]) for row in steps})
-    assert len(epochs) == EPOCHS, f"expected {EPOCHS} epochs of training, logged {epochs}"
-
-    def mean_kd(epoch: int) -> float:
-        values = [row["kd_loss"] for row in steps if int(row["epoch"]) == epoch]
-        return sum(values) / len(values)
-
-    first, last = mean_kd(epochs[0]), mean_kd(epochs[-1])
-    assert last < 0.8 * first, f"KD loss did not decrease: first epoch mean {first:.4f}, last epoch mean {last:.4f}"
+        assert row["train_loss_epoch"] == pytest.approx(ALPHA * row["kd_loss"] + (1 - ALPHA) * row["task_loss"], rel=1e-4, abs=1e-6)
+    assert sorted(int(row["epoch"]) for row in epochs) == list(range(EPOCHS)), f"expected {EPOCHS} epochs of training"
+    assert epoch_rows(rows, "train_loss"), "no training steps logged"
+    first, last = epochs[0]["kd_loss"], epochs[-1]["kd_loss"]
+    assert last < 0.8 * first, f"KD loss did not decrease: first epoch {first:.4f}, last epoch {last:.4f}"
     return first, last
 
 
 def assert_no_kd_logged(rows: list[dict]) -> None:
-    steps = kd_steps(rows)
-    assert all(row.get("kd_loss") is None for row in steps), "a no-KD teacher logged a kd_loss"
+    assert epoch_rows(rows, "train_loss"), "no training steps logged"
+    assert not epoch_rows(rows, "kd_loss"), "a no-KD teacher logged a kd_loss"
 
 
 def summary(name: str, teacher: dict, student: dict, kd: tuple[float, float]) -> str:
