@@ -11,7 +11,10 @@ Replays synthetic traffic of the demo's vehicle (its test captures, repeated, ti
   running flat out (every frame of a fast replay is there at once, so it says more about the
   chunk size than about a bus);
 - ``latency_ms_p50``/``p99``: at the bus's own pace, every window scored as soon as its last frame
-  is due; a window's decision latency runs from that moment to its decision, waiting included.
+  is due (through the traced scorer); a window's decision latency runs from that moment to its
+  decision, waiting included;
+- ``window_scoring_ms``: the median time to score one prepared window alone, back to back (caches
+  hot), through the traced scorer and eagerly through PyG.
 """
 
 from __future__ import annotations
@@ -20,13 +23,17 @@ import argparse
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from kdcore.data.formats import read_capture
 from kdcore.data.frames import FrameTable
-from kdcore.detect import CHUNK_WINDOWS, Detector, replay_chunks
+from kdcore.data.windows import build_window_graphs
+from kdcore.detect import CHUNK_WINDOWS, Detector, one_window_batch, replay_chunks
+from kdcore.threads import torch_threads
 
 MODELS = {
     "gat_teacher": "supervised/gat/teacher/no-kd/curriculum/models/gat_curriculum.pth",
@@ -36,6 +43,7 @@ MODELS = {
 }
 BUS_RATE = 9_000  # frames/s of a saturated 1 Mbit/s bus (8-byte standard frames, 111 bits each)
 WARM_UP_WINDOWS = 20  # scored first and not counted: the first calls build PyG's and torch's caches
+SCORING_WINDOWS = 300  # windows timed one by one for window_scoring_ms
 
 
 def main() -> None:
@@ -73,6 +81,7 @@ def main() -> None:
             "latency_ms_p99": paced["latency_ms_p99"],
             "windows": sustained["windows"],
             "latency_windows": paced["windows"],
+            "window_scoring_ms": window_scoring_ms(detector, table),
         }
     for model in ("gat", "vgae"):
         if f"{model}_teacher" in results and f"{model}_student" in results:
@@ -83,6 +92,26 @@ def main() -> None:
     results["chunk_windows"] = CHUNK_WINDOWS
     results["machine"] = f"{platform.machine()} {os.cpu_count()} cpus, 1 torch thread (load average {os.getloadavg()[0]:.1f})"
     print(json.dumps(results, indent=2))
+
+
+def window_scoring_ms(detector: Detector, table: FrameTable) -> dict[str, float]:
+    """Median milliseconds to score one window alone: traced (when the trace passed its check) and eager."""
+    frames = table.take(slice(0, SCORING_WINDOWS * detector.window))
+    prepared = detector.preprocessing.apply(build_window_graphs(frames, detector.window, detector.window))
+    windows = [(prepared[i].x, prepared[i].id_token, prepared[i].edge_index) for i in range(len(prepared))]
+    scorers = {"eager": lambda window: detector.score([one_window_batch(*window)])}
+    if detector.score_window is not None:
+        scorers["traced"] = lambda window: detector.score_window(*window)
+    result = {}
+    with torch_threads(1), torch.inference_mode():
+        for name, score in scorers.items():
+            times = []
+            for window in windows:
+                start = time.perf_counter()
+                score(window)
+                times.append(time.perf_counter() - start)
+            result[name] = round(float(np.median(times)) * 1000, 3)
+    return result
 
 
 if __name__ == "__main__":

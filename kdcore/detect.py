@@ -6,6 +6,12 @@ possible) or from a live python-can bus. They are cut into windows and turned in
 vocabulary and scaling saved in the model's checkpoint, and scored by the model's own mode. A
 window whose score reaches the saved threshold is an alert, written as one JSON line.
 
+A window scored on its own (on a bus, or at recorded speed) goes through the GAT's or VGAE's
+one-window scorer traced to TorchScript when the model loads: for these small models PyG's
+per-layer Python overhead is most of the scoring time, and the trace skips it. The trace is used
+only if it scores sample windows of several sizes as the eager scorer does; otherwise, and for
+the fused detector, scoring stays eager.
+
 Chunk sources yield ``(frames, arrived)``: ``arrived`` is the ``time.perf_counter()`` at which the
 last of the frames arrived (read from the bus, or due in a recorded-speed replay), so a window's
 decision latency runs from its last frame's arrival to its decision, waiting included.
@@ -14,8 +20,10 @@ decision latency runs from its last frame's arrival to its decision, waiting inc
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +39,7 @@ from kdcore.data.graphs import GraphSet
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs
 from kdcore.errors import KdcoreError
+from kdcore.export import TOLERANCE, OneWindow, sample_windows
 from kdcore.signals import Stopped
 from kdcore.threads import torch_threads
 
@@ -39,6 +48,8 @@ CHUNK_WINDOWS = 16  # windows scored together in an as-fast-as-possible replay (
 FEED_TICK = 0.002  # seconds: how often a recorded-speed feed wakes up at most
 
 Chunk = tuple[FrameTable, float]  # frames, and the perf_counter time the last of them arrived
+
+log = logging.getLogger(__name__)
 
 
 @attrs.define
@@ -80,6 +91,7 @@ class Detector:
         self.window = int(data["window_size"])
         self.preprocessing = Preprocessing.from_dict(data["preprocessing"])
         self.threshold = float(checkpoint.extra["threshold"])
+        self.score_window: Callable | None = None  # (x, id_token, edge_index) → score: the traced scorer, if any
         if checkpoint.model == "dqn":
             predictor, _ = FusionPredictor.from_checkpoint(engine, checkpoint_path)
             self.score: Callable = predictor.scores
@@ -89,6 +101,32 @@ class Detector:
             self.score = lambda loader: NormalMode().attack_probabilities(model, loader)
         else:
             self.score = lambda loader: AutoencoderMode().window_scores(model, loader)
+        self.score_window = self._traced(WindowScore(model), sample_windows(checkpoint))
+
+    def _traced(self, scorer: WindowScore, windows: list[tuple[torch.Tensor, ...]]) -> Callable | None:
+        """``scorer`` traced to TorchScript on the first window, if on every window its score is
+        the eager scorer's within the export tolerance; else None (eager scoring), with a warning.
+
+        A trace records one path through the Python branches of PyG's layers; comparing on windows
+        of other sizes is what shows that path holds for them too.
+        """
+        try:
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # the check below decides
+                traced = torch.jit.trace(scorer, windows[0], check_trace=False)
+                difference = max(
+                    float((traced(*window) - self.score([one_window_batch(*window)])).abs().max()) for window in windows
+                )
+        except Exception as error:  # whatever breaks the trace, eager scoring still works
+            why = str(error).partition("\n")[0]  # one line: torch's messages can run on for pages
+            log.warning("scoring windows eagerly: tracing the scorer failed (%s: %s)", type(error).__name__, why)
+            return None
+        if not difference <= TOLERANCE:
+            log.warning("scoring windows eagerly: the traced scorer differs from the eager one by %.3g (tolerance %g)",
+                        difference, TOLERANCE)
+            return None
+        return traced
 
     def detect(self, chunks: Iterable[Chunk], alerts: IO[str] | None = None, on_window=None) -> Summary:
         """Score every full window of the frames in ``chunks`` (non-overlapping windows) as soon as
@@ -105,7 +143,8 @@ class Detector:
                     summary.frames += len(chunk)
                     full = len(pending) // self.window * self.window
                     if full:
-                        self._score(pending.take(slice(0, full)), arrived, summary, alerts, on_window)
+                        ready = pending if full == len(pending) else pending.take(slice(0, full))  # live: the whole chunk
+                        self._score(ready, arrived, summary, alerts, on_window)
                         pending = pending.take(slice(full, None))
             except (KeyboardInterrupt, Stopped):
                 pass  # Ctrl-C or SIGTERM (a service being stopped) ends detection cleanly; the summary still comes
@@ -114,9 +153,13 @@ class Detector:
 
     def _score(self, frames: FrameTable, arrived: float, summary: Summary, alerts, on_window) -> None:
         graphs = build_window_graphs(frames, self.window, self.window)
-        prepared = self.preprocessing.apply(graphs)
         with torch.inference_mode():
-            scores = self.score([window_batch(prepared)])
+            if len(graphs) == 1:  # as ``apply`` prepares it, without a dataset around one window
+                x, id_token = self.preprocessing.prepare(graphs.x, graphs.can_id)
+                edge_index = torch.from_numpy(graphs.edge_index.astype(np.int64))
+                scores = self._score_one(torch.from_numpy(x), torch.from_numpy(id_token), edge_index)
+            else:  # a chunk: one batched eager call is faster than the traced scorer window by window
+                scores = self.score([window_batch(self.preprocessing.apply(graphs))])
         decided = time.perf_counter()
         for index, score in enumerate(scores.tolist()):
             alert = score >= self.threshold
@@ -138,6 +181,37 @@ class Detector:
                     alerts.flush()  # alerts are for watching live
             if on_window is not None:
                 on_window(summary, alert)
+
+    def _score_one(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """One window through the traced scorer if there is one. A traced score within the
+        tolerance of the threshold is computed again eagerly: no decision rests on a difference
+        the parity check allows."""
+        if self.score_window is not None:
+            score = self.score_window(x, id_token, edge_index)
+            if abs(float(score) - self.threshold) > TOLERANCE:
+                return score
+        return self.score([one_window_batch(x, id_token, edge_index)])
+
+
+class WindowScore(OneWindow):
+    """The export wrapper's outputs turned into the mode's window score (GAT: P(attack); VGAE:
+    reconstruction error), so the whole one-window scorer traces as one TorchScript graph."""
+
+    def forward(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        from kdcore.plugins.modes.autoencoder import graph_scores
+
+        outputs = super().forward(x, id_token, edge_index)
+        if not self.vgae:
+            return torch.softmax(outputs[0].float(), -1)[:, 1]
+        recon, canid_logits, neighbor_logits, _ = outputs
+        named = {"recon": recon, "canid_logits": canid_logits, "neighbor_logits": neighbor_logits}
+        return graph_scores(named, x, id_token, edge_index, torch.zeros_like(id_token), 1)
+
+
+def one_window_batch(x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> Batch:
+    """One window's tensors as a PyG batch of one graph, for the eager scorers."""
+    return Batch(x=x, id_token=id_token, edge_index=edge_index, batch=torch.zeros_like(id_token),
+                 ptr=torch.tensor([0, len(x)]))
 
 
 def window_batch(prepared: GraphSet) -> Batch:

@@ -3,6 +3,7 @@
 import _thread
 import io
 import json
+import logging
 import signal
 import threading
 import time
@@ -21,12 +22,14 @@ from kdcore.data.formats.ctt import write_csv
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.traffic import attack_intervals, inject
 from kdcore.data.windows import build_window_graphs
-from kdcore.detect import Detector, bus_chunks, feed_bus, replay_chunks, window_batch
+from kdcore.detect import Detector, bus_chunks, feed_bus, one_window_batch, replay_chunks, window_batch
+from kdcore.export import TOLERANCE
 from kdcore.signals import Stopped
 
 from conftest import tiny_capture, tiny_config
 
 GAT = "automotive/tiny/supervised/gat/teacher/no-kd/normal/models/gat_normal.pth"
+VGAE = "automotive/tiny/unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth"
 DOS = "data/tiny/test_01_dos/dos.csv"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 CAMARO = REAL / "vehicles" / "camaro"
@@ -116,6 +119,11 @@ def test_a_window_batch_is_what_pyg_collation_gives(teacher_root):
     assert got.num_graphs == expected.num_graphs == len(graphs) > 1
     for key in ("x", "id_token", "edge_index", "batch", "ptr"):
         assert torch.equal(got[key], expected[key]), key
+    expected = Batch.from_data_list([prepared[0]])
+    one = one_window_batch(prepared[0].x, prepared[0].id_token, prepared[0].edge_index)
+    assert one.num_graphs == 1
+    for key in ("x", "id_token", "edge_index", "batch", "ptr"):
+        assert torch.equal(one[key], expected[key]), key
 
 
 def test_detection_runs_on_one_torch_thread_and_restores_the_setting(engine, teacher_root):
@@ -133,6 +141,7 @@ def test_recorded_speed_latency_counts_from_each_windows_last_frame(engine, teac
     detector = Detector(teacher_root / GAT, engine=engine)
     table = read_capture(teacher_root / DOS).take(slice(0, 10 * detector.window))
     period = (table.timestamp[-1] - table.timestamp[0]) / 10
+    detector.score_window = None  # every window through the slowed eager scorer
     score = detector.score
 
     def slow_score(loader):
@@ -144,6 +153,93 @@ def test_recorded_speed_latency_counts_from_each_windows_last_frame(engine, teac
     latencies = np.array(summary.latencies_ms) / 1000
     assert summary.windows == 10 and latencies.min() >= 2 * period
     assert latencies[-1] - latencies[0] >= 0.8 * 9 * period, "each window waits for the ones before it"
+
+
+def _windows_of_many_sizes(detector, table):
+    """A few windows of each of several sizes, 2 frames to 4 model windows, and a window of one
+    CAN ID (one node, a self-loop), prepared as detection prepares them."""
+    one_id = table.take(np.flatnonzero(table.can_id == table.can_id[0])[: detector.window])
+    windows = []
+    for frames, size in [(table, size) for size in (2, 3, 7, 20, detector.window, 4 * detector.window)] + [(one_id, len(one_id))]:
+        prepared = detector.preprocessing.apply(build_window_graphs(frames, size, size))
+        windows += [(g.x, g.id_token, g.edge_index) for g in (prepared[i] for i in np.linspace(0, len(prepared) - 1, 5).astype(int))]
+    return windows
+
+
+def _one_window_at_a_time(table, window):
+    """Chunks as a bus delivers them: one window's frames each."""
+    return ((table.take(slice(begin, begin + window)), time.perf_counter()) for begin in range(0, len(table), window))
+
+
+@pytest.mark.parametrize("model", [GAT, VGAE], ids=["gat", "vgae"])
+def test_the_traced_scorer_scores_windows_of_any_size_as_the_eager_one(engine, teacher_root, model):
+    detector = Detector(teacher_root / model, engine=engine)
+    assert detector.score_window is not None, "the trace passed its check"
+    windows = _windows_of_many_sizes(detector, read_capture(teacher_root / DOS))
+    assert len({x.shape[0] for x, _, _ in windows}) >= 8 and min(x.shape[0] for x, _, _ in windows) == 1
+    with torch.inference_mode():
+        for window in windows:
+            traced, eager = detector.score_window(*window), detector.score([one_window_batch(*window)])
+            assert traced.shape == eager.shape == (1,)
+            assert torch.allclose(traced, eager, rtol=0, atol=TOLERANCE), f"{len(window[0])} nodes: {traced} vs {eager}"
+
+
+@pytest.mark.parametrize("model", [GAT, VGAE], ids=["gat", "vgae"])
+def test_windows_scored_one_at_a_time_go_through_the_trace_and_alert_as_eager_scoring(engine, teacher_root, model):
+    detector = Detector(teacher_root / model, engine=engine)
+    eager = Detector(teacher_root / model, engine=engine)
+    eager.score_window = None
+    table = read_capture(teacher_root / DOS)
+    eager_calls = []
+    score = detector.score
+    detector.score = lambda loader: eager_calls.append(1) or score(loader)
+    traced_alerts, eager_alerts = io.StringIO(), io.StringIO()
+    summary = detector.detect(_one_window_at_a_time(table, detector.window), traced_alerts)
+    eager.detect(_one_window_at_a_time(table, eager.window), eager_alerts)
+    assert summary.windows == len(table) // detector.window and summary.alerts > 0
+    assert traced_alerts.getvalue() == eager_alerts.getvalue()
+    assert not eager_calls, "no window needed the eager scorer"
+
+
+def _broken_trace(module, example, **kwargs):
+    """A 'trace' that scores every window 0.01 too high."""
+    return lambda *window: module(*window) + 0.01
+
+
+def _failing_trace(module, example, **kwargs):
+    raise RuntimeError("cannot trace this\n  File ...\n  and more lines of torch's")
+
+
+@pytest.mark.parametrize("trace, why", [(_broken_trace, "differs from the eager one by 0.01"), (_failing_trace, "cannot trace this")],
+                         ids=["wrong", "fails"])
+def test_a_wrong_or_failed_trace_falls_back_to_eager_scoring_with_one_warning(engine, teacher_root, monkeypatch, caplog, trace, why):
+    reference = Detector(teacher_root / VGAE, engine=engine)
+    monkeypatch.setattr(torch.jit, "trace", trace)
+    with caplog.at_level(logging.WARNING, logger="kdcore"):
+        detector = Detector(teacher_root / VGAE, engine=engine)
+    assert detector.score_window is None
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and "\n" not in record.getMessage()
+    assert record.getMessage().startswith("scoring windows eagerly") and why in record.getMessage()
+    table = read_capture(teacher_root / DOS)
+    reference.score_window = None
+    got, expected = io.StringIO(), io.StringIO()
+    summary = detector.detect(_one_window_at_a_time(table, detector.window), got)
+    reference.detect(_one_window_at_a_time(table, reference.window), expected)
+    assert summary.alerts > 0 and got.getvalue() == expected.getvalue()
+
+
+def test_a_traced_score_near_the_threshold_is_decided_by_the_eager_scorer(engine, teacher_root):
+    detector = Detector(teacher_root / GAT, engine=engine)
+    window = _windows_of_many_sizes(detector, read_capture(teacher_root / DOS))[0]
+    near, clear = torch.tensor([detector.threshold - TOLERANCE / 2]), torch.tensor([detector.threshold - 2 * TOLERANCE])
+    with torch.inference_mode():
+        eager = detector.score([one_window_batch(*window)])
+        assert not torch.equal(eager, near)
+        detector.score_window = lambda *_: near
+        assert torch.equal(detector._score_one(*window), eager), "too close to call: the eager score"
+        detector.score_window = lambda *_: clear
+        assert detector._score_one(*window) is clear
 
 
 def test_a_fed_virtual_bus_is_scored_live_like_the_replay(engine, teacher_root):
