@@ -1,6 +1,6 @@
 """Training and inference speed of teachers, students and KD students, printed as one JSON object.
 
-    python benchmarks/bench_train.py [--epochs 4] [--dataset synthetic] [--data-root DIR]
+    python benchmarks/bench_train.py [--epochs 6] [--dataset synthetic] [--data-root DIR]
 
 In one process, on one torch thread, for the GAT (``normal`` mode) and the VGAE (``autoencoder``):
 trains the teacher, then the student three ways — plain, with KD, and with KD and the teacher-output
@@ -113,7 +113,7 @@ def bench_model(engine: Engine, base: RunConfig, model: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -11,7 +11,6 @@ alone, not on the other graphs in its batch (no batch statistics in eval mode).
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,8 +36,8 @@ class Numbered(Dataset):
         return len(self.graphs)
 
     def __getitem__(self, index: int):
-        data = copy.copy(self.graphs[index])  # shallow: the stored graph stays unchanged
-        data.graph_id = torch.tensor([index])
+        data = self.graphs[index]
+        data.graph_id = index  # a stored graph gets its own index, the same each time; collated to a tensor
         return data
 
     @property
