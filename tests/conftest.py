@@ -72,6 +72,18 @@ def _quiet_lightning():
         yield
 
 
+@pytest.fixture
+def ctt_root(tmp_path):
+    """A small dataset folder in the can-train-and-test layout, for the file-based datasets."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "hcrl_sa"
+    write_csv(tiny_capture(rng, 2000), root / "train_01_attack_free" / "a.csv")
+    write_csv(tiny_capture(rng, 2000, "dos"), root / "train_02_with_attacks" / "b.csv")
+    write_csv(tiny_capture(rng, 1000, "dos"), root / "test_01_dos" / "c.csv")
+    write_csv(tiny_capture(rng, 1000, "fuzzy"), root / "test_02_fuzzy" / "d.csv")
+    return root
+
+
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     return Engine(plugins=[TinyDatasetPlugin()], load_entry_points=False)

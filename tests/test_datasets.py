@@ -14,17 +14,6 @@ from kdcore.errors import KdcoreError, TeacherError
 from conftest import tiny_capture, tiny_config
 
 
-@pytest.fixture
-def ctt_root(tmp_path):
-    rng = np.random.default_rng(3)
-    root = tmp_path / "hcrl_sa"
-    write_csv(tiny_capture(rng, 2000), root / "train_01_attack_free" / "a.csv")
-    write_csv(tiny_capture(rng, 2000, "dos"), root / "train_02_with_attacks" / "b.csv")
-    write_csv(tiny_capture(rng, 1000, "dos"), root / "test_01_dos" / "c.csv")
-    write_csv(tiny_capture(rng, 1000, "fuzzy"), root / "test_02_fuzzy" / "d.csv")
-    return root
-
-
 def test_ctt_layout_trains_and_reports_each_test_folder(engine, ctt_root, tmp_path):
     config = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root), mode="normal", max_epochs=2)
     result = engine.run(config)

@@ -210,17 +210,6 @@ def test_formats_that_do_not_stream_are_read_whole_and_sliced(tmp_path, monkeypa
 # --- datasets and the command line ----------------------------------------------------------------
 
 
-@pytest.fixture
-def ctt_root(tmp_path):
-    rng = np.random.default_rng(3)
-    root = tmp_path / "hcrl_sa"
-    write_csv(tiny_capture(rng, 2000), root / "train_01_attack_free" / "a.csv")
-    write_csv(tiny_capture(rng, 2000, "dos"), root / "train_02_with_attacks" / "b.csv")
-    write_csv(tiny_capture(rng, 1000, "dos"), root / "test_01_dos" / "c.csv")
-    write_csv(tiny_capture(rng, 1000, "fuzzy"), root / "test_02_fuzzy" / "d.csv")
-    return root
-
-
 def load_splits(tmp_path, root, cache, monkeypatch, stream_mib):
     monkeypatch.setenv("KDCORE_STREAM_MIB", stream_mib)
     config = tiny_config(tmp_path / "exp", dataset="captures", data_root=str(root), window_size=50, window_stride=20,

@@ -5,22 +5,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-
-from kdcore.data.formats.ctt import write_csv
-
-from conftest import tiny_capture
-
-
-@pytest.fixture
-def tiny_ctt(tmp_path):
-    rng = np.random.default_rng(0)
-    root = tmp_path / "data"
-    write_csv(tiny_capture(rng, 3000), root / "train_01_attack_free" / "normal.csv")
-    write_csv(tiny_capture(rng, 3000, "dos"), root / "train_02_with_attacks" / "dos.csv")
-    write_csv(tiny_capture(rng, 1200, "dos"), root / "test_01_dos" / "dos.csv")
-    return root
 
 
 def run_args(data, experiment_root, max_epochs):
@@ -45,9 +30,9 @@ def wait_for(pattern_root, pattern, process, timeout=180.0):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stopped_run_is_incomplete_and_resumes(tiny_ctt, tmp_path, signum):
+def test_a_stopped_run_is_incomplete_and_resumes(ctt_root, tmp_path, signum):
     experiment_root = tmp_path / "experiments"
-    process = subprocess.Popen(run_args(tiny_ctt, experiment_root, 10_000), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(run_args(ctt_root, experiment_root, 10_000), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last = wait_for(experiment_root, "last.ckpt", process)  # at least one epoch trained
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
@@ -59,6 +44,6 @@ def test_a_stopped_run_is_incomplete_and_resumes(tiny_ctt, tmp_path, signum):
     assert not (run_dir / "models").exists() or not any((run_dir / "models").iterdir())
     assert not list(experiment_root.rglob("*.tmp"))  # no half-written file left behind
 
-    resumed = subprocess.run([*run_args(tiny_ctt, experiment_root, 1), "--resume"], capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([*run_args(ctt_root, experiment_root, 1), "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert (run_dir / "metrics.json").is_file()
