@@ -519,9 +519,11 @@ def data_build(
         None, "--stream/--no-stream",
         help="Read captures in chunks and write graphs to disk as they are built (bounded memory). Default: when the captures add up to more than 64 MiB (KDCORE_STREAM_MIB).",
     ),
+    val_fraction: float = typer.Option(0.15, "--val-fraction", help="As the run's val_fraction: the parts it will read."),
+    test_fraction: float = typer.Option(0.15, "--test-fraction", help="As the run's test_fraction (captures without the ctt layout)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Build the window graphs of captures into the cache (a second build reads the cache)."""
+    """Build the window graphs of captures into the cache, cut as a run cuts them (so the run reads them)."""
     from rich.progress import track
 
     from kdcore.data.cache import GraphCache
@@ -533,7 +535,8 @@ def data_build(
             raise KdcoreError(f"--window must be >= 2 and --stride >= 1, got {window} and {stride}")
         stream = should_stream(captures_under(path), stream)
         recipe = GraphRecipe(window, stride, label_threshold, capture_format, on_bad_rows, stream=stream)
-        summary = build_path(path, recipe, GraphCache(cache_dir), lambda files: track(files, description="building graphs", console=Console(stderr=True), transient=True))
+        summary = build_path(path, recipe, GraphCache(cache_dir), lambda jobs: track(jobs, description="building graphs", console=Console(stderr=True), transient=True),
+                             val_fraction, test_fraction)
         summary["streamed"] = stream
     except KdcoreError as error:
         _fail(error)

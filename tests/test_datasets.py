@@ -76,7 +76,7 @@ def test_a_teacher_trained_on_other_data_is_refused(engine, ctt_root, teacher_ro
         engine.run(config)
 
 
-def test_data_inspect_and_build_commands(ctt_root, tmp_path):
+def test_data_inspect_and_build_commands(engine, ctt_root, tmp_path):
     runner = CliRunner()
     inspected = runner.invoke(app, ["data", "inspect", str(ctt_root), "--json"])
     assert inspected.exit_code == 0, inspected.output
@@ -89,7 +89,12 @@ def test_data_inspect_and_build_commands(ctt_root, tmp_path):
     first = json.loads(runner.invoke(app, arguments).stdout)
     assert (first["graphs"], first["frames"], first["cache_hits"]) == (120, 6000, 0)
     second = json.loads(runner.invoke(app, arguments).stdout)
-    assert second["cache_hits"] == 4 and second["graphs"] == 120
+    assert (second["files"], second["parts"], second["cache_hits"], second["graphs"]) == (4, 6, 6, 120)
+
+    # A run over the dataset finds every part it reads already built.
+    entries = sorted((tmp_path / "cache").iterdir())
+    engine.run(tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root), cache_dir=str(tmp_path / "cache")))
+    assert sorted((tmp_path / "cache").iterdir()) == entries
 
 
 def test_data_inspect_counts_or_stops_at_bad_rows(tmp_path):

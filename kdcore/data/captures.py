@@ -77,6 +77,25 @@ def ctt_folders(root: Path) -> tuple[list[Path], dict[str, list[Path]]] | None:
     return train, {name: files for name, files in tests.items() if files}
 
 
+def split_jobs(root: Path, val_fraction: float, test_fraction: float) -> list[tuple[Path, str, float, float]]:
+    """(capture, split, start, stop) for every part a dataset under ``root`` is cut into: each
+    ctt training file into train and validation, each test folder whole; any other captures into
+    train, validation and test. Each part is one graph-cache entry."""
+    layout = ctt_folders(root)
+    val = val_fraction
+    if layout is not None:
+        train_files, test_files = layout
+        if not train_files:
+            raise KdcoreError(f"{root}: the train_* folders hold no CSV files")
+        jobs = [(f, "train", 0.0, 1.0 - val) for f in train_files]
+        jobs += [(f, "val", 1.0 - val, 1.0) for f in train_files]
+        return jobs + [(f, name, 0.0, 1.0) for name, files in test_files.items() for f in files]
+    files = capture_files(root)
+    test = test_fraction
+    bounds = {"train": (0.0, 1.0 - val - test), "val": (1.0 - val - test, 1.0 - test), "test": (1.0 - test, 1.0)}
+    return [(f, split, *bounds[split]) for split in bounds for f in files]
+
+
 def capture_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
@@ -105,21 +124,7 @@ class CaptureDataModule(GraphDataModule):
     def load_splits(self) -> Splits:
         root = self.data_root()
         cache = GraphCache(self.cache_dir())
-        layout = ctt_folders(root)
-        val = self.config.val_fraction
-        if layout is not None:
-            train_files, test_files = layout
-            if not train_files:
-                raise KdcoreError(f"{root}: the train_* folders hold no CSV files")
-            jobs = [(f, "train", 0.0, 1.0 - val) for f in train_files]
-            jobs += [(f, "val", 1.0 - val, 1.0) for f in train_files]
-            jobs += [(f, name, 0.0, 1.0) for name, files in test_files.items() for f in files]
-        else:
-            files = capture_files(root)
-            test = self.config.test_fraction
-            bounds = {"train": (0.0, 1.0 - val - test), "val": (1.0 - val - test, 1.0 - test), "test": (1.0 - test, 1.0)}
-            jobs = [(f, split, *bounds[split]) for split in bounds for f in files]
-
+        jobs = split_jobs(root, self.config.val_fraction, self.config.test_fraction)
         stream = should_stream([path for path, *_ in jobs])
         parts: dict[str, list[WindowGraphs]] = {}
         for path, split, start, stop in tqdm(jobs, desc="graphs", unit="part", disable=not self.config.progress_bar, leave=False):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from kdcore.data.cache import GraphCache
-from kdcore.data.captures import GraphRecipe, capture_files, ctt_folders
+from kdcore.data.captures import GraphRecipe, capture_files, ctt_folders, split_jobs
 from kdcore.data.formats import detect_format, read_capture
 from kdcore.data.frames import FrameTable
 
@@ -54,14 +54,18 @@ def inspect_path(path: Path, capture_format: str | None = None, on_bad_rows: str
     return summarize([table for _, _, table in found], [name for _, name, _ in found])
 
 
-def build_path(path: Path, recipe: GraphRecipe, cache: GraphCache, progress) -> dict[str, Any]:
-    """Build (or read from the cache) the graphs of every capture under ``path``."""
+def build_path(path: Path, recipe: GraphRecipe, cache: GraphCache, progress, val_fraction: float = 0.15,
+               test_fraction: float = 0.15) -> dict[str, Any]:
+    """Build (or read from the cache) the graphs of every capture under ``path``, cut into the
+    same parts a run over it with these fractions reads, so the run finds them in the cache."""
     started = time.perf_counter()
-    built = [recipe.graphs(cache, file) for file in progress(captures_under(path))]
+    jobs = split_jobs(path, val_fraction, test_fraction)
+    built = [recipe.graphs(cache, file, start, stop) for file, _, start, stop in progress(jobs)]
     seconds = time.perf_counter() - started
     frames = sum(graphs.num_frames for graphs in built)
     return {
-        "files": len(built),
+        "files": len({file for file, *_ in jobs}),
+        "parts": len(built),
         "frames": frames,
         "graphs": sum(len(graphs) for graphs in built),
         "attack_graphs": int(sum(graphs.y.sum() for graphs in built)),
