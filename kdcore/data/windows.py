@@ -77,8 +77,10 @@ def build_window_graphs(
         return np.bincount(node_of_frame, weights=values, minlength=num_nodes)
 
     count = np.bincount(node_of_frame, minlength=num_nodes).astype(np.float64)
-    byte_mean = np.stack([node_sum(payload[:, b]) for b in range(8)], axis=1) / count[:, None]
-    byte_sq = np.stack([node_sum(payload[:, b] ** 2) for b in range(8)], axis=1) / count[:, None]
+    # One bincount over (node, byte) bins for all 8 bytes; each bin still sums in frame order.
+    byte_bin = (node_of_frame[:, None] * 8 + np.arange(8)).ravel()
+    byte_mean = np.bincount(byte_bin, weights=payload.ravel(), minlength=num_nodes * 8).reshape(num_nodes, 8) / count[:, None]
+    byte_sq = np.bincount(byte_bin, weights=(payload**2).ravel(), minlength=num_nodes * 8).reshape(num_nodes, 8) / count[:, None]
     payload_std = np.sqrt(np.clip(byte_sq - byte_mean**2, 0, None)).mean(axis=1)
     position = np.tile(np.linspace(0.0, 1.0, window), num_windows)
     position_mean = node_sum(position) / count
