@@ -1,9 +1,13 @@
-"""Teacher outputs computed once per training set and looked up by graph, every epoch after.
+"""Teacher outputs computed once per training set and teacher, looked up by graph every epoch after.
 
 The teacher is frozen and runs in eval mode, so its outputs for a training graph never change:
 computing them again each epoch is pure overhead. ``Numbered`` makes each training graph carry
 its position (``graph_id``) through shuffling, sampling and batching; ``TeacherCache`` stores the
 outputs a strategy needs, graph by graph, and gathers a batch's rows in the batch's order.
+
+The outputs are stored in ``{experiment_root}/cache/teacher/`` under a key made of the teacher
+checkpoint's and the training graphs' content, so the next run with the same teacher and data
+(another seed, another student size) reads them instead of running the teacher at all.
 
 The cache assumes what every built-in mode satisfies: a graph's outputs depend on that graph
 alone, not on the other graphs in its batch (no batch statistics in eval mode).
@@ -11,13 +15,22 @@ alone, not on the other graphs in its batch (no batch statistics in eval mode).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from kdcore.data.graphs import labels_of
+from kdcore.atomic import atomic_open
+from kdcore.data.cache import file_digest
+from kdcore.data.graphs import GraphSet, MappedGraphSet, labels_of
+
+logger = logging.getLogger("kdcore")
 
 if TYPE_CHECKING:
     from torch_geometric.loader import DataLoader
@@ -86,6 +99,31 @@ class TeacherCache:
         starts = {name: torch.cumsum(counts[name], 0) - counts[name] for name in names}
         return cls(values, starts, counts)
 
+    @classmethod
+    def load_or_compute(cls, folder: Path | None, key: str | None, compute) -> TeacherCache:
+        """The outputs stored under ``key`` in ``folder``, else ``compute()``'d and stored there.
+
+        ``key`` None (a dataset kdcore cannot fingerprint) keeps them in memory for this run only.
+        An unreadable stored file is recomputed and replaced.
+        """
+        path = folder / f"{key}.pt" if folder is not None and key is not None else None
+        if path is not None and path.is_file():
+            try:
+                return cls(**torch.load(path, map_location="cpu", weights_only=True))
+            except Exception as error:  # noqa: BLE001 - a damaged cache entry is rebuilt, not fatal
+                logger.warning("teacher-output cache %s unreadable (%s); recomputing", path, error)
+        cache = compute()
+        if path is not None:
+            with atomic_open(path, "wb") as handle:
+                torch.save({"values": cache.values, "starts": cache.starts, "counts": cache.counts}, handle)
+        return cache
+
+    def to(self, device: torch.device) -> TeacherCache:
+        def move(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {name: tensor.to(device) for name, tensor in tensors.items()}
+
+        return TeacherCache(move(self.values), move(self.starts), move(self.counts))
+
     def lookup(self, batch: Any) -> dict[str, torch.Tensor]:
         """The cached outputs for the graphs of ``batch`` (which carries ``graph_id``)."""
         self.lookups += 1
@@ -95,6 +133,36 @@ class TeacherCache:
     @property
     def num_bytes(self) -> int:
         return sum(value.numel() * value.element_size() for value in self.values.values())
+
+
+def cache_key(teacher_path: str | Path, mode_name: str, names: tuple[str, ...], data_state: dict, graphs: Dataset) -> str | None:
+    """The teacher checkpoint's content, the mode, the outputs, the preprocessing and the training
+    graphs' content; None when the graphs are not a set kdcore built (nothing to fingerprint)."""
+    graphs_digest = content_digest(graphs)
+    if graphs_digest is None:
+        return None
+    identity = {"teacher": file_digest(teacher_path), "mode": mode_name, "outputs": list(names), "data": data_state,
+                "graphs": graphs_digest}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def content_digest(graphs: Dataset) -> str | None:
+    """SHA-256 of every array of a ``GraphSet`` or ``MappedGraphSet`` (read through, not copied)."""
+    if isinstance(graphs, Numbered):
+        graphs = graphs.graphs
+    if isinstance(graphs, GraphSet):
+        arrays = [t.numpy() for t in (graphs.x, graphs.id_token, graphs.edge_index, graphs.edge_attr, graphs.labels)]
+        arrays += [np.asarray(graphs.node_ptr), np.asarray(graphs.edge_ptr)]
+    elif isinstance(graphs, MappedGraphSet):
+        fields = ("x", "can_id", "node_ptr", "edge_index", "edge_attr", "edge_ptr", "y")
+        arrays = [np.asarray(getattr(part, field)) for part in graphs.parts for field in fields]
+    else:
+        return None
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(str((array.dtype, array.shape)).encode())
+        digest.update(np.ascontiguousarray(array))
+    return digest.hexdigest()
 
 
 def _rows(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

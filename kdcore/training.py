@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -15,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from kdcore.distill import Distiller
 from kdcore.errors import KdcoreError
 from kdcore.memory import MemoryCleanup
-from kdcore.teacher_cache import Numbered, TeacherCache
+from kdcore.teacher_cache import Numbered, TeacherCache, cache_key
 
 if TYPE_CHECKING:
     from kdcore.contracts import TrainingMode
@@ -41,11 +42,14 @@ class ModeModule(L.LightningModule):
             return
         self.distiller.teacher.to(self.device)
         if self.config.cache_teacher_outputs and self.distiller.cache is None:
-            datamodule = self.trainer.datamodule
-            self.distiller.cache = TeacherCache.compute(
-                self.distiller.teacher, self.mode, datamodule.loader(datamodule.train_set),
-                self.distiller.strategy.requires, self.device, progress=self.config.progress_bar,
+            datamodule, names = self.trainer.datamodule, self.distiller.strategy.requires
+            key = cache_key(self.config.teacher_model_path, self.mode.name, names, datamodule.splits.state, datamodule.train_set)
+            cache = TeacherCache.load_or_compute(
+                Path(self.config.experiment_root) / "cache" / "teacher", key,
+                lambda: TeacherCache.compute(self.distiller.teacher, self.mode, datamodule.loader(datamodule.train_set),
+                                             names, self.device, progress=self.config.progress_bar),
             )
+            self.distiller.cache = cache.to(self.device)
 
     def on_train_epoch_start(self) -> None:
         self._loss_sums: dict[str, torch.Tensor] = {}

@@ -2,6 +2,8 @@
 
 import json
 
+import attrs
+
 import pytest
 import torch
 from torch_geometric.loader import DataLoader
@@ -111,6 +113,8 @@ def test_cached_kd_run_runs_the_teacher_once_and_trains_the_same_student(engine,
     plain = engine.run(tiny_config(teacher_root, **settings))
     weights = load_checkpoint(plain.checkpoint).state_dict  # the cached run writes to the same folder
     plain_calls, calls[:] = list(calls), []
+    for stored in (teacher_root / "cache" / "teacher").glob("*.pt"):
+        stored.unlink()  # another test may have stored these outputs already
     cached = engine.run(tiny_config(teacher_root, **settings, cache_teacher_outputs=True))
 
     graphs = len(engine.build(engine.plan(tiny_config(teacher_root, **settings))).datamodule.train_set)
@@ -138,3 +142,33 @@ def test_a_bf16_mixed_kd_run_trains_on_cpu(engine, teacher_root):
     result = engine.run(tiny_config(teacher_root, mode="normal", model_size="student", use_knowledge_distillation=True,
                                     precision="bf16-mixed", cache_teacher_outputs=True))
     assert 0.0 <= result.metrics["auroc"] <= 1.0 and result.checkpoint.is_file()
+
+
+def test_stored_teacher_outputs_serve_the_next_run_and_a_damaged_file_is_rebuilt(engine, teacher_root, monkeypatch, caplog):
+    calls = []
+    from kdcore.distill import FrozenTeacher
+
+    original = FrozenTeacher.outputs
+    monkeypatch.setattr(FrozenTeacher, "outputs", lambda self, mode, batch: calls.append(batch.num_graphs) or original(self, mode, batch))
+    config = tiny_config(teacher_root, mode="autoencoder", model_size="student", use_knowledge_distillation=True,
+                         cache_teacher_outputs=True, seed=7)
+    folder = teacher_root / "cache" / "teacher"
+    for stored in folder.glob("*.pt"):
+        stored.unlink()
+    first = engine.run(config)
+    first_weights = load_checkpoint(first.checkpoint).state_dict  # later runs write to the same folder
+    first_calls, calls[:] = list(calls), []
+    (stored,) = folder.glob("*.pt")
+
+    engine.run(attrs.evolve(config, seed=8))  # another seed, same teacher and data
+    assert calls == [calls[0]]  # only the sample batch that sizes the connectors
+    assert sum(first_calls) > calls[0]
+
+    stored.write_bytes(b"not a checkpoint")
+    calls[:] = []
+    third = engine.run(config)
+    assert sum(calls) == sum(first_calls)  # recomputed ...
+    assert "unreadable" in caplog.text
+    assert torch.load(stored, weights_only=True)["values"].keys() == {"z", "recon"}  # ... and stored again
+    for key, value in load_checkpoint(third.checkpoint).state_dict.items():
+        assert torch.equal(value, first_weights[key]), key  # same seed, recomputed outputs: the same student
