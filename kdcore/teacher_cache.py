@@ -69,7 +69,6 @@ class TeacherCache:
         self.values = values
         self.starts = starts
         self.counts = counts
-        self.lookups = 0
 
     @classmethod
     @torch.no_grad()
@@ -126,13 +125,8 @@ class TeacherCache:
 
     def lookup(self, batch: Any) -> dict[str, torch.Tensor]:
         """The cached outputs for the graphs of ``batch`` (which carries ``graph_id``)."""
-        self.lookups += 1
         graph_id = batch.graph_id.to(next(iter(self.values.values())).device)
         return {name: values[_rows(self.starts[name][graph_id], self.counts[name][graph_id])] for name, values in self.values.items()}
-
-    @property
-    def num_bytes(self) -> int:
-        return sum(value.numel() * value.element_size() for value in self.values.values())
 
 
 def cache_key(teacher_path: str | Path, mode_name: str, names: tuple[str, ...], data_state: dict, graphs: Dataset) -> str | None:
