@@ -108,6 +108,22 @@ def assert_artifacts(directory: Path, model: str, mode: str) -> tuple[dict, dict
     return metrics, config
 
 
+def assert_kd_student(printed: dict, student_dir: Path, teacher_checkpoint: Path, model: str, mode: str, strategy: str) -> dict:
+    """The KD student's run: where ``kdcore run --json`` said, distilled with ``strategy`` from the
+    teacher found in the layout (no --teacher was given); returns its metrics."""
+    assert Path(printed["run_dir"]) == student_dir
+    assert Path(printed["checkpoint"]) == student_dir / "models" / f"{model}_{mode}.pth"
+    student, config = assert_artifacts(student_dir, model, mode)
+    assert (student["model_size"], student["distillation"]) == ("student", "with-kd")
+    assert student["strategy"] == strategy
+    assert student["teacher"] == str(teacher_checkpoint)
+    assert printed["teacher"] == student["teacher"] and printed["strategy"] == student["strategy"]
+    assert config["use_knowledge_distillation"] is True
+    assert config["teacher_model_path"] == str(teacher_checkpoint)
+    assert config["distillation_strategy"] == strategy and config["model_size"] == "student"
+    return student
+
+
 def training_log(directory: Path) -> list[dict]:
     with (directory / "logs" / "metrics.csv").open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -229,16 +245,7 @@ def test_scenario_7_vgae_student_autoencoder_with_kd(experiment):
     assert_no_kd_logged(training_log(teacher_dir))
 
     printed = kdcore_run(data, root, "--mode", "autoencoder", "--model-size", "student", "--distillation", "with-kd")
-    assert Path(printed["run_dir"]) == student_dir
-    assert Path(printed["checkpoint"]) == student_dir / "models" / "vgae_autoencoder.pth"
-    student, config = assert_artifacts(student_dir, "vgae", "autoencoder")
-    assert (student["model_size"], student["distillation"]) == ("student", "with-kd")
-    assert student["strategy"] == "vgae-dual-signal"
-    assert student["teacher"] == str(teacher_checkpoint)  # auto-discovered: no --teacher was given
-    assert printed["teacher"] == student["teacher"] and printed["strategy"] == student["strategy"]
-    assert config["use_knowledge_distillation"] is True
-    assert config["teacher_model_path"] == str(teacher_checkpoint)
-    assert config["distillation_strategy"] == "vgae-dual-signal" and config["model_size"] == "student"
+    student = assert_kd_student(printed, student_dir, teacher_checkpoint, "vgae", "autoencoder", "vgae-dual-signal")
 
     kd = assert_kd_loss_decreased(training_log(student_dir), ("kd_latent_loss", "kd_recon_loss"))
 
@@ -264,16 +271,7 @@ def test_scenario_8_gat_student_curriculum_with_kd(experiment):
     assert_no_kd_logged(training_log(teacher_dir))
 
     printed = kdcore_run(data, root, "--mode", "curriculum", "--model-size", "student", "--kd", "gat-softlabel")
-    assert Path(printed["run_dir"]) == student_dir
-    assert Path(printed["checkpoint"]) == student_dir / "models" / "gat_curriculum.pth"
-    student, config = assert_artifacts(student_dir, "gat", "curriculum")
-    assert (student["model_size"], student["distillation"]) == ("student", "with-kd")
-    assert student["strategy"] == "gat-softlabel"
-    assert student["teacher"] == str(teacher_checkpoint)  # auto-discovered: no --teacher was given
-    assert printed["teacher"] == student["teacher"] and printed["strategy"] == student["strategy"]
-    assert config["use_knowledge_distillation"] is True
-    assert config["teacher_model_path"] == str(teacher_checkpoint)
-    assert config["distillation_strategy"] == "gat-softlabel" and config["model_size"] == "student"
+    student = assert_kd_student(printed, student_dir, teacher_checkpoint, "gat", "curriculum", "gat-softlabel")
 
     kd = assert_kd_loss_decreased(training_log(student_dir), ("kd_softlabel_loss",))
 
