@@ -45,6 +45,13 @@ def _engine():
     return Engine()
 
 
+def _plugins():
+    """The installed plugins without the engine: listing them imports no training stack."""
+    from kdcore.manager import installed_plugins
+
+    return installed_plugins()
+
+
 def _quiet_libraries() -> None:
     """Keep the terminal for kdcore's own messages: Lightning's banners and tips are noise here."""
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
@@ -456,31 +463,26 @@ BadRowsOption = typer.Option("error", "--on-bad-rows", help="error: stop at the 
 
 @data_app.command("list")
 def data_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List the datasets and capture formats kdcore knows."""
-    from kdcore.data.formats import FORMATS
-
+    """List the datasets and capture formats kdcore knows, and the plugin each comes from."""
     try:
-        engine = _engine()
+        plugins = _plugins()
+        datasets, formats = plugins.datasets, plugins.formats
+        listing = {
+            "datasets": [{"name": name, "plugin": datasets.owner(name), "description": datasets.description(name)} for name in datasets.names()],
+            "formats": [{"name": f.name, "plugin": formats.owner(f.name), "description": f.description} for f in formats],
+        }
     except KdcoreError as error:
         _fail(error)
-    listing = {
-        "datasets": [{"name": d.name, "plugin": engine.datasets.owner(d.name), "description": _first_line(d.__doc__)} for d in engine.datasets],
-        "formats": [{"name": f.name, "description": f.description} for f in FORMATS],
-    }
     if as_json:
         typer.echo(json.dumps(listing, indent=2))
         return
     for kind, items in listing.items():
         table = Table(title=kind)
-        table.add_column("name")
-        table.add_column("description")
+        for column in ("name", "plugin", "description"):
+            table.add_column(column)
         for item in items:
-            table.add_row(item["name"], item["description"])
+            table.add_row(item["name"], item["plugin"], item["description"])
         console.print(table)
-
-
-def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
 @data_app.command("inspect")

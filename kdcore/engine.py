@@ -29,7 +29,7 @@ from kdcore.distill import FrozenTeacher
 from kdcore.errors import CheckpointError, IncompatibleError, KdcoreError, TeacherError
 from kdcore.layout import RunLayout, discover_teacher, run_layout, teacher_candidates
 from kdcore.lock import run_lock
-from kdcore.manager import DEFAULT_PLUGINS, make_plugin_manager
+from kdcore.manager import Plugins
 from kdcore.memory import kd_batch_size, load_factors
 from kdcore.models import build_model
 from kdcore.registry import Registry
@@ -81,37 +81,35 @@ class Engine:
         load_entry_points: bool = True,
         disabled: Iterable[str] | None = None,
     ):
-        loaded = make_plugin_manager(plugins, load_entry_points=load_entry_points, disabled=disabled)
-        self.plugin_manager = loaded.manager
-        self.distributions = loaded.distributions
-        self.failures = loaded.failures
-        self.modes: Registry[type[TrainingMode]] = self._collect("mode", "kdcore_register_modes")
-        self.strategies: Registry[type[DistillationStrategy]] = self._collect("strategy", "kdcore_register_strategies")
-        self.datasets: Registry[type] = self._collect("dataset", "kdcore_register_datasets")
-        self.models: Registry[type[nn.Module]] = self._collect("model", "kdcore_register_models")
+        self.plugins = Plugins(plugins, load_entry_points=load_entry_points, disabled=disabled)
+        self.plugin_manager = self.plugins.manager
+        self.failures = self.plugins.failures
 
-    def _collect(self, kind: str, hook_name: str) -> Registry:
-        """Call each plugin's ``register`` hook with a ``register`` bound to that plugin's name."""
-        registry: Registry = Registry(kind, self.failures)
-        for impl in reversed(getattr(self.plugin_manager.hook, hook_name).get_hookimpls()):
-            if impl.plugin_name in self.failures:
-                continue
-            try:
-                impl.function(register=lambda item, plugin=impl.plugin_name: registry.add(item, plugin))
-            except KdcoreError:
-                raise  # a name clash is the user's to resolve
-            except Exception as error:  # noqa: BLE001 - a broken third-party hook is reported, not fatal
-                if impl.plugin_name in DEFAULT_PLUGINS:
-                    raise
-                self.failures[impl.plugin_name] = f"{type(error).__name__} in {hook_name}: {error}"
-        return registry
+    @property
+    def modes(self) -> Registry[type[TrainingMode]]:
+        return self.plugins.modes
+
+    @property
+    def strategies(self) -> Registry[type[DistillationStrategy]]:
+        return self.plugins.strategies
+
+    @property
+    def datasets(self) -> Registry[type]:
+        return self.plugins.datasets
+
+    @property
+    def models(self) -> Registry[type[nn.Module]]:
+        return self.plugins.models
+
+    @property
+    def formats(self):
+        return self.plugins.formats
 
     # -- planning: everything that needs no data -------------------------------------------
 
     def vetoes(self, mode: TrainingMode, strategy: DistillationStrategy | None, config: RunConfig) -> list[str]:
         """Every reason any plugin gives against this combination."""
-        results = self.plugin_manager.hook.kdcore_validate_combination(mode=mode, strategy=strategy, config=config)
-        return [reason for reason in results if reason]
+        return self.plugins.vetoes(mode, strategy, config)
 
     def plan(self, config: RunConfig) -> RunPlan:
         """Resolve names and defaults and validate everything, without reading data or building models."""
@@ -285,56 +283,11 @@ class Engine:
 
     def describe(self) -> dict[str, Any]:
         """What ``kdcore plugins --json`` prints."""
-        plugins = []
-        for name, _plugin in sorted(self.plugin_manager.list_name_plugin()):
-            if name in self.failures:
-                continue
-            if name in self.distributions:
-                project, version = self.distributions[name]
-                plugins.append({"name": name, "distribution": project, "version": version})
-            elif name in DEFAULT_PLUGINS:
-                plugins.append({"name": name, "distribution": "kdcore", "version": _own_version()})
-            else:  # passed to Engine(plugins=...) by the caller
-                plugins.append({"name": name, "distribution": None, "version": None})
-        failed = [
-            {"name": name, "distribution": self.distributions.get(name, (None, None))[0],
-             "version": self.distributions.get(name, (None, None))[1], "reason": reason}
-            for name, reason in sorted(self.failures.items())
-        ]
-        return {
-            "plugins": plugins,
-            "failed": failed,
-            "modes": [
-                {
-                    "name": mode.name,
-                    "kd_support": mode.kd_support.value,
-                    "provides": list(mode.provides),
-                    "default_strategy": mode.default_strategy,
-                    "plugin": self.modes.owner(mode.name),
-                }
-                for mode in self.modes
-            ],
-            "strategies": [
-                {"name": s.name, "requires": list(s.requires), "plugin": self.strategies.owner(s.name)}
-                for s in self.strategies
-            ],
-            "datasets": [{"name": d.name, "plugin": self.datasets.owner(d.name)} for d in self.datasets],
-            "models": [{"name": m.name, "plugin": self.models.owner(m.name)} for m in self.models],
-        }
+        return self.plugins.describe()
 
     def compatibility(self, config: RunConfig | None = None) -> dict[str, dict[str, str | None]]:
         """``{mode: {"no-kd" or strategy: None if allowed else reason}}``, from the same vetoes as ``plan``."""
-        config = config or RunConfig()
-        without_kd = attrs.evolve(config, use_knowledge_distillation=False)
-        with_kd = attrs.evolve(config, use_knowledge_distillation=True)
-        matrix: dict[str, dict[str, str | None]] = {}
-        for mode_class in self.modes:
-            mode = mode_class()
-            row = {"no-kd": " ".join(self.vetoes(mode, None, without_kd)) or None}
-            for strategy_class in self.strategies:
-                row[strategy_class.name] = " ".join(self.vetoes(mode, strategy_class(), with_kd)) or None
-            matrix[mode.name] = row
-        return matrix
+        return self.plugins.compatibility(config)
 
 
 def save_window_scores(path: Path, windows: dict[str, dict[str, Any]], threshold: float | None) -> None:
@@ -360,8 +313,3 @@ def distillation_segment(mode: TrainingMode, strategy: DistillationStrategy | No
         return "no-kd"
     return "with-kd" if strategy.name == mode.default_strategy else f"with-kd-{strategy.name}"
 
-
-def _own_version() -> str:
-    from kdcore import __version__
-
-    return __version__

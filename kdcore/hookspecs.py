@@ -1,6 +1,6 @@
 """The hooks through which kdcore finds everything it can train.
 
-Built-in modes, strategies, datasets and models are registered through these very hooks, so a
+Built-in modes, strategies, datasets, models and capture formats are registered through these very hooks, so a
 third-party package can do anything the built-ins do. A plugin is any module or object with
 functions marked ``@kdcore.hookimpl`` and named like the specs below; a package makes itself
 known through an entry point in the group ``kdcore``::
@@ -52,6 +52,19 @@ def kdcore_register_models(register):
     rebuilt as a teacher from its checkpoint alone.
 
     :param register: call ``register(ModelClass)`` once per model.
+    """
+
+
+@hookspec
+def kdcore_register_formats(register):
+    """Register capture formats: ``kdcore.data.formats.base.CaptureFormat`` subclasses.
+
+    Detection asks each format's ``sniff`` in descending ``priority`` (ties by name) and takes the
+    first that accepts the file, so a format with a distinctive header should rank above one that
+    recognises rows by their shape. Keep the module light: import parsing libraries inside
+    ``read``, so that ``kdcore data list`` and ``data inspect`` start at once.
+
+    :param register: call ``register(FormatClass)`` once per format; names are unique.
     """
 
 

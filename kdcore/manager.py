@@ -1,22 +1,37 @@
-"""One pluggy ``PluginManager`` per ``Engine``: entry points first, then the built-ins."""
+"""One pluggy ``PluginManager`` per ``Engine``: entry points first, then the built-ins; and
+``Plugins``, the registries of everything they register.
+
+Nothing here imports the training stack: the built-in plugin modules are light (a model class is
+registered as a ``Lazy`` reference), so listing plugins or reading a capture starts at once.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
 from kdcore import hookspecs
+from kdcore.errors import KdcoreError
+from kdcore.registry import Registry
+
+if TYPE_CHECKING:
+    from kdcore.config import RunConfig
+    from kdcore.contracts import DistillationStrategy, TrainingMode
+    from kdcore.data.formats.registry import Formats
 
 ENTRY_POINT_GROUP = "kdcore"
 DISABLE_ENV = "KDCORE_DISABLE_PLUGINS"
 
 DEFAULT_PLUGINS = (
     "kdcore.plugins.validation",
+    "kdcore.plugins.formats",
     "kdcore.plugins.models",
     "kdcore.plugins.datasets",
     "kdcore.plugins.modes.normal",
@@ -101,3 +116,131 @@ def make_plugin_manager(
                 raise
             loaded.fail(name, error)
             pm.unregister(error.plugin)
+
+
+class Plugins:
+    """Modes, strategies, datasets, models and capture formats, each gathered from its
+    ``kdcore_register_*`` hook the first time it is asked for (so reading a capture never
+    imports a mode), plus the veto hook and what ``kdcore plugins`` shows.
+
+    :param plugins: extra plugin objects to register (after entry points and built-ins).
+    :param load_entry_points: load third-party plugins from the ``kdcore`` entry-point group.
+    :param disabled: plugin names to block; defaults to ``KDCORE_DISABLE_PLUGINS``.
+    """
+
+    def __init__(self, plugins: Iterable[object] = (), *, load_entry_points: bool = True, disabled: Iterable[str] | None = None):
+        loaded = make_plugin_manager(plugins, load_entry_points=load_entry_points, disabled=disabled)
+        self.manager = loaded.manager
+        self.distributions = loaded.distributions
+        self.failures = loaded.failures
+
+    @functools.cached_property
+    def modes(self) -> Registry[type[TrainingMode]]:
+        return self._collect("mode", "kdcore_register_modes")
+
+    @functools.cached_property
+    def strategies(self) -> Registry[type[DistillationStrategy]]:
+        return self._collect("strategy", "kdcore_register_strategies")
+
+    @functools.cached_property
+    def datasets(self) -> Registry[type]:
+        return self._collect("dataset", "kdcore_register_datasets")
+
+    @functools.cached_property
+    def models(self) -> Registry[type]:
+        return self._collect("model", "kdcore_register_models")
+
+    @functools.cached_property
+    def formats(self) -> Formats:
+        from kdcore.data.formats.registry import Formats
+
+        return Formats(self._collect("capture format", "kdcore_register_formats"))
+
+    def _collect(self, kind: str, hook_name: str) -> Registry:
+        """Call each plugin's ``register`` hook with a ``register`` bound to that plugin's name."""
+        registry: Registry = Registry(kind, self.failures)
+        for impl in reversed(getattr(self.manager.hook, hook_name).get_hookimpls()):
+            if impl.plugin_name in self.failures:
+                continue
+            try:
+                impl.function(register=lambda item, plugin=impl.plugin_name: registry.add(item, plugin))
+            except KdcoreError:
+                raise  # a name clash is the user's to resolve
+            except Exception as error:  # noqa: BLE001 - a broken third-party hook is reported, not fatal
+                if impl.plugin_name in DEFAULT_PLUGINS:
+                    raise
+                self.failures[impl.plugin_name] = f"{type(error).__name__} in {hook_name}: {error}"
+        return registry
+
+    def vetoes(self, mode: TrainingMode, strategy: DistillationStrategy | None, config: RunConfig) -> list[str]:
+        """Every reason any plugin gives against this combination."""
+        results = self.manager.hook.kdcore_validate_combination(mode=mode, strategy=strategy, config=config)
+        return [reason for reason in results if reason]
+
+    def compatibility(self, config: RunConfig | None = None) -> dict[str, dict[str, str | None]]:
+        """``{mode: {"no-kd" or strategy: None if allowed else reason}}``, from the same vetoes as a run."""
+        from kdcore.config import RunConfig
+
+        config = config or RunConfig()
+        without_kd = attrs.evolve(config, use_knowledge_distillation=False)
+        with_kd = attrs.evolve(config, use_knowledge_distillation=True)
+        matrix: dict[str, dict[str, str | None]] = {}
+        for mode_class in self.modes:
+            mode = mode_class()
+            row = {"no-kd": " ".join(self.vetoes(mode, None, without_kd)) or None}
+            for strategy_class in self.strategies:
+                row[strategy_class.name] = " ".join(self.vetoes(mode, strategy_class(), with_kd)) or None
+            matrix[mode.name] = row
+        return matrix
+
+    def describe(self) -> dict[str, Any]:
+        """What ``kdcore plugins --json`` prints."""
+        kinds = {
+            "modes": [
+                {
+                    "name": mode.name,
+                    "kd_support": mode.kd_support.value,
+                    "provides": list(mode.provides),
+                    "default_strategy": mode.default_strategy,
+                    "plugin": self.modes.owner(mode.name),
+                }
+                for mode in self.modes
+            ],
+            "strategies": [
+                {"name": s.name, "requires": list(s.requires), "plugin": self.strategies.owner(s.name)}
+                for s in self.strategies
+            ],
+            "datasets": [{"name": name, "plugin": self.datasets.owner(name)} for name in self.datasets.names()],
+            "models": [{"name": name, "plugin": self.models.owner(name)} for name in self.models.names()],
+            "formats": [{"name": f.name, "plugin": self.formats.owner(f.name)} for f in self.formats],
+        }
+        plugins = []
+        for name, _plugin in sorted(self.manager.list_name_plugin()):
+            if name in self.failures:
+                continue
+            if name in self.distributions:
+                project, version = self.distributions[name]
+                plugins.append({"name": name, "distribution": project, "version": version})
+            elif name in DEFAULT_PLUGINS:
+                plugins.append({"name": name, "distribution": "kdcore", "version": _own_version()})
+            else:  # passed to Engine(plugins=...) by the caller
+                plugins.append({"name": name, "distribution": None, "version": None})
+        failed = [
+            {"name": name, "distribution": self.distributions.get(name, (None, None))[0],
+             "version": self.distributions.get(name, (None, None))[1], "reason": reason}
+            for name, reason in sorted(self.failures.items())
+        ]
+        return {"plugins": plugins, "failed": failed, **kinds}
+
+
+@functools.cache
+def installed_plugins() -> Plugins:
+    """The plugins of this installation (entry points and built-ins, ``KDCORE_DISABLE_PLUGINS``
+    honoured), built once per process: what reading a capture uses when no ``Engine`` is given."""
+    return Plugins()
+
+
+def _own_version() -> str:
+    from kdcore import __version__
+
+    return __version__

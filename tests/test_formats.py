@@ -13,7 +13,7 @@ import can
 import numpy as np
 import pytest
 
-from kdcore.data.formats import FORMATS, detect_format, format_by_name, read_capture
+from kdcore.data.formats import installed_formats, detect_format, format_by_name, read_capture
 from kdcore.data.formats.candump import write_candump
 from kdcore.data.formats.car_hacking import attack_name
 from kdcore.data.formats.ctt import write_csv
@@ -175,7 +175,7 @@ def test_detection_is_by_content_not_extension(tmp_path):
 
 
 def test_formats_are_registered_most_specific_first():
-    names = [f.name for f in FORMATS]
+    names = [f.name for f in installed_formats()]
     assert set(names) == {"blf", "busmaster", "trc", "asc", "ctt", "hcrl_ch", "hcrl_ch_txt", "candump"}
     assert names[0] == "blf" and names[-1] == "candump"
     assert names.index("busmaster") < names.index("candump")
@@ -185,7 +185,7 @@ def test_unknown_content_is_refused_listing_the_formats(tmp_path):
     path = write(tmp_path, "ids.log", "0x1dc\n0x136\n\n0x13a\n")
     with pytest.raises(KdcoreError, match="not a capture in any known format") as caught:
         read_capture(path)
-    for capture_format in FORMATS:
+    for capture_format in installed_formats():
         assert capture_format.name in str(caught.value)
 
 
@@ -194,7 +194,7 @@ def test_empty_file_detection_is_refused_and_every_format_reads_it_empty(tmp_pat
     path = write(tmp_path, "empty.log", content)
     with pytest.raises(KdcoreError, match="empty file"):
         read_capture(path)
-    for capture_format in FORMATS:
+    for capture_format in installed_formats():
         if capture_format.name == "ctt" or (capture_format.name == "blf" and content):
             continue  # a ctt file needs its header line; blank text is not an empty BLF file
         table = read_capture(path, format=capture_format.name)
@@ -820,6 +820,6 @@ def test_tokenizer_lines_and_tokens():
 
 
 def test_every_format_has_a_name_description_and_is_found_by_name():
-    for capture_format in FORMATS:
+    for capture_format in installed_formats():
         assert format_by_name(capture_format.name) is capture_format
         assert capture_format.description

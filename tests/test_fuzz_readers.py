@@ -1,6 +1,6 @@
 """Hostile and broken captures: every reader ends in a consistent table or a one-line error.
 
-Property-based (hypothesis) over every format in ``FORMATS``, detection by content and attack
+Property-based (hypothesis) over every installed format, detection by content and attack
 sidecars. Inputs: valid captures rendered from random frames, then mutated (cut lines, bad hex,
 a wrong or oversized DLC, NaN/inf/negative/out-of-order timestamps, fields and lines deleted or
 duplicated, a BOM, CRLF or lone CR line ends, an over-long line, an empty file), and random bytes.
@@ -33,7 +33,7 @@ from can.io.blf import FILE_HEADER_SIZE, LOG_CONTAINER, LOG_CONTAINER_STRUCT, NO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kdcore.data.formats import FORMATS, format_by_name, read_capture
+from kdcore.data.formats import installed_formats, format_by_name, read_capture
 from kdcore.data.formats import textscan
 from kdcore.data.formats.labels import sidecar_path
 from kdcore.data.frames import BadRowError, FrameTable, RowErrors
@@ -208,7 +208,7 @@ VARIANTS: dict[str, Variant] = {
     "blf_raw": Variant("blf", lambda frames: render_blf(frames, compression_level=0)),
     "busmaster": Variant("busmaster", render_busmaster),
 }
-FORMAT_NAMES = [capture_format.name for capture_format in FORMATS]
+FORMAT_NAMES = [capture_format.name for capture_format in installed_formats()]
 assert sorted({variant.format for variant in VARIANTS.values()}) == sorted(FORMAT_NAMES), "a format without a renderer"
 
 

@@ -75,8 +75,8 @@ def test_label_threshold_and_attack_type():
     label[10:15] = 1  # 5% of window 0
     label[150:200] = 1  # 50% of window 1
     attack_type = label * 2  # all "fuzzy"
-    table = FrameTable(np.arange(n, dtype=float), np.full(n, 5), np.full(n, 8), np.zeros((n, 8)), label, attack_type,
-                       ("normal", "dos", "fuzzy"))
+    table = FrameTable.from_frames(np.arange(n, dtype=float), np.full(n, 5), np.full(n, 8), np.zeros((n, 8)), label, attack_type,
+                                   ("normal", "dos", "fuzzy"))
     assert build_window_graphs(table, 100, 100).y.tolist() == [1, 1, 0]
     strict = build_window_graphs(table, 100, 100, label_threshold=0.1)
     assert strict.y.tolist() == [0, 1, 0]

@@ -7,6 +7,13 @@ Columns (n = number of frames):
 - ``payload``: uint8 (n, 8), zero-padded past ``dlc``
 - ``label``: uint8, 0 normal / 1 attack
 - ``attack_type``: uint8 index into ``attack_names``; 0 is always ``"normal"``
+- ``extended``: bool, a 29-bit identifier (as the capture says; else inferred: ID > 0x7FF)
+- ``remote``: bool, a remote (RTR) frame: an ID and a DLC, no data
+
+A capture without timestamps (``timestamps=False``) holds each frame's position in the capture
+(0, 1, 2, ...) in ``timestamp``: the order is real, the clock is not, and nothing downstream takes
+it for seconds (see ``kdcore.data.windows``). Bus error frames are not frames of any ECU: readers
+leave them out and count them in ``error_frames``.
 """
 
 from __future__ import annotations
@@ -77,12 +84,16 @@ class FrameTable:
     payload: np.ndarray = _column(np.uint8, ndim=2)
     label: np.ndarray = _column(np.uint8)
     attack_type: np.ndarray = _column(np.uint8)
+    extended: np.ndarray = _column(bool)
+    remote: np.ndarray = _column(bool)
     attack_names: tuple[str, ...] = attrs.field(default=(NORMAL,), converter=tuple)
     bad_rows: int = 0
+    timestamps: bool = True  # False: ``timestamp`` is the frame's position, the capture has no clock
+    error_frames: int = 0
 
     def __attrs_post_init__(self):
         n = len(self.timestamp)
-        for name in ("can_id", "dlc", "payload", "label", "attack_type"):
+        for name in ("can_id", "dlc", "payload", "label", "attack_type", "extended", "remote"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"column {name} has {len(getattr(self, name))} rows, timestamp has {n}")
         if self.payload.shape[1:] != (8,):
@@ -104,19 +115,33 @@ class FrameTable:
         attack_type=None,
         attack_names: Sequence[str] = (NORMAL,),
         bad_rows: int = 0,
+        *,
+        extended=None,
+        remote=None,
+        timestamps: bool = True,
+        error_frames: int = 0,
     ) -> FrameTable:
-        """Build a table; labels default to all normal, attack types to the label (1 → first attack)."""
-        n = len(timestamp)
+        """Build a table; labels default to all normal, attack types to the label (1 → first attack),
+        ``extended`` to IDs above 0x7FF, ``remote`` to none. Without timestamps, pass ``timestamp=None``:
+        the frames' positions are stored instead."""
+        n = len(can_id)
+        if timestamp is None:
+            timestamp, timestamps = np.arange(n, dtype=np.float64), False
         label = np.zeros(n, np.uint8) if label is None else np.asarray(label, np.uint8)
         if attack_type is None:
             attack_type = label.copy()
             if label.any() and len(attack_names) == 1:
                 attack_names = (NORMAL, "attack")
-        return cls(timestamp, can_id, dlc, payload, label, attack_type, tuple(attack_names), bad_rows)
+        extended = np.asarray(can_id, np.uint32) > 0x7FF if extended is None else extended
+        remote = np.zeros(n, bool) if remote is None else remote
+        return cls(
+            timestamp, can_id, dlc, payload, label, attack_type, extended, remote, tuple(attack_names), bad_rows,
+            timestamps, error_frames,
+        )
 
     @classmethod
-    def empty(cls) -> FrameTable:
-        return cls.from_frames(np.empty(0), np.empty(0), np.empty(0), np.empty((0, 8)))
+    def empty(cls, timestamps: bool = True) -> FrameTable:
+        return cls.from_frames(np.empty(0), np.empty(0), np.empty(0), np.empty((0, 8)), timestamps=timestamps)
 
     def take(self, index) -> FrameTable:
         """Rows selected by a slice, boolean mask or index array."""
@@ -128,15 +153,22 @@ class FrameTable:
             payload=self.payload[index],
             label=self.label[index],
             attack_type=self.attack_type[index],
+            extended=self.extended[index],
+            remote=self.remote[index],
         )
 
     @property
     def attack_rows(self) -> int:
         return int(self.label.sum())
 
+    def with_positions(self) -> FrameTable:
+        """The table read as one without a clock: positions 0, 1, 2, ... in ``timestamp``."""
+        return attrs.evolve(self, timestamp=np.arange(len(self), dtype=np.float64), timestamps=False)
+
     @classmethod
     def concat(cls, tables: Sequence[FrameTable]) -> FrameTable:
-        """Tables one after the other, with attack types renumbered into one list of names."""
+        """Tables one after the other, with attack types renumbered into one list of names. The
+        result has timestamps only if every table has them."""
         names: list[str] = [NORMAL]
         for table in tables:
             names += [name for name in table.attack_names if name not in names]
@@ -153,6 +185,10 @@ class FrameTable:
             np.concatenate([t.payload for t in tables]),
             np.concatenate([t.label for t in tables]),
             np.concatenate(attack_types),
+            np.concatenate([t.extended for t in tables]),
+            np.concatenate([t.remote for t in tables]),
             tuple(names),
             sum(t.bad_rows for t in tables),
+            all(t.timestamps for t in tables),
+            sum(t.error_frames for t in tables),
         )

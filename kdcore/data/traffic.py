@@ -539,14 +539,14 @@ def inject(
     if not parts:
         return base
     timestamp = np.concatenate([p[0] for p in parts])
-    injected = FrameTable(
+    injected = FrameTable.from_frames(
         timestamp,
         np.concatenate([p[1] for p in parts]).astype(np.uint32),
         np.concatenate([p[2] for p in parts]).astype(np.uint8),
         np.concatenate([p[3] for p in parts]).reshape(-1, 8).astype(np.uint8),
-        np.ones(len(timestamp), np.uint8),
-        np.full(len(timestamp), code, np.uint8),
-        names,
+        label=np.ones(len(timestamp), np.uint8),
+        attack_type=np.full(len(timestamp), code, np.uint8),
+        attack_names=names,
     )
     merged = FrameTable.concat([base, injected])
     return merged.take(np.argsort(merged.timestamp, kind="stable"))

@@ -1,74 +1,63 @@
-"""Capture formats: detection by content, reading by name, one ``FrameTable`` out."""
+"""Capture formats: detection by content, reading by name, one ``FrameTable`` out.
+
+The formats themselves are plugins (``kdcore_register_formats``); without an explicit registry,
+the installation's (``kdcore.manager.installed_plugins``) is used.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from kdcore.data.formats.base import CaptureFormat
-from kdcore.data.formats.busmaster import Busmaster
-from kdcore.data.formats.candump import Candump
-from kdcore.data.formats.car_hacking import CarHackingCsv, CarHackingText
-from kdcore.data.formats.ctt import CttCsv
 from kdcore.data.formats.labels import apply_sidecar
-from kdcore.data.formats.pcan import PcanTrace
-from kdcore.data.formats.vector import VectorAsc, VectorBlf
+from kdcore.data.formats.registry import Formats
 from kdcore.data.frames import FrameTable, RowErrors
-from kdcore.errors import KdcoreError, unknown_name_message
-
-SNIFF_BYTES = 4096
-
-# Most specific first: a binary magic, then text formats with a distinctive header, then the
-# row-shape sniffers (candump last: any "(t) if ID#data" line).
-FORMATS: tuple[CaptureFormat, ...] = (
-    VectorBlf(),
-    Busmaster(),
-    PcanTrace(),
-    VectorAsc(),
-    CttCsv(),
-    CarHackingText(),
-    CarHackingCsv(),
-    Candump(),
-)
+from kdcore.errors import KdcoreError
 
 
-def format_by_name(name: str) -> CaptureFormat:
-    for capture_format in FORMATS:
-        if capture_format.name == name:
-            return capture_format
-    raise KdcoreError(unknown_name_message("capture format", name, [f.name for f in FORMATS]))
+def installed_formats() -> Formats:
+    from kdcore.manager import installed_plugins
+
+    return installed_plugins().formats
 
 
-def detect_format(path: str | Path) -> CaptureFormat:
+def format_by_name(name: str, formats: Formats | None = None) -> CaptureFormat:
+    return (formats or installed_formats()).get(name)
+
+
+def detect_format(path: str | Path, formats: Formats | None = None) -> CaptureFormat:
     """The first format whose sniffer accepts the file's first bytes (content, not extension)."""
+    return (formats or installed_formats()).detect(path)
+
+
+def resolve_format(path: str | Path, format: str | CaptureFormat | None = None, formats: Formats | None = None) -> CaptureFormat:
+    """The format a capture is read with: the one given (a name or a format), else detected.
+
+    Detection refuses an empty (or blank) file, having nothing to go by; a named format reads it
+    as an empty table.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise KdcoreError(f"capture not found: {path}")
-    with path.open("rb") as handle:
-        head = handle.read(SNIFF_BYTES)
-    for capture_format in FORMATS:
-        if capture_format.sniff(head, path):
-            return capture_format
-    tried = ", ".join(f.name for f in FORMATS)
-    raise KdcoreError(f"{path}: not a capture in any known format (tried: {tried})")
+    if format is not None:
+        capture_format = format if isinstance(format, CaptureFormat) else format_by_name(format, formats)
+        if not path.is_file():
+            raise KdcoreError(f"capture not found: {path}")
+        return capture_format
+    if path.is_file() and not _has_content(path):
+        raise KdcoreError(f"{path}: empty file: no frames, and no content to detect a capture format from")
+    return detect_format(path, formats)
 
 
-def read_capture(path: str | Path, format: str | None = None, on_bad_rows: str = "error") -> FrameTable:
+def read_capture(
+    path: str | Path, format: str | CaptureFormat | None = None, on_bad_rows: str = "error", *, formats: Formats | None = None
+) -> FrameTable:
     """Read one capture file into a ``FrameTable``; ``format=None`` detects it.
 
     An attack sidecar ``<file name>.attacks.csv`` next to the capture labels its frames (see
-    ``kdcore.data.formats.labels``). A capture with no frames reads as an empty table when its
-    format is named; detection refuses an empty (or blank) file, having nothing to go by.
+    ``kdcore.data.formats.labels``).
     """
     path = Path(path)
     errors = RowErrors(path, on_bad_rows)
-    if format:
-        capture_format = format_by_name(format)
-        if not path.is_file():
-            raise KdcoreError(f"capture not found: {path}")
-    else:
-        if path.is_file() and not _has_content(path):
-            raise KdcoreError(f"{path}: empty file: no frames, and no content to detect a capture format from")
-        capture_format = detect_format(path)
+    capture_format = resolve_format(path, format, formats)
     table = capture_format.read(path, errors)
     return apply_sidecar(table, path, capture_format)
 

@@ -19,6 +19,9 @@ class CaptureFormat:
 
     name: ClassVar[str]
     description: ClassVar[str]
+    # Detection tries higher priorities first: a binary magic or a distinctive header outranks a
+    # sniffer that goes by the shape of rows (built-ins: 10-90).
+    priority: ClassVar[int] = 50
     suffixes: ClassVar[tuple[str, ...]] = ()
     carries_labels: ClassVar[bool] = False  # True: labels come from the file, never from a sidecar
 

@@ -78,6 +78,7 @@ def _start(header: bytes, path: Path) -> datetime | None:
 
 class Busmaster(CaptureFormat):
     name = "busmaster"
+    priority = 80
     description = "BUSMASTER 3.x log: ***BUSMASTER*** header, rows 'hh:mm:ss:ms Rx 1 0x158 s 8 00 ...'"
     suffixes = (".log",)
 

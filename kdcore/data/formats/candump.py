@@ -48,6 +48,7 @@ _ROW = re.compile(rb"^\(\s*\d+(\.\d*)?\)\s+\S+\s+[0-9A-Fa-f]{1,8}#")
 
 class Candump(CaptureFormat):
     name = "candump"
+    priority = 10
     description = "Linux can-utils candump log: (timestamp) interface ID#DATA"
     suffixes = (".log",)
 

@@ -50,6 +50,7 @@ def _timestamps(tokens: Tokens, checks: RowChecks, k: int) -> np.ndarray:
 
 class CarHackingCsv(CaptureFormat):
     name = "hcrl_ch"
+    priority = 30
     carries_labels = True
     description = "HCRL Car-Hacking CSV: Timestamp,CAN ID,DLC,DATA[0..DLC-1],Flag (R normal / T injected)"
     suffixes = (".csv",)
@@ -83,6 +84,7 @@ class CarHackingCsv(CaptureFormat):
 
 class CarHackingText(CaptureFormat):
     name = "hcrl_ch_txt"
+    priority = 40
     carries_labels = True
     description = "HCRL Car-Hacking normal-run text log: Timestamp: t  ID: id  000  DLC: n  bytes (all normal)"
     suffixes = (".txt",)

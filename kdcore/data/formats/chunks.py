@@ -23,7 +23,7 @@ from pathlib import Path
 
 import attrs
 
-from kdcore.data.formats import _has_content, ctt, detect_format, format_by_name, read_capture
+from kdcore.data.formats import ctt, read_capture, resolve_format
 from kdcore.data.formats.base import CaptureFormat
 from kdcore.data.formats.candump import Candump
 from kdcore.data.formats.car_hacking import CarHackingCsv, CarHackingText, attack_name
@@ -45,18 +45,6 @@ class Block:
     offset: int
     line: int
     frames: int
-
-
-def resolve_format(path: Path, format: str | None) -> CaptureFormat:
-    """The format ``read_capture`` uses for ``path``: the one named, or detected by content."""
-    if format:
-        capture_format = format_by_name(format)
-        if not path.is_file():
-            raise KdcoreError(f"capture not found: {path}")
-        return capture_format
-    if path.is_file() and not _has_content(path):
-        raise KdcoreError(f"{path}: empty file: no frames, and no content to detect a capture format from")
-    return detect_format(path)
 
 
 def streams(path: str | Path, format: str | None = None) -> bool:

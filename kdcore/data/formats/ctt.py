@@ -42,6 +42,7 @@ _PROBLEMS = {
 
 class CttCsv(CaptureFormat):
     name = "ctt"
+    priority = 50
     description = "can-train-and-test CSV: timestamp,arbitration_id,data_field,attack"
     suffixes = (".csv",)
     carries_labels = True

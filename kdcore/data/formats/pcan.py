@@ -82,6 +82,7 @@ class _TrcReader(can.TRCReader):
 
 class PcanTrace(CaptureFormat):
     name = "trc"
+    priority = 70
     description = "PEAK PCAN-View trace (.trc): v1.1 vectorised, 1.0/1.3/2.x via python-can"
     suffixes = (".trc",)
 

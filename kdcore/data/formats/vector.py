@@ -237,6 +237,7 @@ class _AscReader(can.ASCReader):
 
 class VectorAsc(CaptureFormat):
     name = "asc"
+    priority = 60
     description = "Vector ASCII log (CANalyzer/CANoe .asc), read with python-can"
     suffixes = (".asc",)
 
@@ -253,6 +254,7 @@ class VectorAsc(CaptureFormat):
 
 class VectorBlf(CaptureFormat):
     name = "blf"
+    priority = 90
     description = "Vector Binary Logging Format (.blf), read with python-can"
     suffixes = (".blf",)
 
