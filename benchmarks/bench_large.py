@@ -115,7 +115,7 @@ def _child(job: str, capture: str, path: str, window: int, stride: int) -> None:
 
     from kdcore.config import RunConfig
     from kdcore.data.cache import GraphCache
-    from kdcore.data.captures import CaptureDataModule, GraphRecipe, should_stream
+    from kdcore.data.captures import CaptureDataset, GraphRecipe, should_stream
     from kdcore.data.formats.chunks import CHUNK_BYTES
 
     import_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -130,9 +130,8 @@ def _child(job: str, capture: str, path: str, window: int, stride: int) -> None:
             os.environ["KDCORE_STREAM_MIB"] = "0" if stream else "1000000"
             config = RunConfig(dataset="captures", data_root=capture, experiment_root=str(scratch), progress_bar=False,
                                window_size=window, window_stride=stride)
-            datamodule = CaptureDataModule(config)
-            datamodule.setup()
-            sets = [datamodule.train_set, datamodule.val_set, *datamodule.test_sets.values()]
+            splits = CaptureDataset(config).load_splits()
+            sets = [splits.train, splits.val, *splits.tests.values()]
             for graphs in sets:
                 for index in range(len(graphs)):
                     graphs[index]

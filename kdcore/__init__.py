@@ -4,14 +4,14 @@ Public API::
 
     from kdcore import Engine, RunConfig
     result = Engine().run(RunConfig(mode="normal", max_epochs=1))
+
+The names below are imported when first used, so ``import kdcore`` (and every command that only
+reads data) starts without torch, Lightning or PyG.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
-from kdcore.config import RunConfig, load_config
-from kdcore.contracts import DistillationStrategy, Evaluation, KDSupport, TrainingMode
-from kdcore.data.module import DataInfo, GraphDataModule
-from kdcore.engine import Engine, RunPlan, RunResult
 from kdcore.errors import KdcoreError
 from kdcore.hookspecs import hookimpl
 
@@ -20,19 +20,32 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-__all__ = [
-    "DataInfo",
-    "DistillationStrategy",
-    "Engine",
-    "Evaluation",
-    "GraphDataModule",
-    "KDSupport",
-    "KdcoreError",
-    "RunConfig",
-    "RunPlan",
-    "RunResult",
-    "TrainingMode",
-    "__version__",
-    "hookimpl",
-    "load_config",
-]
+_LAZY = {
+    "CanDataset": "kdcore.data.dataset",
+    "DataInfo": "kdcore.data.dataset",
+    "DistillationStrategy": "kdcore.contracts",
+    "Engine": "kdcore.engine",
+    "Evaluation": "kdcore.contracts",
+    "GraphDataModule": "kdcore.data.module",
+    "KDSupport": "kdcore.contracts",
+    "Lazy": "kdcore.registry",
+    "RunConfig": "kdcore.config",
+    "RunPlan": "kdcore.engine",
+    "RunResult": "kdcore.engine",
+    "TrainingMode": "kdcore.contracts",
+    "load_config": "kdcore.config",
+}
+
+__all__ = ["KdcoreError", "__version__", "hookimpl", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # imported once
+        return value
+    raise AttributeError(f"module 'kdcore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

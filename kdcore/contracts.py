@@ -3,6 +3,8 @@
 The engine reads these declarations to refuse an impossible combination (fusion with KD, a
 strategy needing outputs a mode does not produce) before it builds a model or reads a byte of
 data. Subclass these in a plugin and register the class through the hooks in ``hookspecs``.
+Nothing here imports torch: a plugin's classes list themselves without the training stack, and
+import it in the methods that train or score.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-import torch
-from torch import nn
 
 if TYPE_CHECKING:
     import lightning as L
+    import torch
+    from torch import nn
 
     from kdcore.config import RunConfig
     from kdcore.run import Run
@@ -108,6 +110,8 @@ class DistillationStrategy:
     def build_connectors(
         self, student_dims: dict[str, int], teacher_dims: dict[str, int]
     ) -> nn.ModuleDict:
+        from torch import nn
+
         return nn.ModuleDict()
 
     def loss_terms(

@@ -35,7 +35,7 @@ from torch_geometric.data import Batch
 
 from kdcore.checkpoint import load_checkpoint
 from kdcore.data.frames import FrameTable
-from kdcore.data.graphs import GraphSet
+from kdcore.data.graphset import GraphSet
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs
 from kdcore.errors import KdcoreError
@@ -80,7 +80,7 @@ class Detector:
     def __init__(self, checkpoint_path: str | Path, engine=None):
         from kdcore.engine import Engine
         from kdcore.plugins.modes.autoencoder import AutoencoderMode
-        from kdcore.plugins.modes.fusion import FusionPredictor
+        from kdcore.fusion import FusionPredictor
         from kdcore.plugins.modes.normal import NormalMode
 
         engine = engine or Engine()

@@ -25,6 +25,7 @@ from kdcore.atomic import atomic_open, atomic_write_text
 from kdcore.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from kdcore.config import RunConfig, write_toml
 from kdcore.contracts import DistillationStrategy, TrainingMode
+from kdcore.data.module import GraphDataModule
 from kdcore.distill import FrozenTeacher
 from kdcore.errors import CheckpointError, IncompatibleError, KdcoreError, TeacherError
 from kdcore.layout import RunLayout, discover_teacher, run_layout, teacher_candidates
@@ -82,6 +83,7 @@ class Engine:
         disabled: Iterable[str] | None = None,
     ):
         self.plugins = Plugins(plugins, load_entry_points=load_entry_points, disabled=disabled)
+        self.plugins.collect()
         self.plugin_manager = self.plugins.manager
         self.failures = self.plugins.failures
 
@@ -197,7 +199,8 @@ class Engine:
         """Read the data and build the student (and the frozen teacher, with KD) for a plan."""
         config, mode = plan.config, plan.mode
         L.seed_everything(config.seed, workers=True, verbose=False)
-        datamodule = self.datasets.get(config.dataset)(config, normal_only=mode.train_on_normal_only)
+        dataset = self.datasets.get(config.dataset)(config, self.formats)
+        datamodule = GraphDataModule(dataset, normal_only=mode.train_on_normal_only)
         datamodule.setup("fit")
         model = build_model(self.models.get(config.model), config.model_size, datamodule.info)
         model.gradient_checkpointing = config.gradient_checkpointing

@@ -67,7 +67,7 @@ class FusedWindow(nn.Module):
 
     def forward(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor):
         from kdcore.plugins.modes.autoencoder import graph_scores
-        from kdcore.plugins.modes.fusion import fused_score, fusion_state
+        from kdcore.fusion import fused_score, fusion_state
 
         batch = torch.zeros_like(id_token)
         cont_out, canid_logits, neighbor_logits, _, _ = self.vgae(x, id_token, edge_index, batch)
@@ -108,7 +108,7 @@ def export_checkpoint(path: str | Path, format: str, out: str | Path, engine=Non
     engine = engine or Engine()
     checkpoint = load_checkpoint(path)
     if checkpoint.model == "dqn":
-        from kdcore.plugins.modes.fusion import FusionPredictor
+        from kdcore.fusion import FusionPredictor
 
         module = FusedWindow(FusionPredictor.from_checkpoint(engine, path)[0])
     elif checkpoint.model in ("gat", "vgae"):

@@ -38,9 +38,11 @@ def kdcore_register_strategies(register):
 
 @hookspec
 def kdcore_register_datasets(register):
-    """Register datasets: ``GraphDataModule`` subclasses with a unique ``name``.
+    """Register datasets: ``kdcore.CanDataset`` subclasses with a unique ``name``.
 
-    :param register: call ``register(DataModuleClass)`` once per dataset.
+    A dataset needs no Lightning; the engine serves its splits through a ``GraphDataModule``.
+
+    :param register: call ``register(DatasetClass)`` once per dataset.
     """
 
 
@@ -51,7 +53,9 @@ def kdcore_register_models(register):
     Checkpoints record the model name and hyperparameters, so any registered model can be
     rebuilt as a teacher from its checkpoint alone.
 
-    :param register: call ``register(ModelClass)`` once per model.
+    :param register: call ``register(ModelClass)`` once per model, or
+        ``register(kdcore.Lazy("name", "package.module:ModelClass"))`` to have it imported only
+        when a model is built (listing plugins then imports no torch).
     """
 
 

@@ -134,6 +134,11 @@ class Plugins:
         self.distributions = loaded.distributions
         self.failures = loaded.failures
 
+    def collect(self) -> None:
+        """Gather every kind now, so that a name clash or a broken hook shows at once."""
+        for kind in ("modes", "strategies", "datasets", "models", "formats"):
+            getattr(self, kind)
+
     @functools.cached_property
     def modes(self) -> Registry[type[TrainingMode]]:
         return self._collect("mode", "kdcore_register_modes")

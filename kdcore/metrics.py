@@ -23,7 +23,7 @@ from torchmetrics.functional.classification import (
 from kdcore.contracts import Evaluation
 
 if TYPE_CHECKING:
-    from kdcore.data.graphs import GraphSet
+    from kdcore.data.graphset import GraphSet
     from kdcore.data.module import GraphDataModule
 
 Scorer = Callable[[DataLoader], torch.Tensor]  # one score per window, higher = more likely an attack

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from kdcore.atomic import atomic_open
 from kdcore.data.cache import file_digest
-from kdcore.data.graphs import GraphSet, MappedGraphSet, labels_of
+from kdcore.data.graphset import GraphSet, MappedGraphSet, labels_of
 
 logger = logging.getLogger("kdcore")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from kdcore import Engine, RunConfig, hookimpl
-from kdcore.data.captures import CaptureDataModule
+from kdcore.data.captures import CaptureDataset
 from kdcore.data.formats.ctt import write_csv
 from kdcore.data.frames import FrameTable
 
@@ -32,7 +32,7 @@ def tiny_capture(rng, frames: int, attack: str | None = None) -> FrameTable:
     return FrameTable.from_frames(timestamp, can_id, np.full(frames, 8), np.clip(payload, 0, 255), label=attacked)
 
 
-class TinyCAN(CaptureDataModule):
+class TinyCAN(CaptureDataset):
     """A tiny can-train-and-test folder: enough windows to train a step and evaluate in a blink."""
 
     name = "tiny"

@@ -66,7 +66,7 @@ def test_export_command_and_its_errors(teacher_root, tmp_path):
 def test_the_fused_detector_exports_to_onnx_and_torchscript(engine, teacher_root, tmp_path):
     import shutil
 
-    from kdcore.plugins.modes.fusion import FusionPredictor
+    from kdcore.fusion import FusionPredictor
     from torch_geometric.data import Batch, Data
 
     from conftest import tiny_config

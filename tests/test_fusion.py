@@ -9,19 +9,12 @@ import torch
 
 from kdcore import Engine, hookimpl
 from kdcore.checkpoint import load_checkpoint
-from kdcore.data.module import DataInfo
+from kdcore.data.dataset import DataInfo
 from kdcore.errors import IncompatibleError, KdcoreError
 from kdcore.models import build_model
 from kdcore.models.dqn import DQN
-from kdcore.plugins.modes.fusion import (
-    ACTIONS,
-    STATE_FEATURES,
-    FusionPredictor,
-    find_inputs,
-    fit_threshold,
-    input_candidates,
-    rewards,
-)
+from kdcore.fusion import FusionPredictor, fit_threshold, rewards
+from kdcore.plugins.modes.fusion import ACTIONS, STATE_FEATURES, find_inputs, input_candidates
 from kdcore.plugins.validation import FUSION_KD_MESSAGE
 
 from conftest import TinyCAN, tiny_config

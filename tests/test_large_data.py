@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import kdcore.data.formats.chunks as chunks
 from kdcore.cli import app
 from kdcore.data.cache import GraphCache, _write_folder
-from kdcore.data.captures import CaptureDataModule, GraphRecipe, should_stream, stream_threshold_bytes, time_slice
+from kdcore.data.captures import CaptureDataset, GraphRecipe, should_stream, stream_threshold_bytes, time_slice
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.candump import write_candump
 from kdcore.data.formats.chunks import capture_chunks, frame_index, streams
@@ -214,9 +214,7 @@ def load_splits(tmp_path, root, cache, monkeypatch, stream_mib):
     monkeypatch.setenv("KDCORE_STREAM_MIB", stream_mib)
     config = tiny_config(tmp_path / "exp", dataset="captures", data_root=str(root), window_size=50, window_stride=20,
                          cache_dir=str(tmp_path / cache), val_fraction=0.17)
-    datamodule = CaptureDataModule(config)
-    datamodule.setup()
-    return datamodule.splits
+    return CaptureDataset(config).load_splits()
 
 
 def test_a_streamed_dataset_serves_the_same_graphs_as_the_in_memory_one(tmp_path, ctt_root, monkeypatch):

@@ -5,7 +5,7 @@ import csv
 import torch
 
 from kdcore.checkpoint import load_checkpoint
-from kdcore.data.graphs import labels_of
+from kdcore.data.graphset import labels_of
 from kdcore.errors import KdcoreError
 from kdcore.plugins.modes.curriculum import CurriculumSampler
 
@@ -77,7 +77,7 @@ def test_same_seed_same_metrics_and_weights(engine, tmp_path):
 
 
 def test_students_are_a_fraction_of_their_teachers(engine, tmp_path):
-    from kdcore.data.module import DataInfo
+    from kdcore.data.dataset import DataInfo
     from kdcore.models import build_model
 
     info = DataInfo(num_node_features=15, num_ids=67)  # a real vehicle has 15-70 IDs

@@ -1,5 +1,5 @@
-"""From CAN traffic to batches of PyG graphs."""
+"""From CAN traffic to batches of PyG graphs: captures → frames → windows → graphs → loaders.
 
-from kdcore.data.module import DataInfo, GraphDataModule
-
-__all__ = ["DataInfo", "GraphDataModule"]
+Everything up to the graphs (``formats``, ``frames``, ``windows``, ``graphs``, ``captures``) is
+numpy alone; torch enters with the datasets served to loaders (``graphset``, ``module``).
+"""

@@ -33,7 +33,7 @@ from kdcore.data.formats.chunks import capture_chunks, frame_index
 from kdcore.data.formats.labels import SUFFIX as SIDECAR_SUFFIX
 from kdcore.data.frames import FrameTable
 from kdcore.data.graphs import WindowGraphs
-from kdcore.data.module import DataInfo, GraphDataModule, Splits
+from kdcore.data.dataset import CanDataset, DataInfo, Splits
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import FEATURES, build_window_graphs, build_window_graphs_chunked
 from kdcore.errors import KdcoreError
@@ -108,7 +108,7 @@ def capture_files(root: Path) -> list[Path]:
     return files
 
 
-class CaptureDataModule(GraphDataModule):
+class CaptureDataset(CanDataset):
     """Any capture file or folder given by --data-root (split in time order), or a ctt dataset folder."""
 
     name = "captures"
@@ -231,7 +231,7 @@ def slice_bounds(num_frames: int, start: float, stop: float) -> tuple[int, int]:
     return int(round(start * num_frames)), int(round(stop * num_frames))
 
 
-class CttDataset(CaptureDataModule):
+class CttDataset(CaptureDataset):
     """A standard dataset held in the can-train-and-test layout under ``--data-root``."""
 
     def load_splits(self) -> Splits:

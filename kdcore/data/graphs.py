@@ -1,27 +1,21 @@
-"""Window graphs stored as flat arrays (cacheable), and the PyG dataset served to loaders.
+"""Window graphs stored as flat arrays: what the cache holds, in numpy alone.
 
 ``WindowGraphs`` holds every graph of a capture in CSR style — node and edge arrays plus
-``node_ptr``/``edge_ptr`` offsets per window — in raw, unscaled units; it is what the cache
-stores. ``GraphSet`` is the same graphs after ID-vocabulary mapping and feature scaling, as
-torch tensors, and yields one ``torch_geometric.data.Data`` per window.
-
-For captures too big for memory, ``GraphWriter`` appends graphs part by part to a folder of
-``.npy`` files that ``WindowGraphs.load_folder`` opens memory-mapped, and ``MappedGraphSet``
-serves them, preparing each graph only when it is read.
+``node_ptr``/``edge_ptr`` offsets per window — in raw, unscaled units. For captures too big for
+memory, ``GraphWriter`` appends graphs part by part to a folder of ``.npy`` files that
+``WindowGraphs.load_folder`` opens memory-mapped. The torch datasets served to loaders are in
+``kdcore.data.graphset``: building graphs needs no torch.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 import numpy as np
-import torch
-from torch.utils.data import Dataset, Subset
-from torch_geometric.data import Data
 
 from kdcore.atomic import atomic_open
 
@@ -226,94 +220,3 @@ def _rows(ptr: np.ndarray, windows: np.ndarray) -> np.ndarray:
     starts, stops = ptr[windows], ptr[np.asarray(windows) + 1]
     lengths = stops - starts
     return np.repeat(stops - lengths.cumsum(), lengths) + np.arange(lengths.sum())
-
-
-class GraphSet(Dataset):
-    """Prepared window graphs (IDs mapped to the vocabulary, features scaled) as PyG ``Data``."""
-
-    def __init__(self, graphs: WindowGraphs, x: np.ndarray, id_token: np.ndarray):
-        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        self.id_token = torch.from_numpy(id_token.astype(np.int64))
-        self.node_ptr = graphs.node_ptr.tolist()
-        self.edge_ptr = graphs.edge_ptr.tolist()
-        self.edge_index = torch.from_numpy(graphs.edge_index.astype(np.int64))
-        self.edge_attr = torch.from_numpy(graphs.edge_attr).view(-1, 1)
-        self.labels = torch.from_numpy(graphs.y)
-        self.attack_type = torch.from_numpy(graphs.attack_type.astype(np.int64))
-        self.time_span = torch.from_numpy(graphs.time_span)
-        self.attack_names = graphs.attack_names
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> Data:
-        n0, n1 = self.node_ptr[index], self.node_ptr[index + 1]
-        e0, e1 = self.edge_ptr[index], self.edge_ptr[index + 1]
-        return Data(
-            x=self.x[n0:n1],
-            id_token=self.id_token[n0:n1],
-            edge_index=self.edge_index[:, e0:e1],
-            edge_attr=self.edge_attr[e0:e1],
-            y=self.labels[index : index + 1],
-            attack_type=self.attack_type[index : index + 1],
-            num_nodes=n1 - n0,
-        )
-
-
-class MappedGraphSet(Dataset):
-    """The graphs of several parts (memory-mapped or not) as one dataset, each graph read and
-    prepared only when asked for, so no split has to fit in memory; yields the same ``Data`` as
-    ``GraphSet`` given the same ``prepare``: ``(raw x, can_id) → (scaled float32 x, int64 ID tokens)``.
-
-    Only the per-window labels and attack types are held in memory (16 bytes a window).
-    """
-
-    def __init__(self, parts: Sequence[WindowGraphs], prepare: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]):
-        self.parts = [part for part in parts if len(part)]
-        self.prepare = prepare
-        names: list[str] = ["normal"]
-        for part in parts:
-            names += [name for name in part.attack_names if name not in names]
-        self.attack_names = tuple(names)
-        self.offsets = np.cumsum([0] + [len(part) for part in self.parts])
-        self.labels = torch.from_numpy(np.concatenate([np.asarray(p.y, np.int64) for p in self.parts] or [np.zeros(0, np.int64)]))
-        self.attack_type = torch.from_numpy(np.concatenate(
-            [np.array([names.index(n) for n in p.attack_names], np.int64)[p.attack_type] for p in self.parts]
-            or [np.zeros(0, np.int64)]
-        ))
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    @property
-    def time_span(self) -> torch.Tensor:
-        """First and last frame time of every window, read on demand."""
-        return torch.from_numpy(np.concatenate([np.asarray(p.time_span) for p in self.parts] or [np.zeros((0, 2))]))
-
-    def __getitem__(self, index: int) -> Data:
-        index = int(index)
-        if not 0 <= index < len(self):
-            raise IndexError(f"graph {index} of {len(self)}")
-        which = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        part, window = self.parts[which], index - int(self.offsets[which])
-        n0, n1 = int(part.node_ptr[window]), int(part.node_ptr[window + 1])
-        e0, e1 = int(part.edge_ptr[window]), int(part.edge_ptr[window + 1])
-        x, id_token = self.prepare(np.asarray(part.x[n0:n1]), np.asarray(part.can_id[n0:n1]))
-        return Data(
-            x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-            id_token=torch.from_numpy(np.asarray(id_token, np.int64)),
-            edge_index=torch.from_numpy(np.array(part.edge_index[:, e0:e1], np.int64)),
-            edge_attr=torch.from_numpy(np.array(part.edge_attr[e0:e1], np.float32)).view(-1, 1),
-            y=self.labels[index : index + 1],
-            attack_type=self.attack_type[index : index + 1],
-            num_nodes=n1 - n0,
-        )
-
-
-def labels_of(graphs: Dataset) -> torch.Tensor:
-    """Window labels of a ``GraphSet``, a ``Subset`` of one, or any sequence of ``Data``."""
-    if isinstance(graphs, Subset):
-        return labels_of(graphs.dataset)[torch.as_tensor(graphs.indices, dtype=torch.long)]
-    if hasattr(graphs, "labels"):
-        return graphs.labels
-    return torch.cat([graph.y.view(-1) for graph in graphs]) if len(graphs) else torch.empty(0, dtype=torch.long)

@@ -1,66 +1,38 @@
-"""The Lightning data module every kdcore dataset plugin provides.
+"""The Lightning data module around a dataset plugin.
 
-A dataset plugin subclasses ``GraphDataModule`` and implements ``load_splits``; the base class
-turns the time-ordered splits into PyG loaders, offers the normal-only view autoencoders train
-on, and lets a mode choose which training graphs each epoch sees (curriculum sampling).
+``GraphDataModule`` turns a ``CanDataset``'s time-ordered splits into PyG loaders, offers the
+normal-only view autoencoders train on, and lets a mode choose which training graphs each epoch
+sees (curriculum sampling).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
 
-import attrs
 import lightning as L
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from torch_geometric.loader import DataLoader
 
-from kdcore.data.graphs import labels_of
-
-if TYPE_CHECKING:
-    from kdcore.config import RunConfig
-
-
-@attrs.frozen
-class DataInfo:
-    """What a model needs to know about the data to be built."""
-
-    num_node_features: int
-    num_ids: int  # size of the CAN-ID vocabulary, including the out-of-vocabulary index 0
-    num_classes: int = 2
-
-
-@attrs.frozen
-class Splits:
-    """Time-ordered splits of window graphs, and what must be saved with a model trained on them."""
-
-    train: Dataset
-    val: Dataset
-    tests: dict[str, Dataset]
-    info: DataInfo
-    state: dict[str, Any] = attrs.field(factory=dict)  # e.g. vocabulary and feature scaling
+from kdcore.data.dataset import CanDataset, DataInfo, Splits
+from kdcore.data.graphset import labels_of
 
 
 class GraphDataModule(L.LightningDataModule):
-    """Train/validation/test graphs as PyG loaders; ``tests`` may hold several named test sets."""
+    """Train/validation/test graphs of a dataset as PyG loaders; ``tests`` may hold several named test sets."""
 
-    name: ClassVar[str]
-
-    def __init__(self, config: RunConfig, *, normal_only: bool = False):
+    def __init__(self, dataset: CanDataset, *, normal_only: bool = False):
         super().__init__()
-        self.config = config
+        self.dataset = dataset
+        self.config = dataset.config
         self.normal_only = normal_only
         self.splits: Splits | None = None
         # A mode may pick the training graphs of each epoch (indices into train_set).
         self.epoch_sampler: Callable[[int], torch.Tensor] | None = None
 
-    def load_splits(self) -> Splits:
-        raise NotImplementedError
-
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
-            self.splits = self.load_splits()
+            self.splits = self.dataset.load_splits()
 
     @property
     def info(self) -> DataInfo:

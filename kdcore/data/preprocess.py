@@ -4,12 +4,15 @@ vocabulary and the feature scaling. Inference maps IDs and scales features exact
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 
-from kdcore.data.graphs import GraphSet, MappedGraphSet, WindowGraphs
+from kdcore.data.graphs import WindowGraphs
+
+if TYPE_CHECKING:
+    from kdcore.data.graphset import GraphSet, MappedGraphSet
 
 OUT_OF_VOCABULARY = 0
 WINDOWS_PER_STEP = 1 << 16  # windows read at a time when fitting on parts that may not fit in memory
@@ -70,6 +73,8 @@ class Preprocessing:
         return np.where(found, position + 1, OUT_OF_VOCABULARY)
 
     def apply(self, graphs: WindowGraphs) -> GraphSet:
+        from kdcore.data.graphset import GraphSet
+
         x = (graphs.x - self.mean) / self.std
         return GraphSet(graphs, x.astype(np.float32), self.id_token(graphs.can_id))
 
@@ -79,6 +84,8 @@ class Preprocessing:
 
     def apply_lazily(self, parts: Sequence[WindowGraphs]) -> MappedGraphSet:
         """The same graphs as ``apply(WindowGraphs.concat(parts))``, each prepared when it is read."""
+        from kdcore.data.graphset import MappedGraphSet
+
         return MappedGraphSet(parts, self.prepare)
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kdcore.data.captures import CaptureDataModule, ctt_folders
+from kdcore.data.captures import CaptureDataset, ctt_folders
 
 
-class SyntheticCAN(CaptureDataModule):
+class SyntheticCAN(CaptureDataset):
     """Synthetic in-vehicle traffic with DoS, fuzzing and spoofing attacks; needs no download."""
 
     name: ClassVar[str] = "synthetic"

@@ -1,15 +1,17 @@
-"""``autoencoder``: the VGAE trained on normal windows; attacks are what it reconstructs badly."""
+"""``autoencoder``: the VGAE trained on normal windows; attacks are what it reconstructs badly.
+
+torch is imported in the methods that train and score, so listing the mode costs nothing.
+"""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch_geometric.utils import scatter
+from typing import TYPE_CHECKING
 
 from kdcore.contracts import KDSupport, TrainingMode
 from kdcore.hookspecs import hookimpl
-from kdcore.metrics import evaluate_scores
-from kdcore.models.vgae import VGAE
+
+if TYPE_CHECKING:
+    import torch
 
 
 class AutoencoderMode(TrainingMode):
@@ -29,6 +31,10 @@ class AutoencoderMode(TrainingMode):
         return {"recon": cont_out, "canid_logits": canid_logits, "neighbor_logits": neighbor_logits, "z": z, "kl": kl_loss}
 
     def task_loss(self, outputs, batch):
+        import torch.nn.functional as F
+
+        from kdcore.models.vgae import VGAE
+
         neighbor_logits = outputs["neighbor_logits"].float()
         targets = VGAE.neighbor_targets(neighbor_logits, batch.edge_index.size(1))
         return (
@@ -38,20 +44,26 @@ class AutoencoderMode(TrainingMode):
             + self.kl_weight * outputs["kl"].float()
         )
 
-    @torch.no_grad()
     def window_scores(self, model, loader) -> torch.Tensor:
         """Anomaly score per window (higher = more anomalous), in loader order."""
+        import torch
+
         model.eval()
         device = next(model.parameters()).device
         scores = []
-        for batch in loader:
-            batch = batch.to(device)
-            outputs = self.outputs(model, batch)
-            scores.append(graph_scores(outputs, batch.x, batch.id_token, batch.edge_index, batch.batch, batch.num_graphs).cpu())
+        with torch.no_grad():
+            for batch in loader:
+                batch = batch.to(device)
+                outputs = self.outputs(model, batch)
+                scores.append(graph_scores(outputs, batch.x, batch.id_token, batch.edge_index, batch.batch, batch.num_graphs).cpu())
         return torch.cat(scores) if scores else torch.empty(0)
 
     def evaluate(self, model, run):
         """Threshold: a quantile of validation normal-window scores; then detect on the test split."""
+        import torch
+
+        from kdcore.metrics import evaluate_scores
+
         datamodule = run.datamodule
         normal_scores = self.window_scores(model, datamodule.loader(datamodule.normal(datamodule.val_set)))
         threshold = float(torch.quantile(normal_scores, run.config.threshold_quantile))
@@ -61,6 +73,10 @@ class AutoencoderMode(TrainingMode):
 def graph_scores(outputs, x, id_token, edge_index, batch, num_graphs: int) -> torch.Tensor:
     """Per graph: mean node error (feature MSE + CAN-ID cross-entropy) + mean edge error (BCE of
     the graph's edges scored as present)."""
+    import torch
+    import torch.nn.functional as F
+    from torch_geometric.utils import scatter
+
     node_error = F.mse_loss(outputs["recon"].float(), x, reduction="none").mean(-1)
     node_error = node_error + F.cross_entropy(outputs["canid_logits"].float(), id_token, reduction="none")
     neighbor_logits = outputs["neighbor_logits"].float()

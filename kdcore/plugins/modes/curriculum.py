@@ -9,16 +9,16 @@ easiest normals in the first epoch to the hardest in the last. The draw is redon
 
 from __future__ import annotations
 
-import torch
-from torch.utils.data import Subset
+from typing import TYPE_CHECKING
 
-from kdcore.checkpoint import load_checkpoint
-from kdcore.data.graphs import labels_of
 from kdcore.errors import KdcoreError
 from kdcore.hookspecs import hookimpl
 from kdcore.layout import run_layout
 from kdcore.plugins.modes.autoencoder import AutoencoderMode
 from kdcore.plugins.modes.normal import NormalMode
+
+if TYPE_CHECKING:
+    import torch
 
 
 def scorer_path(config):
@@ -34,6 +34,8 @@ class CurriculumSampler:
 
     def __init__(self, difficulty: torch.Tensor, normal_index: torch.Tensor, attack_index: torch.Tensor,
                  max_epochs: int, seed: int, normals_per_attack: int = 4, spread: float = 0.15):
+        import torch
+
         self.order = normal_index[torch.argsort(difficulty)]  # easiest first
         self.difficulty = difficulty
         self.attack_index = attack_index
@@ -46,6 +48,8 @@ class CurriculumSampler:
         return min(1.0, epoch / max(1, self.max_epochs - 1))
 
     def __call__(self, epoch: int) -> torch.Tensor:
+        import torch
+
         rank = torch.linspace(0.0, 1.0, len(self.order))
         weights = torch.exp(-((rank - self.progress(epoch)) ** 2) / (2 * self.spread**2))
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
@@ -67,6 +71,12 @@ class CurriculumMode(NormalMode):
             )
 
     def prepare(self, run):
+        import torch
+        from torch.utils.data import Subset
+
+        from kdcore.checkpoint import load_checkpoint
+        from kdcore.data.graphset import labels_of
+
         super().prepare(run)
         path = scorer_path(run.config)
         vgae = run.engine.load_model(load_checkpoint(path), path)

@@ -1,13 +1,17 @@
-"""``normal``: the GAT classifier trained supervised, with class weights against imbalance."""
+"""``normal``: the GAT classifier trained supervised, with class weights against imbalance.
+
+torch is imported in the methods that train and score, so listing the mode costs nothing.
+"""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from kdcore.contracts import KDSupport, TrainingMode
 from kdcore.hookspecs import hookimpl
-from kdcore.metrics import evaluate_scores
+
+if TYPE_CHECKING:
+    import torch
 
 
 class NormalMode(TrainingMode):
@@ -23,6 +27,8 @@ class NormalMode(TrainingMode):
 
     def prepare(self, run):
         """Weight classes inversely to their training frequency (weights average 1 per graph)."""
+        import torch
+
         counts = torch.tensor(run.datamodule.class_counts(), dtype=torch.float32).clamp(min=1)
         self.class_weights = counts.sum() / (len(counts) * counts)
 
@@ -36,22 +42,28 @@ class NormalMode(TrainingMode):
         ``cross_entropy(weight=...)``, which divides by the batch's own weight sum): the mean of two
         half-batches' losses is the whole batch's, as data-parallel training assumes.
         """
+        import torch.nn.functional as F
+
         losses = F.cross_entropy(outputs["logits"].float(), batch.y, reduction="none")
         if self.class_weights is not None:
             losses = losses * self.class_weights.to(losses.device)[batch.y]
         return losses.mean()
 
-    @torch.no_grad()
     def attack_probabilities(self, model, loader) -> torch.Tensor:
         """P(attack) per window, in loader order."""
+        import torch
+
         model.eval()
         device = next(model.parameters()).device
-        probabilities = [
-            torch.softmax(self.outputs(model, batch.to(device))["logits"].float(), -1)[:, 1].cpu() for batch in loader
-        ]
+        with torch.no_grad():
+            probabilities = [
+                torch.softmax(self.outputs(model, batch.to(device))["logits"].float(), -1)[:, 1].cpu() for batch in loader
+            ]
         return torch.cat(probabilities) if probabilities else torch.empty(0)
 
     def evaluate(self, model, run):
+        from kdcore.metrics import evaluate_scores
+
         return evaluate_scores(
             lambda loader: self.attack_probabilities(model, loader), run.datamodule, threshold=0.5
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from kdcore.contracts import DistillationStrategy
 from kdcore.hookspecs import hookimpl
 
@@ -15,6 +13,8 @@ class GatSoftLabel(DistillationStrategy):
     requires = ("logits",)
 
     def loss_terms(self, student, teacher, connectors, batch, config):
+        import torch.nn.functional as F
+
         t = config.distillation_temperature
         soft_student = F.log_softmax(student["logits"] / t, dim=-1)
         soft_teacher = F.softmax(teacher["logits"] / t, dim=-1)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-from torch import nn
-
 from kdcore.contracts import DistillationStrategy
 from kdcore.hookspecs import hookimpl
 
@@ -20,12 +17,16 @@ class VgaeDualSignal(DistillationStrategy):
     requires = ("z", "recon")
 
     def build_connectors(self, student_dims, teacher_dims):
+        from torch import nn
+
         connectors = nn.ModuleDict()
         if student_dims["z"] != teacher_dims["z"]:
             connectors["z_projection"] = nn.Linear(student_dims["z"], teacher_dims["z"])
         return connectors
 
     def loss_terms(self, student, teacher, connectors, batch, config):
+        import torch.nn.functional as F
+
         z = student["z"]
         if "z_projection" in connectors:
             z = connectors["z_projection"](z)

@@ -1,0 +1,409 @@
+"""The DQN fusion of a VGAE and a GAT: states, fused scores, rewards, the agent's training and
+inference. The ``fusion`` mode (``kdcore.plugins.modes.fusion``) declares the contract and hands its
+work to ``FusionTraining``; see that module's docstring for the method.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdcore.checkpoint import load_checkpoint
+from kdcore.contracts import Evaluation
+from kdcore.data.graphset import labels_of
+from kdcore.errors import KdcoreError
+from kdcore.layout import RunLayout
+from kdcore.metrics import evaluate_scores
+from kdcore.plugins.modes.autoencoder import AutoencoderMode
+from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, find_inputs
+from kdcore.plugins.modes.normal import NormalMode
+from kdcore.threads import torch_threads
+
+logger = logging.getLogger("kdcore")
+
+
+# -- from input scores to states, fused scores and rewards -----------------------------------
+
+
+@attrs.frozen
+class VGAENormaliser:
+    """Maps a raw VGAE score to ``v = sigmoid((score − threshold) / scale)`` in [0, 1].
+
+    Fitted on validation normal windows: ``threshold`` is the VGAE's own (the
+    ``threshold_quantile`` of their scores), ``scale`` their robust spread (1.4826 · MAD), so
+    ``v = 0.5`` where the VGAE alone would start calling attacks, and a normal window at the
+    median sits near ``sigmoid(−2) ≈ 0.1`` for the default quantile (0.98).
+    """
+
+    median: float
+    scale: float
+    threshold: float
+
+    @classmethod
+    def fit(cls, normal_scores: torch.Tensor, quantile: float) -> VGAENormaliser:
+        scores = normal_scores.double()
+        median = float(scores.median())
+        scale = float((scores - median).abs().median()) * 1.4826
+        if not scale > 0:
+            scale = float(scores.std()) if len(scores) > 1 else 0.0
+        if not scale > 0:
+            scale = max(abs(median), 1.0) * 1e-3
+        return cls(median=median, scale=scale, threshold=float(torch.quantile(scores, quantile)))
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid((scores.double() - self.threshold) / self.scale).float()
+
+
+def fusion_state(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The agent's view of each window: ``(p, v, |2p − 1|, |2v − 1|, agree)`` (``STATE_FEATURES``)."""
+    p, v = p.float(), v.float()
+    agree = ((p >= DECISION_LINE) == (v >= DECISION_LINE)).float()
+    return torch.stack([p, v, (2 * p - 1).abs(), (2 * v - 1).abs(), agree], dim=-1)
+
+
+def fused_score(alpha: torch.Tensor, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``s = α·p + (1 − α)·v``; the decision is ``s >= threshold``."""
+    return alpha * p + (1 - alpha) * v
+
+
+def rewards(s: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor, margin_weight: float) -> torch.Tensor:
+    """``w_y · (±1 + margin_weight · margin)``: +1 for a right decision at the decision line, −1 for
+    a wrong one, plus the signed distance of ``s`` from the line (×2, in [−1, 1]), all weighted by
+    the inverse frequency ``w_y`` of the window's class."""
+    sign = labels.float() * 2 - 1
+    correct = (s >= DECISION_LINE).long() == labels
+    margin = (sign * (s - DECISION_LINE) * 2).clamp(-1, 1)
+    return class_weights[labels] * (torch.where(correct, 1.0, -1.0) + margin_weight * margin)
+
+
+def fit_threshold(scores: torch.Tensor, labels: torch.Tensor, prefer: float = DECISION_LINE) -> float:
+    """The threshold with the best F1 of ``scores >= threshold``; among equally good cuts the one
+    nearest ``prefer``, and within the chosen gap between two scores ``prefer`` itself if it lies
+    there, else the gap's midpoint."""
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    s, y = scores.double()[order], labels.long()[order]
+    tp = torch.cumsum(y, 0).double()
+    fp = torch.cumsum(1 - y, 0).double()
+    positives = float(y.sum())
+    f1 = 2 * tp / (2 * tp + fp + (positives - tp)).clamp(min=1e-12)
+    lower = torch.cat([s[1:], torch.tensor([-math.inf], dtype=s.dtype)])  # the next score below each cut
+    cut = s > lower  # a cut between two distinct scores: predict the first k+1 windows as attacks
+    f1 = torch.where(cut, f1, torch.tensor(-1.0, dtype=f1.dtype))
+    best = float(f1.max())
+    candidates = torch.nonzero(f1 >= best - 1e-12).view(-1)
+    upper_c, lower_c = s[candidates], lower[candidates]  # cut k: any threshold in (lower, upper]
+    distance = torch.where(prefer > upper_c, prefer - upper_c, torch.where(prefer <= lower_c, lower_c - prefer, 0.0))
+    k = int(candidates[int(torch.argmin(distance))])
+    upper, below = float(s[k]), float(lower[k])
+    if below < prefer <= upper:
+        return float(prefer)
+    return upper if math.isinf(below) else (upper + below) / 2
+
+
+def f1_at(scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> float:
+    predicted = scores >= threshold
+    tp = float((predicted & (labels == 1)).sum())
+    return 2 * tp / max(1.0, 2 * tp + float((predicted & (labels == 0)).sum()) + float((~predicted & (labels == 1)).sum()))
+
+
+# -- inference ------------------------------------------------------------------------------
+
+
+class FusionPredictor:
+    """Everything inference needs: the two frozen inputs, the normaliser, the Q-network, the action
+    set. ``components(loader)`` gives every intermediate per window; ``scores`` the fused score."""
+
+    def __init__(self, vgae: nn.Module, gat: nn.Module, dqn: nn.Module, normaliser: VGAENormaliser,
+                 actions=ACTIONS, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.vgae = vgae.to(self.device).eval()
+        self.gat = gat.to(self.device).eval()
+        self.dqn = dqn
+        self.normaliser = normaliser
+        self.actions = torch.tensor(actions, dtype=torch.float32)
+        self._autoencoder, self._classifier = AutoencoderMode(), NormalMode()  # their scoring code, not their training
+
+    @torch.no_grad()
+    def inputs(self, loader) -> tuple[torch.Tensor, torch.Tensor]:
+        """(GAT attack probability, raw VGAE score) per window, in loader order; one pass."""
+        probabilities, raw = [], []
+        for batch in loader:
+            batch = batch.to(self.device)
+            raw.append(self._autoencoder.window_scores(self.vgae, [batch]))
+            probabilities.append(self._classifier.attack_probabilities(self.gat, [batch]))
+        if not raw:
+            return torch.empty(0), torch.empty(0)
+        return torch.cat(probabilities).float(), torch.cat(raw).float()
+
+    @torch.no_grad()
+    def decide(self, p: torch.Tensor, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        v = self.normaliser(raw)
+        state = fusion_state(p, v)
+        self.dqn.eval()
+        device = next(self.dqn.parameters()).device
+        action = self.dqn(state.to(device)).argmax(-1).cpu() if len(state) else torch.empty(0, dtype=torch.long)
+        alpha = self.actions[action]
+        return {"p": p, "raw": raw, "v": v, "state": state, "action": action, "alpha": alpha,
+                "score": fused_score(alpha, p, v)}
+
+    def components(self, loader) -> dict[str, torch.Tensor]:
+        return self.decide(*self.inputs(loader))
+
+    def scores(self, loader) -> torch.Tensor:
+        return self.components(loader)["score"]
+
+    @classmethod
+    def from_checkpoint(cls, engine, path: str | Path, device: str = "cpu") -> tuple[FusionPredictor, float]:
+        """The predictor saved in a fusion checkpoint (its inputs are reloaded from their recorded
+        paths), and its decision threshold."""
+        checkpoint = load_checkpoint(path)
+        fusion = checkpoint.extra.get("fusion")
+        if fusion is None:
+            raise KdcoreError(f"{path}: not a fusion checkpoint (no 'fusion' entry in its extra data)")
+        dqn = engine.load_model(checkpoint, path)
+        models = {}
+        for name in ("vgae", "gat"):
+            input_path = fusion[name]["path"]
+            models[name] = engine.load_model(load_checkpoint(input_path), input_path)
+        normaliser = VGAENormaliser(**{k: fusion["vgae"][k] for k in ("median", "scale", "threshold")})
+        predictor = cls(models["vgae"], models["gat"], dqn, normaliser, tuple(fusion["actions"]), device)
+        return predictor, float(checkpoint.extra["threshold"])
+
+
+def _input_device(config) -> torch.device:
+    if config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+# -- training -------------------------------------------------------------------------------
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions (state, action, reward, next state, done), sampled uniformly."""
+
+    def __init__(self, capacity: int, state_dim: int):
+        self.capacity, self.size, self.position = capacity, 0, 0
+        self.state = torch.zeros(capacity, state_dim)
+        self.next_state = torch.zeros(capacity, state_dim)
+        self.action = torch.zeros(capacity, dtype=torch.long)
+        self.reward = torch.zeros(capacity)
+        self.done = torch.zeros(capacity)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def push(self, state, action, reward, next_state, done) -> None:
+        count = len(action)
+        slots = (self.position + torch.arange(count)) % self.capacity  # the oldest are overwritten first
+        self.state[slots], self.action[slots], self.reward[slots] = state, action, reward
+        self.next_state[slots], self.done[slots] = next_state, done
+        self.position = (self.position + count) % self.capacity
+        self.size = min(self.size + count, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator):
+        index = torch.randint(0, self.size, (batch_size,), generator=generator)
+        return self.state[index], self.action[index], self.reward[index], self.next_state[index], self.done[index]
+
+
+class FusionTraining:
+    """The fusion mode's work: load and score its inputs, train the DQN, evaluate the fused score.
+
+    Hyperparameters are class attributes, so a subclass (or a plugin's mode) can change them.
+    """
+
+    actions = ACTIONS
+    gamma = 0.5  # the next window does not depend on α, so the future only shifts Q; kept modest
+    margin_weight = 0.5
+    replay_capacity = 50_000
+    batch_size = 128  # transitions per gradient step (config.batch_size is for graphs)
+    chunk = 32  # windows acted on per environment step (one forward pass for all of them)
+    updates_per_chunk = 4
+    target_tau = 0.01  # soft update: target ← (1 − τ)·target + τ·online, after every gradient step
+    epsilon_start, epsilon_end, epsilon_decay_share = 1.0, 0.05, 0.6  # ε reaches its floor at 60% of training
+    min_transitions_per_epoch = 1024  # a short validation stream is repeated within an epoch
+
+    def __init__(self):
+        self.inputs: dict[str, RunLayout] = {}
+        self.predictor: FusionPredictor | None = None
+        self.val: dict[str, torch.Tensor] = {}
+        self.class_weights: torch.Tensor | None = None
+        self.history: list[dict[str, float]] = []
+
+    def prepare(self, run):
+        """Load the inputs (checked to see the same data), score the validation windows, fit the
+        normalisation and the class weights of the reward."""
+        config, datamodule = run.config, run.datamodule
+        hparams = getattr(run.model, "hparams", {})
+        if hparams.get("state_dim") != len(STATE_FEATURES) or hparams.get("num_actions") != len(self.actions):
+            raise KdcoreError(
+                f"model {config.model!r} must map {len(STATE_FEATURES)} state features to {len(self.actions)} "
+                f"actions, but has hparams {hparams}"
+            )
+        self.inputs = find_inputs(config)
+        models = {}
+        for name, layout in self.inputs.items():
+            checkpoint = load_checkpoint(layout.checkpoint)
+            if checkpoint.model != name:
+                raise KdcoreError(f"fusion input {layout.checkpoint} is a {checkpoint.model!r} model, not {name!r}")
+            if checkpoint.extra.get("data", {}) != datamodule.splits.state:
+                raise KdcoreError(
+                    f"fusion input {layout.checkpoint} was trained on other data (CAN-ID vocabulary, feature scaling "
+                    f"or window settings differ); retrain it on dataset {config.dataset!r} with the same window settings"
+                )
+            models[name] = run.engine.load_model(checkpoint, layout.checkpoint)
+            logger.info("fusion input %s: %s", name, layout.checkpoint)
+
+        labels = labels_of(datamodule.val_set).long()
+        counts = torch.bincount(labels, minlength=2)
+        if len(labels) == 0 or counts.min() == 0:
+            raise KdcoreError(
+                f"fusion trains on the validation split, which needs windows of both classes; it has "
+                f"{int(counts[0])} normal and {int(counts[1])} attack windows (raise val_fraction?)"
+            )
+        run.model.to("cpu")
+        predictor = FusionPredictor(models["vgae"], models["gat"], run.model, VGAENormaliser(0.0, 1.0, 0.0),
+                                    self.actions, _input_device(config))
+        p, raw = predictor.inputs(datamodule.loader(datamodule.val_set))
+        predictor.normaliser = VGAENormaliser.fit(raw[labels == 0], config.threshold_quantile)
+        v = predictor.normaliser(raw)
+        self.predictor = predictor
+        self.val = {"p": p, "raw": raw, "v": v, "state": fusion_state(p, v), "label": labels}
+        self.class_weights = (counts.sum() / (2 * counts)).float()  # inverse class frequency, mean 1 per window
+
+    def fit(self, run):
+        """Plain torch DQN: ε-greedy acting on chunks of the validation stream, replay, double-DQN
+        targets from a soft-updated target network, Huber loss, Adam. On one CPU thread: the
+        network is tiny, and more threads only add contention (and thread-count-dependent sums)."""
+        if self.predictor is None:
+            self.prepare(run)
+        with torch_threads(1):
+            self._train(run)
+        self._write_log(run.layout.logs / "metrics.csv")
+
+    def _train(self, run):
+        config, model = run.config, run.model
+        generator = torch.Generator().manual_seed(config.seed)
+        model.to("cpu").train()
+        target = copy.deepcopy(model).eval()
+        for parameter in target.parameters():
+            parameter.requires_grad_(False)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+        states, labels, p, v = self.val["state"], self.val["label"], self.val["p"], self.val["v"]
+        n = len(labels)
+        actions = torch.tensor(self.actions, dtype=torch.float32)
+        chunks_per_epoch = math.ceil(max(n, self.min_transitions_per_epoch) / self.chunk)
+        total_chunks = config.max_epochs * chunks_per_epoch
+        if config.max_steps > 0:
+            total_chunks = min(total_chunks, math.ceil(config.max_steps / self.updates_per_chunk))
+        decay_chunks = max(1, int(self.epsilon_decay_share * total_chunks))
+        decay = (self.epsilon_end / self.epsilon_start) ** (1 / decay_chunks)
+        buffer = ReplayBuffer(self.replay_capacity, states.shape[1])
+
+        self.history, cursor, step = [], 0, 0
+        losses, rewards_seen = [], []
+        bar = tqdm(total=total_chunks, desc="fusion", unit="chunk", disable=not config.progress_bar, leave=False)
+        for chunk_index in range(total_chunks):
+            epsilon = max(self.epsilon_end, self.epsilon_start * decay**chunk_index)
+            index = (cursor + torch.arange(self.chunk)) % n
+            cursor = (cursor + self.chunk) % n
+            following = (index + 1) % n
+            done = (index == n - 1).float()  # the stream ends after its last window
+            with torch.no_grad():
+                greedy = model(states[index]).argmax(-1)
+            explore = torch.rand(self.chunk, generator=generator) < epsilon
+            chosen = torch.where(explore, torch.randint(0, len(actions), (self.chunk,), generator=generator), greedy)
+            s = fused_score(actions[chosen], p[index], v[index])
+            reward = rewards(s, labels[index], self.class_weights, self.margin_weight)
+            buffer.push(states[index], chosen, reward, states[following], done)
+            rewards_seen.append(reward)
+
+            for _ in range(self.updates_per_chunk):
+                if config.max_steps > 0 and step >= config.max_steps:
+                    break
+                b_state, b_action, b_reward, b_next, b_done = buffer.sample(self.batch_size, generator)
+                q = model(b_state).gather(1, b_action[:, None]).squeeze(1)
+                with torch.no_grad():
+                    next_action = model(b_next).argmax(-1, keepdim=True)
+                    next_q = target(b_next).gather(1, next_action).squeeze(1)
+                    goal = b_reward + self.gamma * (1 - b_done) * next_q
+                loss = F.smooth_l1_loss(q, goal)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                optimizer.step()
+                with torch.no_grad():
+                    for target_parameter, parameter in zip(target.parameters(), model.parameters()):
+                        target_parameter.lerp_(parameter, self.target_tau)
+                losses.append(loss.item())
+                step += 1
+
+            bar.update(1)
+            if (chunk_index + 1) % chunks_per_epoch == 0 or chunk_index + 1 == total_chunks:
+                row = self._epoch_row(model, chunk_index // chunks_per_epoch, step, epsilon, losses, rewards_seen)
+                self.history.append(row)
+                bar.set_postfix(eps=f"{epsilon:.2f}", loss=f"{row['train_loss']:.3f}", val_f1=f"{row['val_f1']:.3f}")
+                losses, rewards_seen = [], []
+                model.train()
+        bar.close()
+        model.eval()
+
+    def _epoch_row(self, model, epoch, step, epsilon, losses, rewards_seen) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            alpha = torch.tensor(self.actions)[model(self.val["state"]).argmax(-1)]
+        s = fused_score(alpha, self.val["p"], self.val["v"])
+        return {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": sum(losses) / len(losses) if losses else float("nan"),
+            "epsilon": epsilon,
+            "mean_reward": float(torch.cat(rewards_seen).mean()) if rewards_seen else float("nan"),
+            "val_f1": f1_at(s, self.val["label"], DECISION_LINE),
+            "val_mean_alpha": float(alpha.mean()),
+        }
+
+    def _write_log(self, path: Path) -> None:
+        if not self.history:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self.history[0]))
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    def evaluate(self, model, run) -> Evaluation:
+        """Threshold: the best validation F1 of the greedy policy's fused scores; then the fused
+        score of every test window against it, through ``evaluate_scores``."""
+        if self.predictor is None:
+            self.prepare(run)
+        predictor = self.predictor
+        predictor.dqn = model.to("cpu").eval()
+        val = predictor.decide(self.val["p"], self.val["raw"])
+        threshold = fit_threshold(val["score"], self.val["label"])
+        evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold)
+        histogram = torch.bincount(val["action"], minlength=len(self.actions)).tolist()
+        fusion: dict[str, Any] = {
+            "actions": list(self.actions),
+            "state_features": list(STATE_FEATURES),
+            "decision": "score >= threshold, score = alpha * p_gat + (1 - alpha) * v_vgae",
+            "vgae": {"path": str(self.inputs["vgae"].checkpoint), **attrs.asdict(predictor.normaliser)},
+            "gat": {"path": str(self.inputs["gat"].checkpoint)},
+            "val_action_counts": histogram,
+            "val_mean_alpha": float(val["alpha"].mean()),
+            "val_f1": f1_at(val["score"], self.val["label"], threshold),
+            "gamma": self.gamma,
+            "margin_weight": self.margin_weight,
+        }
+        return attrs.evolve(evaluation, extra={**evaluation.extra, "fusion": fusion})
