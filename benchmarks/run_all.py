@@ -3,7 +3,8 @@
     python benchmarks/run_all.py [--out bench.json]
 
 The headline keys come first — ``graph_build_frames_per_s``, ``kd_overhead_ratio``,
-``kd_overhead_ratio_cached``, ``student_infer_speedup``, ``peak_rss_mib_1m_frames`` — then each
+``kd_overhead_ratio_cached``, ``student_infer_speedup``, ``peak_rss_mib_1m_frames``, ``cli_startup_s``,
+``data_inspect_68k_rows_s`` — then each
 script's full output under its own name, and the machine. Each script runs in a fresh process, so
 one's memory does not count against the next; they run one after another, so they do not compete
 for cores.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {
+    "startup": ["bench_startup.py"],
     "graphs": ["bench_graphs.py"],
     "readers": ["bench_readers.py"],
     "training": ["bench_train.py"],
@@ -87,12 +89,15 @@ def main() -> None:
 
         results.setdefault("large", {})["peak_rss_mib_1m_frames"] = peak_rss_mib(1_000_000)
     training, graphs, large = results.get("training", {}), results.get("graphs", {}), results.get("large", {})
+    startup = results.get("startup", {})
     bench = {
         "graph_build_frames_per_s": graphs.get("graph_build_frames_per_s"),
         "kd_overhead_ratio": training.get("kd_overhead_ratio"),
         "kd_overhead_ratio_cached": training.get("kd_overhead_ratio_cached"),
         "student_infer_speedup": training.get("student_infer_speedup"),
         "peak_rss_mib_1m_frames": large.get("peak_rss_mib_1m_frames"),
+        "cli_startup_s": startup.get("cli_startup_s"),
+        "data_inspect_68k_rows_s": startup.get("data_inspect_68k_rows_s"),
         **results,
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

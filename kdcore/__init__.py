@@ -10,15 +10,9 @@ reads data) starts without torch, Lightning or PyG.
 """
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 
 from kdcore.errors import KdcoreError
 from kdcore.hookspecs import hookimpl
-
-try:
-    __version__ = version("kdcore")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
 
 _LAZY = {
     "CanDataset": "kdcore.data.dataset",
@@ -40,6 +34,8 @@ __all__ = ["KdcoreError", "__version__", "hookimpl", *_LAZY]
 
 
 def __getattr__(name: str):
+    if name == "__version__":
+        return _version()
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value  # imported once
@@ -49,3 +45,12 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kdcore")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0"

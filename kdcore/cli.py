@@ -20,7 +20,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from kdcore.config import RunConfig, load_config, parse_override, read_toml
 from kdcore.errors import ConfigError, KdcoreError
 from kdcore.signals import Stopped, stop_on
 
@@ -81,6 +80,8 @@ def _overrides(
     experiment_root: str | None = None,
 ) -> dict[str, Any]:
     """Config overrides from ``--set`` and the named flags (the flags win)."""
+    from kdcore.config import parse_override, read_toml
+
     overrides = dict(parse_override(item) for item in settings)
     if mode == DEPRECATED_KD_MODE:
         file_model = read_toml(config_file).get("model") if config_file else None
@@ -114,7 +115,9 @@ def _overrides(
     return overrides
 
 
-def _config(config_file: Optional[Path], overrides: dict[str, Any]) -> RunConfig:
+def _config(config_file: Optional[Path], overrides: dict[str, Any]):
+    from kdcore.config import load_config
+
     return load_config(config_file, overrides, overrides_source="the command line")
 
 
@@ -204,7 +207,7 @@ def validate(
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List installed plugins and what they register."""
     try:
-        description = _engine().describe()
+        description = _plugins().describe()
     except KdcoreError as error:
         _fail(error)
     if as_json:
@@ -221,7 +224,7 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")
     console.print(table)
     for plugin in description["failed"]:
         typer.echo(f"failed: {plugin['name']}: {plugin['reason']}")
-    for kind in ("modes", "strategies", "datasets", "models"):
+    for kind in ("modes", "strategies", "datasets", "models", "formats"):
         console.print(f"{kind}: " + ", ".join(f"{item['name']} ({item['plugin']})" for item in description[kind]))
 
 
@@ -230,21 +233,21 @@ def list_(
     compat: bool = typer.Option(False, "--compat", help="Show the mode × strategy compatibility matrix."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """List modes, strategies, datasets and models, or which combinations work."""
+    """List modes, strategies, datasets, models and capture formats, or which combinations work."""
     try:
-        engine = _engine()
+        plugins = _plugins()
+        description = plugins.describe()
     except KdcoreError as error:
         _fail(error)
     if not compat:
-        description = engine.describe()
-        listing = {kind: [item["name"] for item in description[kind]] for kind in ("modes", "strategies", "datasets", "models")}
+        listing = {kind: [item["name"] for item in description[kind]] for kind in ("modes", "strategies", "datasets", "models", "formats")}
         if as_json:
             typer.echo(json.dumps(listing, indent=2))
         else:
             for kind, names in listing.items():
                 typer.echo(f"{kind}: {', '.join(names)}")
         return
-    matrix = engine.compatibility()
+    matrix = plugins.compatibility()
     if as_json:
         typer.echo(json.dumps(matrix, indent=2))
         return

@@ -37,12 +37,13 @@ from kdcore.checkpoint import load_checkpoint
 from kdcore.data.frames import FrameTable
 from kdcore.data.graphset import GraphSet
 from kdcore.data.preprocess import Preprocessing
-from kdcore.data.windows import build_window_graphs
+from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.errors import KdcoreError
 from kdcore.export import TOLERANCE, OneWindow, sample_windows
 from kdcore.signals import Stopped
 from kdcore.threads import torch_threads
 
+NODE_FIELDS = {"can_id": "can_ids", "j1939_source": "j1939_sources", "j1939_pgn": "j1939_pgns"}  # an alert's node list, named
 CHUNK_WINDOWS = 16  # windows scored together in an as-fast-as-possible replay (throughput over latency)
 
 FEED_TICK = 0.002  # seconds: how often a recorded-speed feed wakes up at most
@@ -79,8 +80,8 @@ class Detector:
 
     def __init__(self, checkpoint_path: str | Path, engine=None):
         from kdcore.engine import Engine
-        from kdcore.plugins.modes.autoencoder import AutoencoderMode
         from kdcore.fusion import FusionPredictor
+        from kdcore.plugins.modes.autoencoder import AutoencoderMode
         from kdcore.plugins.modes.normal import NormalMode
 
         engine = engine or Engine()
@@ -89,6 +90,7 @@ class Detector:
         if checkpoint.model not in ("gat", "vgae", "dqn") or "preprocessing" not in data:
             raise KdcoreError(f"{checkpoint_path}: detect needs a GAT, VGAE or fusion checkpoint trained by kdcore on captures")
         self.window = int(data["window_size"])
+        self.graph_node = data.get("graph_node", "can_id")
         self.preprocessing = Preprocessing.from_dict(data["preprocessing"])
         self.threshold = float(checkpoint.extra["threshold"])
         self.score_window: Callable | None = None  # (x, id_token, edge_index) → score: the traced scorer, if any
@@ -152,7 +154,7 @@ class Detector:
         return summary
 
     def _score(self, frames: FrameTable, arrived: float, summary: Summary, alerts, on_window) -> None:
-        graphs = build_window_graphs(frames, self.window, self.window)
+        graphs = build_window_graphs(node_keys(frames, self.graph_node), self.window, self.window)
         with torch.inference_mode():
             if len(graphs) == 1:  # as ``apply`` prepares it, without a dataset around one window
                 x, id_token = self.preprocessing.prepare(graphs.x, graphs.can_id)
@@ -169,10 +171,12 @@ class Detector:
                 summary.alerts += 1
                 if alerts is not None:
                     rows = slice(graphs.node_ptr[index], graphs.node_ptr[index + 1])
-                    record = {
-                        "start": float(graphs.time_span[index, 0]),
-                        "end": float(graphs.time_span[index, 1]),
-                        "can_ids": [f"{int(i):03X}" for i in graphs.can_id[rows]],
+                    first, last = graphs.time_span[index].tolist()
+                    record = {  # without timestamps, start and end are the frames' positions in the capture
+                        "start": first if graphs.timestamps else int(first),
+                        "end": last if graphs.timestamps else int(last),
+                        "unit": "s" if graphs.timestamps else "frame",
+                        NODE_FIELDS[self.graph_node]: [f"{int(i):03X}" for i in graphs.can_id[rows]],
                         "score": round(score, 6),
                         "threshold": round(self.threshold, 6),
                         "decision": "attack",
@@ -226,7 +230,9 @@ def window_batch(prepared: GraphSet) -> Batch:
 
 def replay_chunks(table: FrameTable, window: int, real_time: bool) -> Iterator[Chunk]:
     """A capture's frames in time order: one window at a time, each when its last frame is due at
-    recorded speed; or, as fast as possible, ``CHUNK_WINDOWS`` windows at a time."""
+    recorded speed; or, as fast as possible, ``CHUNK_WINDOWS`` windows at a time. A capture without
+    timestamps has no recorded speed: it replays as fast as possible."""
+    real_time = real_time and table.timestamps
     step = window if real_time else window * CHUNK_WINDOWS
     table = table.take(np.argsort(table.timestamp, kind="stable"))
     start_wall = time.perf_counter()
@@ -276,6 +282,7 @@ def feed_bus(bus, table: FrameTable, real_time: bool, stop: threading.Event) -> 
     timestamps where the bus preserves them (python-can's ``virtual``: ``preserve_timestamps``)."""
     import can
 
+    real_time = real_time and table.timestamps  # positions are no clock: as fast as possible
     table = table.take(np.argsort(table.timestamp, kind="stable"))
     start_wall = time.perf_counter()
     start_time = table.timestamp[0] if len(table) else 0.0

@@ -17,8 +17,8 @@ from typing import Any
 
 import attrs
 import lightning as L
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import numpy as np
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from kdcore.atomic import atomic_open, atomic_write_text
@@ -27,7 +27,7 @@ from kdcore.config import RunConfig, write_toml
 from kdcore.contracts import DistillationStrategy, TrainingMode
 from kdcore.data.module import GraphDataModule
 from kdcore.distill import FrozenTeacher
-from kdcore.errors import CheckpointError, IncompatibleError, KdcoreError, TeacherError
+from kdcore.errors import CheckpointError, IncompatibleError, TeacherError
 from kdcore.layout import RunLayout, discover_teacher, run_layout, teacher_candidates
 from kdcore.lock import run_lock
 from kdcore.manager import Plugins

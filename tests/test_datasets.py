@@ -28,9 +28,8 @@ def test_ctt_layout_trains_and_reports_each_test_folder(engine, ctt_root, tmp_pa
 
 def test_splits_are_time_ordered_and_disjoint(engine, ctt_root, tmp_path):
     config = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root), val_fraction=0.2)
-    datamodule = engine.datasets.get("hcrl_sa")(config)
-    datamodule.setup()
-    train, val = datamodule.train_set, datamodule.val_set
+    splits = engine.datasets.get("hcrl_sa")(config).load_splits()
+    train, val = splits.train, splits.val
     # Each train file gives its first 80% of frames to training and the rest to validation.
     assert len(train) == 2 * 32 and len(val) == 2 * 8
     for file in range(2):
@@ -41,11 +40,11 @@ def test_splits_are_time_ordered_and_disjoint(engine, ctt_root, tmp_path):
 
 def test_a_second_run_reads_the_graph_cache(engine, ctt_root, tmp_path):
     config = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root))
-    engine.datasets.get("hcrl_sa")(config).setup()
+    engine.datasets.get("hcrl_sa")(config).load_splits()
     cached = sorted((tmp_path / "exp" / "cache" / "graphs").glob("*.npz"))
     assert len(cached) == 6  # 2 train files × (train, val) + 2 test files
     mtimes = [p.stat().st_mtime_ns for p in cached]
-    engine.datasets.get("hcrl_sa")(config).setup()
+    engine.datasets.get("hcrl_sa")(config).load_splits()
     assert [p.stat().st_mtime_ns for p in cached] == mtimes
 
 
@@ -53,19 +52,18 @@ def test_a_single_capture_is_split_in_time_order(engine, tmp_path):
     path = tmp_path / "capture.csv"
     write_csv(tiny_capture(np.random.default_rng(1), 5000, "dos"), path)
     config = tiny_config(tmp_path / "exp", dataset="captures", data_root=str(path))
-    datamodule = engine.datasets.get("captures")(config)
-    datamodule.setup()
-    assert (len(datamodule.train_set), len(datamodule.val_set), len(datamodule.test_sets["test"])) == (70, 15, 15)
+    splits = engine.datasets.get("captures")(config).load_splits()
+    assert (len(splits.train), len(splits.val), len(splits.tests["test"])) == (70, 15, 15)
 
 
 def test_standard_dataset_needs_a_data_root_in_ctt_layout(engine, tmp_path):
     with pytest.raises(KdcoreError, match="needs --data-root"):
-        engine.datasets.get("hcrl_ch")(tiny_config(tmp_path, dataset="hcrl_ch")).setup()
+        engine.datasets.get("hcrl_ch")(tiny_config(tmp_path, dataset="hcrl_ch")).load_splits()
     flat = tmp_path / "flat"
     flat.mkdir()
     write_csv(tiny_capture(np.random.default_rng(1), 500), flat / "x.csv")
     with pytest.raises(KdcoreError, match="expects the can-train-and-test layout"):
-        engine.datasets.get("hcrl_ch")(tiny_config(tmp_path, dataset="hcrl_ch", data_root=str(flat))).setup()
+        engine.datasets.get("hcrl_ch")(tiny_config(tmp_path, dataset="hcrl_ch", data_root=str(flat))).load_splits()
 
 
 def test_a_teacher_trained_on_other_data_is_refused(engine, ctt_root, teacher_root, tmp_path):

@@ -15,6 +15,7 @@ import attrs
 import cattrs
 from attrs import validators as v
 
+from kdcore.data.windows import GRAPH_NODES
 from kdcore.errors import ConfigError, closest
 
 if sys.version_info >= (3, 11):
@@ -59,10 +60,14 @@ class RunConfig:
 
     # Data: windows of frames become graphs; see docs/formats.md and docs/datasets.md.
     capture_format: str | None = None  # None: detected from each file's content
+    capture_layout: str | None = None  # a layout TOML describing the captures' columns (docs/formats.md); overrides capture_format
     on_bad_rows: str = attrs.field(default="error", validator=_one_of(("error", "skip")))
     window_size: int = attrs.field(default=100, validator=v.ge(2))
     window_stride: int = attrs.field(default=100, validator=_positive)
     label_threshold: float = attrs.field(default=0.0, validator=_unit_interval)  # attack share above which a window is an attack
+    # What a graph node stands for: the CAN ID, or on a J1939 network the sender (source address)
+    # or the message (PGN); see kdcore.data.windows.node_keys and docs/datasets.md.
+    graph_node: str = attrs.field(default="can_id", validator=_one_of(GRAPH_NODES))
     val_fraction: float = attrs.field(default=0.15, validator=_unit_interval)
     test_fraction: float = attrs.field(default=0.15, validator=_unit_interval)  # single captures only
     cache_dir: str | None = None  # None: {experiment_root}/cache/graphs

@@ -9,6 +9,7 @@ into place, so readers only ever see a whole entry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,13 +23,22 @@ import attrs
 
 from kdcore.data.graphs import GraphWriter, WindowGraphs
 
-BUILDER_VERSION = 1  # bump when graph construction changes meaning
+BUILDER_VERSION = 2  # bump when graph construction changes meaning (2: timing features absent without timestamps)
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's content, hashed once per version of the file in a process (a capture cut
+    into several parts keys each part by it)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _digest(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: Path, _size: int, _mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
+        while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 

@@ -20,22 +20,28 @@ read whole and held in memory, as before; both give the same graphs.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
-from tqdm.auto import tqdm
 
 from kdcore.data.cache import GraphCache, cache_key
+from kdcore.data.dataset import CanDataset, DataInfo, Splits
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.chunks import capture_chunks, frame_index
 from kdcore.data.formats.labels import SUFFIX as SIDECAR_SUFFIX
+from kdcore.data.formats.labels import Interval, apply_intervals
 from kdcore.data.frames import FrameTable
 from kdcore.data.graphs import WindowGraphs
-from kdcore.data.dataset import CanDataset, DataInfo, Splits
 from kdcore.data.preprocess import Preprocessing
-from kdcore.data.windows import FEATURES, build_window_graphs, build_window_graphs_chunked
+from kdcore.data.windows import (
+    FEATURES,
+    build_window_graphs,
+    build_window_graphs_chunked,
+    node_keys,
+)
 from kdcore.errors import KdcoreError
 
 CAPTURE_SUFFIXES = (".csv", ".log", ".trc", ".asc", ".blf", ".txt")
@@ -96,6 +102,12 @@ def split_jobs(root: Path, val_fraction: float, test_fraction: float) -> list[tu
     return [(f, split, *bounds[split]) for split in bounds for f in files]
 
 
+def by_capture(jobs: list[tuple[Path, str, float, float]]) -> list[tuple[Path, str, float, float]]:
+    """The jobs with each capture's parts together (each split keeps its captures' order), so a
+    capture read for one part is still at hand for the next."""
+    return sorted(jobs, key=lambda job: str(job[0]))
+
+
 def capture_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
@@ -121,13 +133,23 @@ class CaptureDataset(CanDataset):
             raise KdcoreError(f"data root not found: {root}")
         return root
 
+    def jobs(self, root: Path) -> list[tuple[Path, str, float, float]]:
+        """(capture, split, start, stop) of every part the dataset is cut into (see ``split_jobs``)."""
+        return split_jobs(root, self.config.val_fraction, self.config.test_fraction)
+
+    def recipe(self, path: Path) -> GraphRecipe:
+        """How the graphs of one capture are built: the config's settings (a dataset may add labels)."""
+        return GraphRecipe.from_config(self.config)
+
     def load_splits(self) -> Splits:
+        from tqdm.auto import tqdm
+
         root = self.data_root()
         cache = GraphCache(self.cache_dir())
-        jobs = split_jobs(root, self.config.val_fraction, self.config.test_fraction)
+        jobs = self.jobs(root)
         stream = should_stream([path for path, *_ in jobs])
         parts: dict[str, list[WindowGraphs]] = {}
-        for path, split, start, stop in tqdm(jobs, desc="graphs", unit="part", disable=not self.config.progress_bar, leave=False):
+        for path, split, start, stop in tqdm(by_capture(jobs), desc="graphs", unit="part", disable=not self.config.progress_bar, leave=False):
             parts.setdefault(split, []).append(self.graphs_of(cache, path, start, stop, stream))
         if sum(len(graphs) for graphs in parts["train"]) == 0:
             raise KdcoreError(f"{root}: too few frames for a single training window of {self.config.window_size}")
@@ -140,13 +162,14 @@ class CaptureDataset(CanDataset):
             preprocessing = Preprocessing.fit(merged["train"])
             prepared = {split: preprocessing.apply(graphs) for split, graphs in merged.items()}
         info = DataInfo(num_node_features=len(FEATURES), num_ids=preprocessing.num_ids)
+        timestamps = all(graphs.timestamps for graphs in parts["train"])
         train, val_graphs = prepared.pop("train"), prepared.pop("val")
         return Splits(
             train=train,
             val=val_graphs,
             tests=prepared,
             info=info,
-            state={"preprocessing": preprocessing.to_dict(), **self.window_parameters()},
+            state={"preprocessing": preprocessing.to_dict(), "timestamps": timestamps, **self.window_parameters()},
         )
 
     def cache_dir(self) -> Path:
@@ -157,10 +180,11 @@ class CaptureDataset(CanDataset):
             "window_size": self.config.window_size,
             "window_stride": self.config.window_stride,
             "label_threshold": self.config.label_threshold,
+            "graph_node": self.config.graph_node,
         }
 
     def graphs_of(self, cache: GraphCache, path: Path, start: float, stop: float, stream: bool | None = None) -> WindowGraphs:
-        return attrs.evolve(GraphRecipe.from_config(self.config), stream=stream).graphs(cache, path, start, stop)
+        return attrs.evolve(self.recipe(path), stream=stream).graphs(cache, path, start, stop)
 
 
 @attrs.frozen
@@ -176,11 +200,14 @@ class GraphRecipe:
     label_threshold: float = 0.0
     capture_format: str | None = None
     on_bad_rows: str = "error"
+    graph_node: str = "can_id"
+    labels: tuple[Interval, ...] = ()  # attack intervals applied over the capture's own labels, like a sidecar's
     stream: bool | None = attrs.field(default=None, kw_only=True)
 
     @classmethod
-    def from_config(cls, config) -> GraphRecipe:
-        return cls(config.window_size, config.window_stride, config.label_threshold, config.capture_format, config.on_bad_rows)
+    def from_config(cls, config, **more) -> GraphRecipe:
+        return cls(config.window_size, config.window_stride, config.label_threshold, config.capture_format, config.on_bad_rows,
+                   config.graph_node, **more)
 
     def graphs(self, cache: GraphCache, path: Path, start: float = 0.0, stop: float = 1.0) -> WindowGraphs:
         """Graphs of the frames between fractions ``start`` and ``stop`` of one capture, cached."""
@@ -189,20 +216,29 @@ class GraphRecipe:
             return cache.get_or_write(key, len(FEATURES), lambda writer: self.write(writer, path, start, stop))
 
         def build() -> WindowGraphs:
-            table = read_capture(path, self.capture_format, self.on_bad_rows)
-            return build_window_graphs(time_slice(table, start, stop), self.window_size, self.window_stride, self.label_threshold)
+            table = node_keys(time_slice(self.read(path), start, stop), self.graph_node)
+            return build_window_graphs(table, self.window_size, self.window_stride, self.label_threshold)
 
         return cache.get_or_build(key, build)
 
+    def read(self, path: Path) -> FrameTable:
+        """The whole capture, labelled; the last capture read is kept, so the parts of one capture,
+        built one after another, read it once."""
+        stat = Path(path).stat()
+        return _read_labelled(Path(path).resolve(), stat.st_size, stat.st_mtime_ns, self.capture_format, self.on_bad_rows, self.labels)
+
     def write(self, writer, path: Path, start: float = 0.0, stop: float = 1.0) -> None:
         """The graphs of a capture slice, built chunk by chunk into a ``GraphWriter``."""
-        chunks = self.frames(path, start, stop)
+        chunks = (node_keys(chunk, self.graph_node) for chunk in self.frames(path, start, stop))
         for part in build_window_graphs_chunked(chunks, self.window_size, self.window_stride, self.label_threshold):
             writer.append(part)
 
     def frames(self, path: Path, start: float = 0.0, stop: float = 1.0) -> Iterator[FrameTable]:
-        """The frames of ``time_slice(read_capture(path), start, stop)``, chunk by chunk: a first
+        """The frames of ``time_slice(read(path), start, stop)``, chunk by chunk: a first
         streaming pass counts the frames when the slice is not the whole capture."""
+        if self.labels:  # intervals label the capture as a whole (as a sidecar does): read it whole
+            yield time_slice(self.read(path), start, stop)
+            return
         if (start, stop) == (0.0, 1.0):
             yield from capture_chunks(path, self.capture_format, self.on_bad_rows)
             return
@@ -219,6 +255,11 @@ class GraphRecipe:
                 yield chunk
         finally:
             chunks.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _read_labelled(path: Path, _size: int, _mtime_ns: int, capture_format, on_bad_rows: str, labels: tuple[Interval, ...]) -> FrameTable:
+    return apply_intervals(read_capture(path, capture_format, on_bad_rows), list(labels), path)
 
 
 def time_slice(table: FrameTable, start: float, stop: float) -> FrameTable:
@@ -241,8 +282,12 @@ class CttDataset(CaptureDataset):
         return super().load_splits()
 
 
-def ctt_dataset(name: str) -> type[CttDataset]:
-    return type(f"Ctt_{name}", (CttDataset,), {"name": name, "__doc__": f"``{name}`` in the can-train-and-test layout."})
+def ctt_dataset(name: str, description: str) -> type[CttDataset]:
+    return type(f"Ctt_{name}", (CttDataset,), {"name": name, "__doc__": f"{description}, in the can-train-and-test layout; needs --data-root."})
 
 
-STANDARD_DATASETS = [ctt_dataset(name) for name in ("hcrl_ch", "hcrl_sa", "set_01", "set_02", "set_03", "set_04")]
+STANDARD_DATASETS = [
+    ctt_dataset("hcrl_ch", "HCRL Car-Hacking (DoS, fuzzing, gear and RPM spoofing)"),
+    ctt_dataset("hcrl_sa", "HCRL Survival Analysis (flooding, fuzzing, malfunction)"),
+    *(ctt_dataset(f"set_0{i}", f"can-train-and-test set {i}") for i in range(1, 5)),
+]

@@ -34,9 +34,10 @@ class WindowGraphs:
     edge_ptr: np.ndarray  # (windows + 1,) offsets into the edge arrays
     y: np.ndarray  # (windows,) int64, 0 normal / 1 attack
     attack_type: np.ndarray  # (windows,) uint8 into attack_names
-    time_span: np.ndarray  # (windows, 2) float64, first and last frame time
+    time_span: np.ndarray  # (windows, 2) float64, first and last frame time (positions without timestamps)
     attack_names: tuple[str, ...] = attrs.field(converter=tuple)
     num_frames: int = 0  # frames of the capture(s) the windows were cut from
+    timestamps: bool = True  # False: ``time_span`` holds frame positions, and timing features are absent (NaN)
     folder: Path | None = attrs.field(default=None, kw_only=True)  # set when the arrays are mapped from it
 
     def __len__(self) -> int:
@@ -57,12 +58,12 @@ class WindowGraphs:
         return self.x.shape[1]
 
     @classmethod
-    def empty(cls, num_features: int, attack_names: Sequence[str] = ("normal",), num_frames: int = 0) -> WindowGraphs:
+    def empty(cls, num_features: int, attack_names: Sequence[str] = ("normal",), num_frames: int = 0, timestamps: bool = True) -> WindowGraphs:
         zero = np.zeros(1, dtype=np.int64)
         return cls(
             np.zeros((0, num_features), np.float32), np.zeros(0, np.uint32), zero, np.zeros((2, 0), np.int32),
             np.zeros(0, np.float32), zero, np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros((0, 2)),
-            attack_names, num_frames,
+            attack_names, num_frames, timestamps,
         )
 
     def node_rows(self, windows: np.ndarray) -> np.ndarray:
@@ -71,8 +72,10 @@ class WindowGraphs:
 
     @classmethod
     def concat(cls, parts: Sequence[WindowGraphs]) -> WindowGraphs:
-        """Graphs of several captures in order, attack types renumbered into one list of names."""
+        """Graphs of several captures in order, attack types renumbered into one list of names;
+        with timestamps only if every part has them."""
         total_frames = sum(p.num_frames for p in parts)
+        timestamps = all(p.timestamps for p in parts)
         parts = [part for part in parts if len(part)] or list(parts[:1])
         names: list[str] = ["normal"]
         for part in parts:
@@ -93,6 +96,7 @@ class WindowGraphs:
             time_span=np.concatenate([p.time_span for p in parts]),
             attack_names=names,
             num_frames=total_frames,
+            timestamps=timestamps,
         )
 
     def save(self, path: str | Path) -> None:
@@ -102,6 +106,7 @@ class WindowGraphs:
                 handle,
                 attack_names=np.array(self.attack_names),
                 num_frames=np.array(self.num_frames),
+                timestamps=np.array(self.timestamps),
                 **{k: getattr(self, k) for k in _ARRAYS},
             )
 
@@ -112,6 +117,7 @@ class WindowGraphs:
                 **{k: arrays[k] for k in _ARRAYS},
                 attack_names=tuple(arrays["attack_names"].tolist()),
                 num_frames=int(arrays["num_frames"]),
+                timestamps=bool(arrays["timestamps"]),
             )
 
     @classmethod
@@ -122,7 +128,8 @@ class WindowGraphs:
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r" if mapped else None) for name in _ARRAYS}
         if not mapped:
             arrays["edge_index"] = np.ascontiguousarray(arrays["edge_index"])
-        return cls(**arrays, attack_names=tuple(meta["attack_names"]), num_frames=meta["num_frames"], folder=folder if mapped else None)
+        return cls(**arrays, attack_names=tuple(meta["attack_names"]), num_frames=meta["num_frames"], timestamps=meta["timestamps"],
+                   folder=folder if mapped else None)
 
 
 _META = "meta.json"
@@ -166,6 +173,7 @@ class GraphWriter:
             self.files[name] = handle
         self.attack_names = ["normal"]
         self.num_frames = 0
+        self.timestamps = True
         self._write("node_ptr", np.zeros(1, np.int64))
         self._write("edge_ptr", np.zeros(1, np.int64))
 
@@ -183,6 +191,7 @@ class GraphWriter:
         self._write("attack_type", renumber[part.attack_type])
         self._write("time_span", part.time_span)
         self.num_frames += part.num_frames
+        self.timestamps &= part.timestamps
 
     def close(self) -> None:
         """Final shapes into the headers, everything flushed to disk, ``meta.json`` last."""
@@ -193,7 +202,7 @@ class GraphWriter:
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
-        meta = json.dumps({"attack_names": self.attack_names, "num_frames": self.num_frames})
+        meta = json.dumps({"attack_names": self.attack_names, "num_frames": self.num_frames, "timestamps": self.timestamps})
         with open(self.folder / _META, "w") as handle:
             handle.write(meta)
             handle.flush()

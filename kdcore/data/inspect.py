@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from kdcore.data.cache import GraphCache
-from kdcore.data.captures import GraphRecipe, capture_files, ctt_folders, split_jobs
+from kdcore.data.captures import (
+    GraphRecipe,
+    by_capture,
+    capture_files,
+    ctt_folders,
+    split_jobs,
+)
 from kdcore.data.formats import detect_format, read_capture
 from kdcore.data.frames import FrameTable
 
@@ -31,9 +37,13 @@ def read_all(path: Path, capture_format: str | None, on_bad_rows: str) -> Iterat
 
 
 def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:
+    """Rows (frames) and what they hold. ``time_span_s`` sums each capture's own span (recordings
+    do not share a clock) and is None where a capture has no timestamps."""
     table = FrameTable.concat(tables)
     attack_types = np.bincount(table.attack_type, minlength=len(table.attack_names))
-    span = sum(float(t.timestamp.max() - t.timestamp.min()) for t in tables if len(t))  # recordings do not share a clock
+    timestamps = table.timestamps
+    span = sum(float(t.timestamp.max() - t.timestamp.min()) for t in tables if len(t)) if timestamps else None
+    extended = table.extended
     return {
         "format": formats[0] if len(set(formats)) == 1 else sorted(set(formats)),
         "files": len(tables),
@@ -44,7 +54,14 @@ def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:
             name: int(count) for name, count in zip(table.attack_names[1:], attack_types[1:]) if count
         },
         "distinct_ids": int(len(np.unique(table.can_id))),
-        "time_span_s": round(span, 6),
+        "standard_id_rows": int(len(table) - extended.sum()),
+        "extended_id_rows": int(extended.sum()),
+        "distinct_standard_ids": int(len(np.unique(table.can_id[~extended]))),
+        "distinct_extended_ids": int(len(np.unique(table.can_id[extended]))),
+        "remote_frames": int(table.remote.sum()),
+        "error_frames": table.error_frames,
+        "timestamps": timestamps,
+        "time_span_s": None if span is None else round(span, 6),
         "bad_rows": table.bad_rows,
     }
 
@@ -60,7 +77,7 @@ def build_path(path: Path, recipe: GraphRecipe, cache: GraphCache, progress, val
     same parts a run over it with these fractions reads, so the run finds them in the cache."""
     started = time.perf_counter()
     jobs = split_jobs(path, val_fraction, test_fraction)
-    built = [recipe.graphs(cache, file, start, stop) for file, _, start, stop in progress(jobs)]
+    built = [recipe.graphs(cache, file, start, stop) for file, _, start, stop in progress(by_capture(jobs))]
     seconds = time.perf_counter() - started
     frames = sum(graphs.num_frames for graphs in built)
     return {

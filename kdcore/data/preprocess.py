@@ -20,7 +20,12 @@ WINDOWS_PER_STEP = 1 << 16  # windows read at a time when fitting on parts that 
 
 @attrs.frozen(eq=False)
 class Preprocessing:
-    """Vocabulary (sorted CAN IDs; index 0 is reserved for unseen IDs) and per-feature mean/std."""
+    """Vocabulary (sorted CAN IDs; index 0 is reserved for unseen IDs) and per-feature mean/std.
+
+    A feature value may be absent (NaN: timing features of a capture without timestamps): the
+    mean and std are fitted on the values present, and scaling puts an absent value at 0, the
+    training mean.
+    """
 
     vocabulary: np.ndarray
     mean: np.ndarray
@@ -33,37 +38,29 @@ class Preprocessing:
     @classmethod
     def fit(cls, graphs: WindowGraphs) -> Preprocessing:
         """Fit on the attack-free windows of ``graphs`` only."""
-        normal_rows = graphs.node_rows(np.flatnonzero(graphs.y == 0))
-        if len(normal_rows) == 0:
-            raise ValueError("no attack-free training windows to fit the vocabulary and scaling on")
-        x = graphs.x[normal_rows].astype(np.float64)
-        std = x.std(axis=0)
-        return cls(
-            vocabulary=np.unique(graphs.can_id[normal_rows]),
-            mean=x.mean(axis=0),
-            std=np.where(std > 1e-8, std, 1.0),
-        )
+        return cls.fit_parts([graphs])
 
     @classmethod
     def fit_parts(cls, parts: Sequence[WindowGraphs]) -> Preprocessing:
         """``fit`` on the concatenation of ``parts``, reading a slice of windows at a time, so the
-        parts may be memory-mapped and bigger than memory; the result is equal to ``fit``'s, bit for bit.
+        parts may be memory-mapped and bigger than memory.
 
         numpy sums a column (``axis=0``) row after row; each slice carries the running sum into its
         first row, so the additions happen in the same order as over the whole array.
         """
         count, total, vocabulary = 0, np.zeros(0), np.zeros(0, np.uint32)
         for x, can_id in _normal_nodes(parts):
-            count += len(x)
-            total = _running_sum(total, x)
+            present = ~np.isnan(x)
+            count = count + present.sum(axis=0)
+            total = _running_sum(total, np.where(present, x, 0.0))
             vocabulary = np.union1d(vocabulary, can_id)
-        if count == 0:
+        if len(vocabulary) == 0:
             raise ValueError("no attack-free training windows to fit the vocabulary and scaling on")
-        mean = total / count
+        mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
         squares = np.zeros(0)
         for x, _ in _normal_nodes(parts):
-            squares = _running_sum(squares, (x - mean) ** 2)
-        std = np.sqrt(squares / count)
+            squares = _running_sum(squares, np.nan_to_num((x - mean) ** 2, nan=0.0))
+        std = np.sqrt(squares / np.maximum(count, 1))
         return cls(vocabulary=vocabulary, mean=mean, std=np.where(std > 1e-8, std, 1.0))
 
     def id_token(self, can_id: np.ndarray) -> np.ndarray:
@@ -72,15 +69,18 @@ class Preprocessing:
         found[found] = self.vocabulary[position[found]] == can_id[found]
         return np.where(found, position + 1, OUT_OF_VOCABULARY)
 
+    def scale(self, x: np.ndarray) -> np.ndarray:
+        """Scaled float32 features; an absent (NaN) value becomes 0, the training mean."""
+        return np.nan_to_num((x - self.mean) / self.std, nan=0.0).astype(np.float32)
+
     def apply(self, graphs: WindowGraphs) -> GraphSet:
         from kdcore.data.graphset import GraphSet
 
-        x = (graphs.x - self.mean) / self.std
-        return GraphSet(graphs, x.astype(np.float32), self.id_token(graphs.can_id))
+        return GraphSet(graphs, self.scale(graphs.x), self.id_token(graphs.can_id))
 
     def prepare(self, x: np.ndarray, can_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One graph's nodes as ``apply`` prepares them: scaled float32 features and ID tokens."""
-        return ((x - self.mean) / self.std).astype(np.float32), self.id_token(can_id).astype(np.int64)
+        return self.scale(x), self.id_token(can_id).astype(np.int64)
 
     def apply_lazily(self, parts: Sequence[WindowGraphs]) -> MappedGraphSet:
         """The same graphs as ``apply(WindowGraphs.concat(parts))``, each prepared when it is read."""

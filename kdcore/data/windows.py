@@ -9,6 +9,15 @@ training, evaluation and streaming detection.
 Node features (``FEATURES``), raw and unscaled: the CAN ID, the mean of each of the 8 payload
 bytes, the ID's frame count, its mean position in the window, the mean and standard deviation of
 its inter-arrival time, the mean standard deviation of its payload bytes, and its mean DLC.
+
+A capture without timestamps has no inter-arrival times: its two timing features are NaN
+(absent), never made up from frame positions. Scaling (``kdcore.data.preprocess``) fits on the
+values present and puts an absent value at the training mean, so it weighs neither way. Windows
+are cut by frame count either way.
+
+What a node stands for is ``GRAPH_NODES``' choice (``RunConfig.graph_node``): the CAN ID by
+default; on a J1939 network, the sender (source address) or the message (PGN) — see
+``node_keys``.
 """
 
 from __future__ import annotations
@@ -33,6 +42,33 @@ FEATURES = (
 )
 
 
+GRAPH_NODES = ("can_id", "j1939_source", "j1939_pgn")
+STANDARD_NODE = np.uint32(0x80000000)  # marks an 11-bit frame's node on a J1939 graph: apart from every SA and PGN
+
+
+def node_keys(table: FrameTable, graph_node: str = "can_id") -> FrameTable:
+    """The table with ``can_id`` replaced by what a graph node stands for.
+
+    ``j1939_source``: the source address (the low 8 bits of a 29-bit ID): one node per ECU that
+    sends. ``j1939_pgn``: the parameter group number (bits 8-25, the destination byte cleared for
+    PDU1 groups, PF < 240): one node per kind of message, whichever ECU sends it. Frames with an
+    11-bit ID are not J1939: they keep their ID, marked with the top bit so that no SA or PGN
+    takes their node.
+    """
+    if graph_node == "can_id":
+        return table
+    if graph_node not in GRAPH_NODES:
+        raise ValueError(f"graph_node must be one of {', '.join(GRAPH_NODES)}, got {graph_node!r}")
+    can_id = table.can_id
+    if graph_node == "j1939_source":
+        key = can_id & np.uint32(0xFF)
+    else:
+        pdu_format = (can_id >> np.uint32(16)) & np.uint32(0xFF)
+        key = (can_id >> np.uint32(8)) & np.uint32(0x3FFFF)
+        key = np.where(pdu_format < 240, key & np.uint32(0x3FF00), key).astype(np.uint32)
+    return attrs.evolve(table, can_id=np.where(table.extended, key, can_id | STANDARD_NODE))
+
+
 def window_starts(num_frames: int, window: int, stride: int) -> np.ndarray:
     """Start row of every full window (a partial last window is dropped)."""
     if num_frames < window:
@@ -49,7 +85,7 @@ def build_window_graphs(
     starts = window_starts(len(table), window, stride)
     num_windows = len(starts)
     if num_windows == 0:
-        return WindowGraphs.empty(len(FEATURES), table.attack_names, len(table))
+        return WindowGraphs.empty(len(FEATURES), table.attack_names, len(table), table.timestamps)
     if stride == window:
         rows = np.arange(num_windows * window)
     else:
@@ -96,6 +132,8 @@ def build_window_graphs(
     gap_mean = np.bincount(gap_node, weights=gaps, minlength=num_nodes) / safe
     gap_sq = np.bincount(gap_node, weights=gaps**2, minlength=num_nodes) / safe
     gap_std = np.sqrt(np.clip(gap_sq - gap_mean**2, 0, None))
+    if not table.timestamps:  # positions are no clock: timing is absent, not zero
+        gap_mean = gap_std = np.full(num_nodes, np.nan)
 
     x = np.column_stack(
         [node_key & 0xFFFFFFFF, byte_mean, count, position_mean, gap_mean, gap_std, payload_std, dlc_mean]
@@ -136,6 +174,7 @@ def build_window_graphs(
         time_span=np.stack([table.timestamp[first], table.timestamp[last]], axis=1),
         attack_names=table.attack_names,
         num_frames=len(table),
+        timestamps=table.timestamps,
     )
 
 
