@@ -9,7 +9,7 @@ from kdcore.data.cache import GraphCache, cache_key
 from kdcore.data.frames import FrameTable
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.preprocess import Preprocessing
-from kdcore.data.windows import FEATURES, build_window_graphs
+from kdcore.data.windows import FEATURES, build_window_graphs, node_keys
 
 
 def random_table(n=1000, seed=0, ids=(0x10, 0x20, 0x30, 0x7FF, 0x18FEF100)):
@@ -151,3 +151,71 @@ def test_concurrent_builders_never_corrupt_the_cache(tmp_path):
         pool.map(_build_into, [tmp_path] * 4)
     assert [p.name for p in tmp_path.iterdir()] == ["shared.npz"]
     assert len(WindowGraphs.load(tmp_path / "shared.npz")) == 200
+
+
+# --- captures without timestamps ------------------------------------------------------------------
+
+
+def test_without_timestamps_timing_is_absent_and_scales_to_the_training_mean(tmp_path):
+    timed = random_table(2000)
+    untimed = FrameTable.from_frames(None, timed.can_id, timed.dlc, timed.payload, timed.label)
+    assert not untimed.timestamps and untimed.timestamp.tolist()[:3] == [0.0, 1.0, 2.0]  # positions, flagged
+    graphs = build_window_graphs(untimed, 50, 50)
+    timing = [FEATURES.index("interarrival_mean"), FEATURES.index("interarrival_std")]
+    other = [i for i in range(len(FEATURES)) if i not in timing]
+    assert np.isnan(graphs.x[:, timing]).all() and not np.isnan(graphs.x[:, other]).any()
+    assert not graphs.timestamps and graphs.time_span[1].tolist() == [50.0, 99.0]  # windows span positions
+    # every other feature is what the timed capture gives
+    np.testing.assert_array_equal(graphs.x[:, other], build_window_graphs(timed, 50, 50).x[:, other])
+
+    # trained with timestamps, an absent value lands on the training mean: 0 once scaled
+    with_time = Preprocessing.fit(build_window_graphs(timed, 50, 50))
+    scaled = with_time.apply(graphs).x.numpy()
+    assert (scaled[:, timing] == 0).all() and np.isfinite(scaled).all()
+    # trained without: fitted on the values present, nothing breaks
+    without = Preprocessing.fit(graphs)
+    assert without.mean[timing].tolist() == [0.0, 0.0] and without.std[timing].tolist() == [1.0, 1.0]
+
+    graphs.save(tmp_path / "g.npz")
+    assert WindowGraphs.load(tmp_path / "g.npz").timestamps is False
+
+
+def test_a_mix_of_captures_fits_timing_on_the_timed_ones():
+    def normal(seed):
+        table = random_table(2000, seed=seed)
+        return FrameTable.from_frames(table.timestamp, table.can_id, table.dlc, table.payload)
+
+    timed = build_window_graphs(normal(1), 50, 50)
+    untimed = build_window_graphs(normal(2).with_positions(), 50, 50)
+    both = WindowGraphs.concat([timed, untimed])
+    assert not both.timestamps
+    column = FEATURES.index("interarrival_mean")
+    assert Preprocessing.fit(both).mean[column] == pytest.approx(timed.x[:, column].astype(np.float64).mean())
+
+
+# --- J1939 graph nodes ------------------------------------------------------------------------------
+
+
+def j1939_frames():
+    # TSC1 (PGN 0, PDU1: destination 0x00) from SA 0x0B and 0x03; EEC1 (PGN 0xF004, PDU2) from SA 0x00; an 11-bit 0x0B0
+    can_id = np.array([0x0C00000B, 0x0C000003, 0x0CF00400, 0x0C00FF0B, 0x0B0], np.uint32)
+    return FrameTable.from_frames(np.arange(5.0), can_id, np.full(5, 8), np.zeros((5, 8)),
+                                  extended=np.array([True, True, True, True, False]))
+
+
+def test_a_node_can_be_the_j1939_sender_or_the_message():
+    table = j1939_frames()
+    assert node_keys(table).can_id.tolist() == table.can_id.tolist()
+    assert node_keys(table, "j1939_source").can_id.tolist() == [0x0B, 0x03, 0x00, 0x0B, 0x800000B0]
+    # PGN: PDU1 groups (PF < 240) drop the destination byte, PDU2 keep PS as the group extension
+    assert node_keys(table, "j1939_pgn").can_id.tolist() == [0x00000, 0x00000, 0xF004, 0x00000, 0x800000B0]
+    with pytest.raises(ValueError, match="graph_node must be one of"):
+        node_keys(table, "sender")
+
+
+def test_29_bit_ids_stay_whole_in_graphs():
+    table = random_table(400, ids=(0x18FEF100, 0x18FEF101, 0x0CF00400))
+    graphs = build_window_graphs(table, 10, 10)
+    assert set(graphs.can_id.tolist()) == {0x18FEF100, 0x18FEF101, 0x0CF00400}
+    tokens = Preprocessing.fit(graphs).id_token(np.array([0x18FEF100, 0x18FEF101], np.uint32))
+    assert tokens[0] != tokens[1]  # 2**24 apart from float32: one bit apart in the vocabulary
