@@ -1,9 +1,10 @@
-"""Decoupled Knowledge Distillation (Zhao et al., CVPR 2022) for kdcore classifiers."""
+"""Decoupled Knowledge Distillation (Zhao et al., CVPR 2022) for kdcore classifiers.
+
+torch is imported inside the functions that compute losses: ``kdcore plugins`` and the data
+commands import every plugin module, and should not wait for torch.
+"""
 
 from __future__ import annotations
-
-import torch
-import torch.nn.functional as F
 
 import kdcore
 
@@ -19,6 +20,8 @@ class DecoupledKD(kdcore.DistillationStrategy):
     beta_nckd = 8.0
 
     def loss_terms(self, student, teacher, connectors, batch, config):
+        import torch.nn.functional as F
+
         t = config.distillation_temperature
         target = F.one_hot(batch.y, num_classes=student["logits"].size(-1)).bool()
         return {
@@ -27,19 +30,25 @@ class DecoupledKD(kdcore.DistillationStrategy):
         }
 
 
-def _binary(probabilities: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _binary(probabilities, target):
     """[p(target), p(any other class)] per row."""
+    import torch
+
     p_target = (probabilities * target).sum(-1, keepdim=True)
     return torch.cat([p_target, 1.0 - p_target], dim=-1).clamp_min(1e-8)
 
 
 def target_class_kd(student_logits, teacher_logits, target, t):
+    import torch.nn.functional as F
+
     student = _binary(F.softmax(student_logits / t, dim=-1), target)
     teacher = _binary(F.softmax(teacher_logits / t, dim=-1), target)
     return F.kl_div(student.log(), teacher, reduction="batchmean") * t * t
 
 
 def non_target_class_kd(student_logits, teacher_logits, target, t):
+    import torch.nn.functional as F
+
     student = F.log_softmax(student_logits / t - MASKED * target, dim=-1)
     teacher = F.softmax(teacher_logits / t - MASKED * target, dim=-1)
     return F.kl_div(student, teacher, reduction="batchmean") * t * t
