@@ -124,6 +124,20 @@ def _config(config_file: Optional[Path], overrides: dict[str, Any]):
 SHOWN_METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "fpr")
 SetOption = typer.Option([], "--set", help="Override a config key: --set max_epochs=1 (repeatable).")
 ConfigOption = typer.Option(None, "--config", help="TOML file of config keys.", dir_okay=False)
+FormatOption = typer.Option(None, "--format", help="Capture format (default: detected from content).")
+BadRowsOption = typer.Option("error", "--on-bad-rows", help="error: stop at the first malformed row; skip: count and skip.")
+LayoutOption = typer.Option(
+    None, "--layout", dir_okay=False, help="A layout TOML naming the columns of a delimited text capture (docs/formats.md); overrides --format."
+)
+
+
+def _capture_format(capture_format: str | None, layout: Path | None):
+    """What --format and --layout ask for: a format name, a layout's format, or None (detect)."""
+    if layout is None:
+        return capture_format
+    from kdcore.data.formats.layout import LayoutFormat, load_layout
+
+    return LayoutFormat(load_layout(layout))
 
 
 @app.command()
@@ -376,6 +390,7 @@ def detect(
     model: Path = typer.Option(..., "--model", help="A kdcore checkpoint of a GAT, a VGAE or a fused detector."),
     bus: Optional[str] = typer.Option(None, "--bus", help="A python-can bus: INTERFACE[:CHANNEL], e.g. virtual:demo or socketcan:can0."),
     replay: Optional[Path] = typer.Option(None, "--replay", help="A capture to replay (any readable format)."),
+    layout: Optional[Path] = LayoutOption,
     feed: Optional[Path] = typer.Option(None, "--feed", help="With --bus virtual:CHANNEL: send this capture onto that bus meanwhile (a live demo)."),
     as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Replay or feed without waiting for recorded times."),
     alerts: Optional[Path] = typer.Option(None, "--alerts", help="Write alerts here as JSON lines (default: stdout)."),
@@ -398,10 +413,10 @@ def detect(
     try:
         detector = Detector(model)
         if replay is not None:
-            table = read_capture(replay)
+            table = read_capture(replay, _capture_format(None, layout))
             chunks, total = replay_chunks(table, detector.window, real_time=not as_fast_as_possible), len(table)
         else:
-            table = read_capture(feed) if feed is not None else None
+            table = read_capture(feed, _capture_format(None, layout)) if feed is not None else None
             connections.append(_open_bus(bus))
             if table is not None:  # listening before the first frame is sent, so none is missed
                 connections.append(_open_bus(bus, preserve_timestamps=True))
@@ -460,10 +475,6 @@ def _open_bus(spec: str, **options):
 data_app = typer.Typer(help="Read, inspect, build and generate CAN captures.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-FormatOption = typer.Option(None, "--format", help="Capture format (default: detected from content).")
-BadRowsOption = typer.Option("error", "--on-bad-rows", help="error: stop at the first malformed row; skip: count and skip.")
-
-
 @data_app.command("list")
 def data_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the datasets and capture formats kdcore knows, and the plugin each comes from."""
@@ -492,14 +503,15 @@ def data_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.
 def data_inspect(
     path: Path = typer.Argument(..., help="A capture file, a folder of captures, or a can-train-and-test dataset folder."),
     capture_format: Optional[str] = FormatOption,
+    layout: Optional[Path] = LayoutOption,
     on_bad_rows: str = BadRowsOption,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Detected format, rows, time span, distinct IDs, attack share by type, bad rows."""
+    """Detected format, rows, time span, distinct IDs (standard/extended), attack rows by type, bad rows."""
     from kdcore.data.inspect import inspect_path
 
     try:
-        summary = inspect_path(path, capture_format, on_bad_rows)
+        summary = inspect_path(path, _capture_format(capture_format, layout), on_bad_rows)
     except KdcoreError as error:
         _fail(error)
     if as_json:
@@ -518,7 +530,9 @@ def data_build(
     stride: int = typer.Option(100, "--stride", help="Frames between window starts."),
     label_threshold: float = typer.Option(0.0, "--label-threshold", help="Attack-frame share above which a window is an attack."),
     capture_format: Optional[str] = FormatOption,
+    layout: Optional[Path] = LayoutOption,
     on_bad_rows: str = BadRowsOption,
+    graph_node: str = typer.Option("can_id", "--graph-node", help="What a node stands for: can_id, j1939_source or j1939_pgn."),
     cache_dir: Path = typer.Option(Path("experiments/cache/graphs"), "--cache-dir", help="Where built graphs are cached."),
     stream: Optional[bool] = typer.Option(
         None, "--stream/--no-stream",
@@ -533,13 +547,18 @@ def data_build(
 
     from kdcore.data.cache import GraphCache
     from kdcore.data.captures import GraphRecipe, should_stream
+    from kdcore.data.formats.layout import load_layout
     from kdcore.data.inspect import build_path, captures_under
+    from kdcore.data.windows import GRAPH_NODES
 
     try:
         if window < 2 or stride < 1:
             raise KdcoreError(f"--window must be >= 2 and --stride >= 1, got {window} and {stride}")
         stream = should_stream(captures_under(path), stream)
-        recipe = GraphRecipe(window, stride, label_threshold, capture_format, on_bad_rows, stream=stream)
+        if graph_node not in GRAPH_NODES:
+            raise KdcoreError(f"--graph-node must be one of {', '.join(GRAPH_NODES)}, got {graph_node!r}")
+        recipe = GraphRecipe(window, stride, label_threshold, capture_format, on_bad_rows, graph_node,
+                             layout=load_layout(layout) if layout else None, stream=stream)
         summary = build_path(path, recipe, GraphCache(cache_dir), lambda jobs: track(jobs, description="building graphs", console=Console(stderr=True), transient=True),
                              val_fraction, test_fraction)
         summary["streamed"] = stream

@@ -29,10 +29,13 @@ import attrs
 
 from kdcore.data.cache import GraphCache, cache_key
 from kdcore.data.dataset import CanDataset, DataInfo, Splits
-from kdcore.data.formats import read_capture
+from kdcore.data.formats import read_capture, resolve_format
+from kdcore.data.formats.base import CaptureFormat
 from kdcore.data.formats.chunks import capture_chunks, frame_index
 from kdcore.data.formats.labels import SUFFIX as SIDECAR_SUFFIX
 from kdcore.data.formats.labels import Interval, apply_intervals
+from kdcore.data.formats.layout import Layout, LayoutFormat, load_layout
+from kdcore.data.formats.registry import Formats
 from kdcore.data.frames import FrameTable
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.preprocess import Preprocessing
@@ -139,7 +142,7 @@ class CaptureDataset(CanDataset):
 
     def recipe(self, path: Path) -> GraphRecipe:
         """How the graphs of one capture are built: the config's settings (a dataset may add labels)."""
-        return GraphRecipe.from_config(self.config)
+        return GraphRecipe.from_config(self.config, formats=self.formats)
 
     def load_splits(self) -> Splits:
         from tqdm.auto import tqdm
@@ -191,8 +194,11 @@ class CaptureDataset(CanDataset):
 class GraphRecipe:
     """Everything that decides the graphs of a capture; the cache key is made of it.
 
-    ``stream`` is how they are built, not what they are (so not in the key): True reads the capture
-    in chunks and writes the graphs to a memory-mapped cache folder; None decides by its size.
+    How the capture is read: with ``layout`` when given, else the format named ``capture_format``,
+    else the one its content shows, among ``formats`` (None: the installed ones).
+    ``stream`` and ``formats`` are how the graphs are built, not what they are (so not in the key):
+    ``stream`` True reads the capture in chunks and writes the graphs to a memory-mapped cache
+    folder; None decides by its size.
     """
 
     window_size: int = 100
@@ -202,16 +208,24 @@ class GraphRecipe:
     on_bad_rows: str = "error"
     graph_node: str = "can_id"
     labels: tuple[Interval, ...] = ()  # attack intervals applied over the capture's own labels, like a sidecar's
+    layout: Layout | None = None
     stream: bool | None = attrs.field(default=None, kw_only=True)
+    formats: Formats | None = attrs.field(default=None, kw_only=True, eq=False)
 
     @classmethod
     def from_config(cls, config, **more) -> GraphRecipe:
+        layout = load_layout(config.capture_layout) if config.capture_layout else None
         return cls(config.window_size, config.window_stride, config.label_threshold, config.capture_format, config.on_bad_rows,
-                   config.graph_node, **more)
+                   config.graph_node, layout=layout, **more)
+
+    def capture_format_of(self, path: Path) -> CaptureFormat:
+        """The format this recipe reads ``path`` with."""
+        return _format_of(Path(path), self.capture_format, self.layout, self.formats)
 
     def graphs(self, cache: GraphCache, path: Path, start: float = 0.0, stop: float = 1.0) -> WindowGraphs:
         """Graphs of the frames between fractions ``start`` and ``stop`` of one capture, cached."""
-        key = cache_key(path, **attrs.asdict(self, filter=lambda field, _: field.name != "stream"), start=start, stop=stop)
+        identity = attrs.asdict(self, filter=lambda field, _: field.name not in ("stream", "formats"))
+        key = cache_key(path, **identity, start=start, stop=stop)
         if should_stream([path], self.stream):
             return cache.get_or_write(key, len(FEATURES), lambda writer: self.write(writer, path, start, stop))
 
@@ -225,7 +239,8 @@ class GraphRecipe:
         """The whole capture, labelled; the last capture read is kept, so the parts of one capture,
         built one after another, read it once."""
         stat = Path(path).stat()
-        return _read_labelled(Path(path).resolve(), stat.st_size, stat.st_mtime_ns, self.capture_format, self.on_bad_rows, self.labels)
+        return _read_labelled(Path(path).resolve(), stat.st_size, stat.st_mtime_ns, self.capture_format, self.layout, self.formats,
+                              self.on_bad_rows, self.labels)
 
     def write(self, writer, path: Path, start: float = 0.0, stop: float = 1.0) -> None:
         """The graphs of a capture slice, built chunk by chunk into a ``GraphWriter``."""
@@ -239,13 +254,14 @@ class GraphRecipe:
         if self.labels:  # intervals label the capture as a whole (as a sidecar does): read it whole
             yield time_slice(self.read(path), start, stop)
             return
+        capture_format = self.capture_format_of(path)
         if (start, stop) == (0.0, 1.0):
-            yield from capture_chunks(path, self.capture_format, self.on_bad_rows)
+            yield from capture_chunks(path, capture_format, self.on_bad_rows)
             return
-        index = frame_index(path, self.capture_format, self.on_bad_rows)
+        index = frame_index(path, capture_format, self.on_bad_rows)
         lo, hi = slice_bounds(sum(block.frames for block in index), start, stop)
         remaining = hi - lo
-        chunks = capture_chunks(path, self.capture_format, self.on_bad_rows, start_frame=lo, index=index)
+        chunks = capture_chunks(path, capture_format, self.on_bad_rows, start_frame=lo, index=index)
         try:
             for chunk in chunks:
                 if remaining <= 0:
@@ -257,9 +273,15 @@ class GraphRecipe:
             chunks.close()
 
 
+def _format_of(path: Path, capture_format: str | None, layout: Layout | None, formats: Formats | None) -> CaptureFormat:
+    return LayoutFormat(layout) if layout is not None else resolve_format(path, capture_format, formats)
+
+
 @functools.lru_cache(maxsize=1)
-def _read_labelled(path: Path, _size: int, _mtime_ns: int, capture_format, on_bad_rows: str, labels: tuple[Interval, ...]) -> FrameTable:
-    return apply_intervals(read_capture(path, capture_format, on_bad_rows), list(labels), path)
+def _read_labelled(path: Path, _size: int, _mtime_ns: int, capture_format: str | None, layout: Layout | None,
+                   formats: Formats | None, on_bad_rows: str, labels: tuple[Interval, ...]) -> FrameTable:
+    table = read_capture(path, _format_of(path, capture_format, layout, formats), on_bad_rows)
+    return apply_intervals(table, list(labels), path)
 
 
 def time_slice(table: FrameTable, start: float, stop: float) -> FrameTable:

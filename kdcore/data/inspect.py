@@ -17,7 +17,8 @@ from kdcore.data.captures import (
     ctt_folders,
     split_jobs,
 )
-from kdcore.data.formats import detect_format, read_capture
+from kdcore.data.formats import read_capture, resolve_format
+from kdcore.data.formats.base import CaptureFormat
 from kdcore.data.frames import FrameTable
 
 
@@ -30,10 +31,10 @@ def captures_under(path: Path) -> list[Path]:
     return capture_files(path)
 
 
-def read_all(path: Path, capture_format: str | None, on_bad_rows: str) -> Iterator[tuple[Path, str, FrameTable]]:
+def read_all(path: Path, capture_format: str | CaptureFormat | None, on_bad_rows: str) -> Iterator[tuple[Path, str, FrameTable]]:
     for file in captures_under(path):
-        table = read_capture(file, capture_format, on_bad_rows)
-        yield file, capture_format or detect_format(file).name, table
+        resolved = resolve_format(file, capture_format)
+        yield file, resolved.name, read_capture(file, resolved, on_bad_rows)
 
 
 def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:
     }
 
 
-def inspect_path(path: Path, capture_format: str | None = None, on_bad_rows: str = "error") -> dict[str, Any]:
+def inspect_path(path: Path, capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "error") -> dict[str, Any]:
     found = list(read_all(path, capture_format, on_bad_rows))
     return summarize([table for _, _, table in found], [name for _, name, _ in found])
 

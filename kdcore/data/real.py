@@ -75,7 +75,7 @@ class AttackCapturesDataset(CaptureDataset):
         return ()
 
     def recipe(self, path: Path) -> GraphRecipe:
-        return GraphRecipe.from_config(self.config, labels=self.labels_for(path))
+        return GraphRecipe.from_config(self.config, labels=self.labels_for(path), formats=self.formats)
 
     def jobs(self, root: Path) -> list[tuple[Path, str, float, float]]:
         if not root.is_dir():
