@@ -49,7 +49,21 @@ def test_replayed_alerts_cover_the_attack_windows(engine, teacher_root):
     alerted = {(r["start"], r["end"]) for r in records}
     assert len(alerted & attack_spans) >= 0.8 * len(attack_spans), "most attack windows raise an alert"
     assert len(alerted - attack_spans) <= 0.2 * len(alerted), "few alerts on normal windows"
-    assert all(r["decision"] == "attack" and r["score"] >= r["threshold"] and r["can_ids"] for r in records)
+    assert all(r["decision"] == "attack" and r["score"] >= r["threshold"] and r["can_ids"] and r["unit"] == "s" for r in records)
+
+
+def test_a_capture_without_timestamps_alerts_by_frame_position(engine, teacher_root):
+    detector = Detector(teacher_root / GAT, engine=engine)
+    table = read_capture(teacher_root / DOS).with_positions()
+    started = time.perf_counter()
+    alerts = io.StringIO()
+    summary = detector.detect(replay_chunks(table, detector.window, real_time=True), alerts)  # no clock: no waiting
+    assert time.perf_counter() - started < table.timestamp[-1] / 10  # taken for seconds, the positions would take 1199 s
+    records = [json.loads(line) for line in alerts.getvalue().splitlines()]
+    assert summary.windows == len(table) // detector.window and len(records) == summary.alerts > 0
+    window = detector.window
+    assert all(r["unit"] == "frame" and isinstance(r["start"], int) and r["start"] % window == 0
+               and r["end"] == r["start"] + window - 1 for r in records)
 
 
 def test_frames_from_a_python_can_bus(engine, teacher_root):
