@@ -99,16 +99,33 @@ def write_report(
             name = f"plots/{stem}-{kind}.png"
             if draw(group, out / name, title):
                 sections += [f"![{title} {kind}]({name})", ""]
+        sections += _per_test_set(group)
         attack_rows = [r for r in group if r.get("per_attack_recall")]
         if attack_rows:
             attacks = sorted({a for r in attack_rows for a in r["per_attack_recall"]})
-            sections += ["| run | " + " | ".join(attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
+            sections += ["Recall per attack:", "", "| run | " + " | ".join(attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
             for r in attack_rows:
                 sections.append(f"| {run_label(r)} | " + " | ".join(_fmt(r["per_attack_recall"].get(a)) for a in attacks) + " |")
             sections.append("")
     report = out / "report.md"
     atomic_write_text(report, "\n".join(sections) + "\n")
     return report
+
+
+def _per_test_set(group: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: F1 · FPR of every run on every test set, each on its own (an overall figure
+    hides a test set the model fails on)."""
+    names = sorted({name for row in group for name in row.get("test_sets", {})})
+    if not names:
+        return []
+    lines = ["F1 · FPR per test set:", "", "| run | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for row in group:
+        cells = []
+        for name in names:
+            metrics = row.get("test_sets", {}).get(name)
+            cells.append(f"{_fmt(metrics['f1'])} · {_fmt(metrics['fpr'])}" if metrics else "–")
+        lines.append(f"| {run_label(row)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _groups(rows: list[dict[str, Any]]) -> Iterable[tuple[tuple[str, str], list[dict[str, Any]]]]:
