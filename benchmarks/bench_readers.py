@@ -1,6 +1,6 @@
 """Capture-reader speed: frames per second for each format, printed as one JSON object.
 
-    python benchmarks/bench_readers.py [--frames 1000000] [--python-can-frames 200000] [--repeat 2]
+    python benchmarks/bench_readers.py [--frames 1000000] [--python-can-frames 200000] [--repeat 3] [--baseline REF]
 
 Builds a table of random classic-CAN frames with numpy (bus-like timing: ~2 k frames/s, 1 in 8
 IDs extended, DLC 0-8), writes it into every text format in a temporary folder (the kdcore
@@ -9,6 +9,13 @@ then times ``read_capture`` on each file with its format named (best of ``--repe
 process, numpy single-threaded). asc and blf are read through python-can (one ``can.Message``
 per frame), so they get ``--python-can-frames`` frames to keep the run short. Each read is
 checked against the table it came from, so a fast wrong reader does not count.
+
+``csv_engines`` compares the two CSV libraries the delimited readers could be built on, on the
+same CSV files: the parse alone (every column as text, what the readers then decode with numpy),
+pyarrow's ``csv.read_csv`` and polars' ``read_csv``, and what importing each costs a fresh
+interpreter. ``--baseline REF`` also times the readers of git revision ``REF`` (say, the commit
+before a change) on the same files, in a subprocess, for the formats it knows: old and new side
+by side.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,19 +31,16 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import can  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kdcore.data.formats import read_capture  # noqa: E402
-from kdcore.data.formats.candump import write_candump  # noqa: E402
-from kdcore.data.formats.ctt import write_csv  # noqa: E402
-from kdcore.data.formats.textscan import format_fixed, format_hex, format_payload, format_uint, join_rows  # noqa: E402
-from kdcore.data.frames import FrameTable  # noqa: E402
-
 START = 1717548054.0  # 2024-06-05 00:40:54 UTC
+ROOT = Path(__file__).resolve().parents[1]
+CSV_FILES = ("ctt", "j1939_csv", "road")  # fixed-width CSV layouts: what pyarrow's and polars' readers parse
 
 
-def frames(n: int, seed: int = 0) -> FrameTable:
+def frames(n: int, seed: int = 0):
+    from kdcore.data.frames import FrameTable
+
     rng = np.random.default_rng(seed)
     dlc = rng.choice(np.arange(9), n, p=[0.02, 0.02, 0.06, 0.06, 0.08, 0.06, 0.1, 0.1, 0.5]).astype(np.uint8)
     payload = rng.integers(0, 256, (n, 8), dtype=np.uint8)
@@ -53,14 +58,17 @@ def _save(path: Path, text: bytes) -> Path:
     return path
 
 
-def hex_ids(table: FrameTable, digits: int, upper: bool = True) -> np.ndarray:
+def hex_ids(table, digits: int, upper: bool = True) -> np.ndarray:
     """Standard IDs with ``digits`` hex digits, extended ones with 8."""
+    from kdcore.data.formats.writers import format_hex
+
     return np.where(table.can_id > 0x7FF, format_hex(table.can_id, 8, upper), format_hex(table.can_id, digits, upper))
 
 
-def write_hcrl_ch(table: FrameTable, path: Path) -> Path:
-    head = join_rows([format_fixed(table.timestamp), hex_ids(table, 4, upper=False),
-                      format_uint(table.dlc)], [b",", b","]).splitlines()
+def write_hcrl_ch(table, path: Path) -> Path:
+    from kdcore.data.formats.writers import format_fixed, format_payload, format_uint, join_rows
+
+    head = join_rows([format_fixed(table.timestamp), hex_ids(table, 4, upper=False), format_uint(table.dlc)], [b",", b","]).splitlines()
     data = format_payload(table.payload, table.dlc, b",", upper=False)
     data = np.where(table.dlc > 0, np.char.add(np.char.add(b",", data), b","), b",")
     flag = np.where(table.label == 1, b"T", b"R")
@@ -68,17 +76,20 @@ def write_hcrl_ch(table: FrameTable, path: Path) -> Path:
     return _save(path, b"\n".join(rows.tolist()) + b"\n")
 
 
-def write_hcrl_ch_txt(table: FrameTable, path: Path) -> Path:
+def write_hcrl_ch_txt(table, path: Path) -> Path:
+    from kdcore.data.formats.writers import format_fixed, format_payload, format_uint, join_rows
+
     data = format_payload(table.payload, table.dlc, b" ", upper=False)
     text = join_rows(
-        [np.full(len(table), b"Timestamp:"), format_fixed(table.timestamp), hex_ids(table, 4, upper=False),
-         format_uint(table.dlc), data],
+        [np.full(len(table), b"Timestamp:"), format_fixed(table.timestamp), hex_ids(table, 4, upper=False), format_uint(table.dlc), data],
         [b" ", b"        ID: ", b"    000    DLC: ", b"    "],
     )
     return _save(path, text)
 
 
-def write_trc(table: FrameTable, path: Path) -> Path:
+def write_trc(table, path: Path) -> Path:
+    from kdcore.data.formats.writers import format_fixed, format_payload, format_uint, join_rows
+
     start = table.timestamp[0]
     header = (
         ";$FILEVERSION=1.1\n"
@@ -86,16 +97,17 @@ def write_trc(table: FrameTable, path: Path) -> Path:
         ";   Generated by bench_readers.py\n"
         ";---+--   ----+----  --+--  ----+---  +  -+ -- -- -- -- -- -- --\n"
     ).encode()
-    ids = hex_ids(table, 4)
     rows = join_rows(
-        [format_uint(np.arange(1, len(table) + 1)), format_fixed((table.timestamp - start) * 1000, 1), ids,
+        [format_uint(np.arange(1, len(table) + 1)), format_fixed((table.timestamp - start) * 1000, 1), hex_ids(table, 4),
          format_uint(table.dlc), format_payload(table.payload, table.dlc, b" ")],
         [b")  ", b"  Rx  ", b"  ", b"  "],
     )
     return _save(path, header + rows)
 
 
-def write_busmaster(table: FrameTable, path: Path) -> Path:
+def write_busmaster(table, path: Path) -> Path:
+    from kdcore.data.formats.writers import format_payload, format_uint, join_rows
+
     header = (
         "***BUSMASTER Ver 3.2.0***\n***PROTOCOL CAN***\n***START DATE AND TIME 5:6:2024 00:40:54:000***\n"
         "***HEX***\n***SYSTEM MODE***\n***<Time><Tx/Rx><Channel><CAN ID><Type><DLC><DataBytes>***\n"
@@ -104,17 +116,55 @@ def write_busmaster(table: FrameTable, path: Path) -> Path:
     seconds, ms = np.divmod(ms, 1000)
     minutes, seconds = np.divmod(seconds, 60)
     hours, minutes = np.divmod(minutes, 60)
-    ids = np.char.add(b"0x", hex_ids(table, 3))
-    kind = np.where(table.can_id > 0x7FF, b"x", b"s")
     rows = join_rows(
-        [format_uint(hours, 2), format_uint(minutes, 2), format_uint(seconds, 2), format_uint(ms, 3), ids, kind,
-         format_uint(table.dlc), format_payload(table.payload, table.dlc, b" ")],
+        [format_uint(hours, 2), format_uint(minutes, 2), format_uint(seconds, 2), format_uint(ms, 3), np.char.add(b"0x", hex_ids(table, 3)),
+         np.where(table.can_id > 0x7FF, b"x", b"s"), format_uint(table.dlc), format_payload(table.payload, table.dlc, b" ")],
         [b":", b":", b":", b" Rx 1 ", b" ", b" ", b" "],
     )
     return _save(path, header + rows)
 
 
-def write_python_can(writer_class, table: FrameTable, path: Path) -> Path:
+def write_candump_console(table, path: Path) -> Path:
+    """``candump -ta`` as printed on the console."""
+    from kdcore.data.formats.writers import format_fixed, format_payload, format_uint, join_rows
+
+    rows = join_rows(
+        [np.full(len(table), b" ("), format_fixed(table.timestamp), hex_ids(table, 3), format_uint(table.dlc),
+         format_payload(table.payload, table.dlc, b" ")],
+        [b"", b")  can0  ", b"   [", b"]  "],
+    )
+    return _save(path, rows)
+
+
+def write_labelled_candump(table, path: Path) -> Path:
+    from kdcore.data.formats.writers import format_payload, format_uint, join_rows
+
+    return _save(path, join_rows([format_uint(table.label), hex_ids(table, 3, upper=False), format_payload(table.payload, table.dlc, upper=False)], [b" ", b"#"]))
+
+
+def write_j1939_csv(table, path: Path) -> Path:
+    from kdcore.data.formats.writers import format_fixed, format_payload, format_uint, join_rows
+
+    label = np.where(table.label == 1, b"high_torque_command", b"normal")
+    rows = join_rows(
+        [format_fixed(table.timestamp), format_uint(table.can_id), format_uint(table.dlc), format_payload(table.payload, table.dlc),
+         label],
+        [b",can0,", b",", b",", b',"Engine Hours, Revolutions",'],
+    )
+    return _save(path, b"timestamp,iface,can_id,dlc,data,pgn_label,label\n" + rows)
+
+
+def write_road(table, path: Path) -> Path:
+    """ROAD (StatGraph): decimal ID and eight decimal bytes, the label as 0.0/1.0; no timestamps."""
+    from kdcore.data.formats.writers import format_uint, join_rows
+
+    columns = [format_uint(table.can_id), *(format_uint(table.payload[:, k]) for k in range(8)), np.char.add(format_uint(table.label), b".0")]
+    return _save(path, join_rows(columns, [b","] * 9))
+
+
+def write_python_can(writer_class, table, path: Path) -> Path:
+    import can
+
     with writer_class(path) as writer:
         for i in range(len(table)):
             writer.on_message_received(can.Message(
@@ -123,10 +173,11 @@ def write_python_can(writer_class, table: FrameTable, path: Path) -> Path:
     return path
 
 
-def check(name: str, got: FrameTable, table: FrameTable, labels: bool) -> None:
+def check(name: str, got, table, labels: bool, timestamps: bool = True) -> None:
     problems = [c for c in ("can_id", "dlc", "payload") if not np.array_equal(getattr(got, c), getattr(table, c))]
     tolerance = 1.001e-3 if name in ("busmaster", "asc") else 1e-4 if name == "trc" else 2e-6
-    if len(got) != len(table) or np.abs(got.timestamp - table.timestamp).max() > tolerance:
+    expected_times = table.timestamp if timestamps else np.arange(len(table))
+    if len(got) != len(table) or np.abs(got.timestamp - expected_times).max() > tolerance:
         problems.append("timestamp")
     if labels and not np.array_equal(got.label, table.label):
         problems.append("label")
@@ -134,40 +185,128 @@ def check(name: str, got: FrameTable, table: FrameTable, labels: bool) -> None:
         raise SystemExit(f"{name}: read back wrong {', '.join(problems)}")
 
 
+def best_time(read, repeat: int) -> float:
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        read()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def write_all(folder: Path, n: int, python_can_frames: int) -> dict[str, tuple[Path, object, bool, bool]]:
+    """Every format's file: name → (path, the table it holds, labels kept, timestamps kept)."""
+    import can
+
+    from kdcore.data.formats.writers import write_candump, write_csv
+    from kdcore.data.frames import FrameTable
+
+    table = frames(n)
+    small = table.take(slice(0, python_can_frames))
+    # python-can's ASCWriter writes the start's milliseconds unpadded: start past .100 s
+    small_asc = FrameTable.from_frames(small.timestamp + 0.5, small.can_id, small.dlc, small.payload)
+    eight = FrameTable.from_frames(table.timestamp, table.can_id, np.full(n, 8), table.payload, label=table.label)
+    writers = {
+        "candump": (lambda p: (write_candump(table, p), p)[1], "drive.log", table, False, True),
+        "candump_console": (lambda p: write_candump_console(table, p), "console.log", table, False, True),
+        "labelled_candump": (lambda p: write_labelled_candump(table, p), "labelled.log", table, True, False),
+        "ctt": (lambda p: (write_csv(table, p), p)[1], "drive.csv", table, True, True),
+        "hcrl_ch": (lambda p: write_hcrl_ch(table, p), "drive_dataset.csv", table, True, True),
+        "hcrl_ch_txt": (lambda p: write_hcrl_ch_txt(table, p), "normal_run_data.txt", table, False, True),
+        "j1939_csv": (lambda p: write_j1939_csv(table, p), "labelled_j1939.csv", table, True, True),
+        "road": (lambda p: write_road(eight, p), "Deal_bench_attack.csv", eight, True, False),
+        "trc": (lambda p: write_trc(table, p), "drive.trc", table, False, True),
+        "busmaster": (lambda p: write_busmaster(table, p), "drive_bm.log", table, False, True),
+        "asc": (lambda p: write_python_can(can.ASCWriter, small_asc, p), "drive.asc", small_asc, False, True),
+        "blf": (lambda p: write_python_can(can.BLFWriter, small, p), "drive.blf", small, False, True),
+    }
+    return {name: (write(folder / file), source, labels, stamps) for name, (write, file, source, labels, stamps) in writers.items()}
+
+
+def time_readers(files: dict[str, Path], repeat: int) -> dict[str, float]:
+    """Seconds (best of ``repeat``) of ``read_capture`` on each file, by whichever kdcore is imported."""
+    from kdcore.data.formats import read_capture
+
+    return {name: best_time(lambda: read_capture(path, format=name), repeat) for name, path in files.items()}
+
+
+def csv_engines(files: dict[str, tuple[Path, object, bool, bool]], repeat: int) -> dict:
+    """pyarrow's and polars' CSV parsing alone, every column as text, frames/s; and import seconds."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        import polars as pl
+    except ImportError:  # not a kdcore dependency: compared where it is installed
+        pl = None
+    results = {"pyarrow": {}, "pyarrow_threads": {}, "polars": {} if pl else None}
+    for name in CSV_FILES:
+        path, source, _, _ = files[name]
+        header = name != "road"
+        width = len(path.open().readline().split(",")) if header else 10
+        names = [str(k) for k in range(width)]
+        options = (
+            pacsv.ParseOptions(ignore_empty_lines=False),
+            pacsv.ConvertOptions(column_types={k: pa.string() for k in names}, check_utf8=False),
+        )
+        for engine, threads in (("pyarrow", False), ("pyarrow_threads", True)):
+            read_options = pacsv.ReadOptions(use_threads=threads, column_names=names, skip_rows=int(header))
+            seconds = best_time(lambda: pacsv.read_csv(path, read_options, *options), repeat)
+            results[engine][name] = round(len(source) / seconds)
+        if pl:
+            seconds = best_time(lambda: pl.read_csv(path, has_header=False, new_columns=names, skip_rows=int(header), infer_schema=False), repeat)
+            results["polars"][name] = round(len(source) / seconds)
+    code = "import time, numpy; t = time.perf_counter(); import {}; print(time.perf_counter() - t)"
+    results["import_s"] = {
+        module: round(min(float(subprocess.run([sys.executable, "-c", code.format(module)], capture_output=True, text=True, check=True).stdout) for _ in range(3)), 3)
+        for module in ("pyarrow.csv", "polars" if pl else None) if module
+    }
+    return results
+
+
+def baseline(ref: str, files: dict[str, Path], repeat: int) -> dict[str, float]:
+    """Frames/s of git revision ``ref``'s readers on ``files`` (the formats it knows), in a subprocess."""
+    with tempfile.TemporaryDirectory() as folder:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "kdcore"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        known = subprocess.run(
+            [sys.executable, "-c", "from kdcore.data.formats import installed_formats; print(' '.join(installed_formats().names()))"],
+            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": folder}, cwd=folder,
+        ).stdout.split()
+        wanted = {name: str(path) for name, path in files.items() if name in known}
+        child = subprocess.run(
+            [sys.executable, __file__, "--time-files", json.dumps(wanted), "--repeat", str(repeat)],
+            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": folder}, cwd=folder,
+        )
+        return json.loads(child.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--python-can-frames", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", metavar="REF", help="also time the readers of this git revision on the same files")
+    parser.add_argument("--time-files", help=argparse.SUPPRESS)  # {format: path}: time them with the kdcore imported, print seconds
     args = parser.parse_args()
+    if args.time_files:
+        print(json.dumps(time_readers({name: Path(path) for name, path in json.loads(args.time_files).items()}, args.repeat)))
+        return
 
-    table = frames(args.frames)
-    small = table.take(slice(0, args.python_can_frames))
-    # python-can's ASCWriter writes the start's milliseconds unpadded: start past .100 s
-    small_asc = FrameTable.from_frames(small.timestamp + 0.5, small.can_id, small.dlc, small.payload)
-    writers = {
-        "candump": (lambda p: (write_candump(table, p), p)[1], "drive.log", table, False),
-        "ctt": (lambda p: (write_csv(table, p), p)[1], "drive.csv", table, True),
-        "hcrl_ch": (lambda p: write_hcrl_ch(table, p), "drive_dataset.csv", table, True),
-        "hcrl_ch_txt": (lambda p: write_hcrl_ch_txt(table, p), "normal_run_data.txt", table, False),
-        "trc": (lambda p: write_trc(table, p), "drive.trc", table, False),
-        "busmaster": (lambda p: write_busmaster(table, p), "drive_bm.log", table, False),
-        "asc": (lambda p: write_python_can(can.ASCWriter, small_asc, p), "drive.asc", small_asc, False),
-        "blf": (lambda p: write_python_can(can.BLFWriter, small, p), "drive.blf", small, False),
-    }
-    results = {}
+    results = {"frames": args.frames, "python_can_frames": args.python_can_frames}
     with tempfile.TemporaryDirectory() as folder:
-        for name, (write, file_name, source, labels) in writers.items():
-            path = write(Path(folder) / file_name)
-            timings = []
-            for _ in range(args.repeat):
-                started = time.perf_counter()
-                got = read_capture(path, format=name)
-                timings.append(time.perf_counter() - started)
-            check(name, got, source, labels)
-            results[name] = round(len(source) / min(timings))
-            print(f"{name}: {len(source)} frames, {path.stat().st_size / 1e6:.1f} MB, best {min(timings):.3f} s", file=sys.stderr)
-            path.unlink()
+        files = write_all(Path(folder), args.frames, args.python_can_frames)
+        seconds = time_readers({name: path for name, (path, *_) in files.items()}, args.repeat)
+        from kdcore.data.formats import read_capture
+
+        for name, (path, source, labels, stamps) in files.items():
+            check(name, read_capture(path, format=name), source, labels, stamps)
+            print(f"{name}: {len(source)} frames, {path.stat().st_size / 1e6:.1f} MB, best {seconds[name]:.3f} s", file=sys.stderr)
+        results["readers"] = {name: round(len(files[name][1]) / s) for name, s in seconds.items()}
+        results["csv_engines"] = csv_engines(files, args.repeat)
+        if args.baseline:
+            old = baseline(args.baseline, {name: path for name, (path, *_) in files.items()}, args.repeat)
+            results["baseline"] = {"ref": args.baseline, "readers": {name: round(len(files[name][1]) / s) for name, s in old.items()}}
     print(json.dumps(results))
 
 

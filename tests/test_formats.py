@@ -13,13 +13,13 @@ import can
 import numpy as np
 import pytest
 
-from kdcore.data.formats import installed_formats, detect_format, format_by_name, read_capture
-from kdcore.data.formats.candump import write_candump
-from kdcore.data.formats.car_hacking import attack_name
-from kdcore.data.formats.ctt import write_csv
+from kdcore.data.formats import detect_format, format_by_name, installed_formats, read_capture
+from kdcore.data.formats.car_hacking import CarHackingCsv
+from kdcore.data.formats.chunks import capture_chunks
 from kdcore.data.formats.labels import sidecar_path
+from kdcore.data.formats.layout import LayoutFormat
 from kdcore.data.formats.pcan import ole_to_unix
-from kdcore.data.formats.textscan import format_fixed, split_lines, tokenize
+from kdcore.data.formats.writers import format_fixed, write_candump, write_csv
 from kdcore.data.frames import BadRowError, FrameTable
 from kdcore.errors import KdcoreError
 
@@ -175,10 +175,15 @@ def test_detection_is_by_content_not_extension(tmp_path):
 
 
 def test_formats_are_registered_most_specific_first():
-    names = [f.name for f in installed_formats()]
-    assert set(names) == {"blf", "busmaster", "trc", "asc", "ctt", "hcrl_ch", "hcrl_ch_txt", "candump"}
+    formats = list(installed_formats())
+    names = [f.name for f in formats]
+    assert set(names) == {
+        "blf", "busmaster", "trc", "asc", "ctt", "j1939_csv", "hcrl_ch", "hcrl_ch_txt", "road", "candump",
+        "candump_console", "labelled_candump",
+    }
     assert names[0] == "blf" and names[-1] == "candump"
     assert names.index("busmaster") < names.index("candump")
+    assert [f.priority for f in formats] == sorted((f.priority for f in formats), reverse=True)
 
 
 def test_unknown_content_is_refused_listing_the_formats(tmp_path):
@@ -195,8 +200,12 @@ def test_empty_file_detection_is_refused_and_every_format_reads_it_empty(tmp_pat
     with pytest.raises(KdcoreError, match="empty file"):
         read_capture(path)
     for capture_format in installed_formats():
-        if capture_format.name == "ctt" or (capture_format.name == "blf" and content):
-            continue  # a ctt file needs its header line; blank text is not an empty BLF file
+        if isinstance(capture_format, LayoutFormat) and capture_format.layout.header:
+            with pytest.raises(BadRowError, match=r"empty\.log:1: header: expected a header line"):
+                read_capture(path, format=capture_format.name)  # ctt and j1939_csv need their header line
+            continue
+        if capture_format.name == "blf" and content:
+            continue  # blank text is not an empty BLF file
         table = read_capture(path, format=capture_format.name)
         assert len(table) == 0 and table.bad_rows == 0, capture_format.name
 
@@ -330,7 +339,7 @@ def test_ctt_bom_line_endings_spaces_and_id_prefixes(tmp_path, newline):
         " 1.5 ,\t0x1a0 , 00FF ,1\n"
         "\n   \n"
         "2e0,0X7FF,,0\n"
-        "3,0x,ab,0\n"
+        "3,0x0,ab,0\n"
     ).replace("\n", newline)
     path = write(tmp_path, "dos-1.csv", text.encode())
     table = read_capture(path, format="ctt")
@@ -343,20 +352,22 @@ def test_ctt_bom_line_endings_spaces_and_id_prefixes(tmp_path, newline):
 @pytest.mark.parametrize(
     ("row", "field", "reason"),
     [
-        ("1.0,1A0,00", "row", "expected 4 fields, got 3"),
-        ("1.0,1A0,00,0,", "row", "expected 4 fields, got 5"),
-        ("1.0 s,1A0,00,0", "timestamp", "not a number: '1.0 s'"),
-        ("nan,1A0,00,0", "timestamp", "not a number: 'nan'"),
-        (",1A0,00,0", "timestamp", "not a number: ''"),
-        ("1.0, 1G0 ,00,0", "arbitration_id", "not a hex CAN ID: '1G0'"),
+        ("1.0,1A0,00", "row", "expected 4 fields, got 3: '1.0,1A0,00'"),
+        ("1.0,1A0,00,0,", "row", "expected 4 fields, got 5: '1.0,1A0,00,0,'"),
+        ('1.0,"1A0,00,0', "row", "a quoted value that does not end on its line: '1.0,\"1A0,00,0'"),
+        ("1.0 s,1A0,00,0", "timestamp", "not a finite number: '1.0 s'"),
+        ("nan,1A0,00,0", "timestamp", "not a finite number: 'nan'"),
+        (",1A0,00,0", "timestamp", "not a finite number: ''"),
+        ("1.0, 1G0 ,00,0", "arbitration_id", "not a hex CAN ID: ' 1G0 '"),
         ("1.0,123456789,00,0", "arbitration_id", "not a hex CAN ID: '123456789'"),
-        ("1.0,20000000,00,0", "arbitration_id", "not a hex CAN ID: '20000000'"),
+        ("1.0,0x,00,0", "arbitration_id", "not a hex CAN ID: '0x'"),
+        ("1.0,20000000,00,0", "arbitration_id", "more than 29 bits: '20000000'"),
         ("1.0,1A0,001,0", "data_field", "not a hex payload of 0-8 bytes: '001'"),
         ("1.0,1A0,001122334455667788,0", "data_field", "not a hex payload of 0-8 bytes: '001122334455667788'"),
         ("1.0,1A0,00zz,0", "data_field", "not a hex payload of 0-8 bytes: '00zz'"),
         ("1.0,1A0,00,2", "attack", "expected 0 or 1: '2'"),
         ("1.0,1A0,00,", "attack", "expected 0 or 1: ''"),
-        ("x,y,z,w", "timestamp", "not a number: 'x'"),  # a row's first problem is the one reported
+        ("x,y,z,w", "timestamp", "not a finite number: 'x'"),  # a row's first problem is the one reported
     ],
 )
 def test_ctt_malformed_rows(tmp_path, row, field, reason):
@@ -367,19 +378,26 @@ def test_ctt_malformed_rows(tmp_path, row, field, reason):
     assert len(table) == 3 and table.bad_rows == 1 and table.can_id.tolist() == [0x1A0, 0x18DAF110, 0x7FF]
 
 
-def test_ctt_header_and_first_bad_line_in_line_order(tmp_path, monkeypatch):
-    for header in ("", "time,id,data,attack\n", "\n" + CTT):
-        path = write(tmp_path, "h.csv", header)
-        assert str(pytest.raises(BadRowError, read_capture, path, format="ctt").value) == (
-            f"{path}:1: header: expected 'timestamp,arbitration_id,data_field,attack'"
-        )
+def test_ctt_header_and_first_bad_line_in_line_order(tmp_path):
+    path = write(tmp_path, "h.csv", "")
+    assert str(pytest.raises(BadRowError, read_capture, path, format="ctt").value) == (
+        f"{path}:1: header: expected a header line naming the columns timestamp, arbitration_id, data_field, attack"
+    )
+    path = write(tmp_path, "h.csv", "\n\ntime,arbitration_id,data_field,attack\n1.0,1A0,00,0\n")
+    assert str(pytest.raises(BadRowError, read_capture, path, format="ctt").value) == (
+        f"{path}:3: header: no column 'timestamp' (expected timestamp, arbitration_id, data_field, attack; "
+        "the header names 'time, arbitration_id, data_field, attack')"
+    )
+    # the header may come after blank lines, name the columns in another order, and name more
+    path = write(tmp_path, "h.csv", "\nattack,data_field,extra,arbitration_id,timestamp\n1,00FF,x,1A0,2.5\n")
+    table = read_capture(path, format="ctt")
+    assert (table.can_id.tolist(), table.dlc.tolist(), table.label.tolist(), table.timestamp.tolist()) == ([0x1A0], [2], [1], [2.5])
     # a bad timestamp on line 3 is reported before a row with too few fields on line 4
     path = write(tmp_path, "a.csv", CTT.replace("1672531200.000350", "t") + "1.0,1A0\n7.0,1A0,00,3\n")
-    assert bad_row(path, 3, "timestamp").endswith("not a number: 't'")
+    assert bad_row(path, 3, "timestamp").endswith("not a finite number: 't'")
     whole = skipped(path)
     assert (len(whole), whole.bad_rows) == (2, 3)
-    monkeypatch.setattr("kdcore.data.formats.textscan.CHUNK_LINES", 2)
-    chunked = skipped(path)
+    chunked = FrameTable.concat(list(capture_chunks(path, on_bad_rows="skip", chunk_bytes=40)))
     assert chunked.bad_rows == 3 and chunked.attack_names == whole.attack_names
     for column in ("timestamp", "can_id", "dlc", "payload", "label", "attack_type"):
         assert np.array_equal(getattr(chunked, column), getattr(whole, column)), column
@@ -435,7 +453,7 @@ CAR_HACKING = """\
 def test_car_hacking_csv_labels_and_attack_names(tmp_path, name, attack):
     path = write(tmp_path, name, CAR_HACKING)
     assert detect_format(path).name == "hcrl_ch"
-    assert attack_name(path) == attack
+    assert CarHackingCsv().attack_name(path) == attack
     table = read_capture(path)
     assert len(table) == 6 and table.label.tolist() == [0, 0, 1, 0, 1, 0]
     assert table.attack_names == ("normal", attack)
@@ -454,8 +472,8 @@ def test_car_hacking_csv_labels_and_attack_names(tmp_path, name, attack):
         ("1478198376.5,0316,9,05,21,68,09,21,21,00,00,00,R", "dlc", "expected a DLC of 0-8"),
         ("1478198376.5,03x6,2,05,21,R", "can_id", "not a hex CAN ID"),
         ("NaN,0316,2,05,21,R", "timestamp", "not a finite number"),
-        ("1478198376.5,0316,2,05,21,X", "flag", "expected R or T"),
-        ("1478198376.5,0316", "row", "expected Timestamp,CAN ID,DLC"),
+        ("1478198376.5,0316,2,05,21,X", "label", "expected R or T: 'X'"),
+        ("1478198376.5,0316", "row", "expected at least 4 fields: '1478198376.5,0316'"),
     ],
 )
 def test_car_hacking_csv_malformed_rows(tmp_path, row, field, reason):
@@ -789,34 +807,22 @@ def test_sidecar_next_to_a_labelled_capture_is_refused(tmp_path):
 # ============================================================================ the scanner
 
 
-def test_chunked_reading_gives_the_same_tables(tmp_path, monkeypatch):
+def test_chunked_reading_gives_the_same_tables(tmp_path):
     files = {
         "candump": write(tmp_path, "a.log", CANDUMP + "(9.0) can0 1X1#01\n(9.1) can0 101#01\n"),
         "hcrl_ch": write(tmp_path, "DoS_dataset.csv", CAR_HACKING + "1.0,0316,2,05,R\n" + CAR_HACKING),
         "trc": write(tmp_path, "a.trc", TRC + "     9)       210.0  Rx         01A4  8  00\n" + TRC.split("\n", 6)[6]),
         "busmaster": write(tmp_path, "bm.log", BUSMASTER + "00:00:01:000 Rx 1 0x15Z s 0\n00:00:02:000 Rx 1 0x15A s 0\n"),
     }
-    whole = {name: skipped(path) for name, path in files.items()}
-    first_bad = {name: str(pytest.raises(BadRowError, read_capture, path).value) for name, path in files.items()}
-    monkeypatch.setattr("kdcore.data.formats.textscan.CHUNK_LINES", 2)
     for name, path in files.items():
-        chunked = skipped(path)
-        assert chunked.bad_rows == whole[name].bad_rows == 1, name
-        assert chunked.attack_names == whole[name].attack_names
-        for column in ("timestamp", "can_id", "dlc", "payload", "label", "attack_type"):
-            assert np.array_equal(getattr(chunked, column), getattr(whole[name], column)), (name, column)
-        assert str(pytest.raises(BadRowError, read_capture, path).value) == first_bad[name]
-
-
-def test_tokenizer_lines_and_tokens():
-    lines = split_lines(b"\xef\xbb\xbfab cd\r\n\n  x,,y  \nlast")
-    assert lines.number.tolist() == [1, 2, 3, 4]
-    assert [lines.text(i) for i in range(4)] == ["ab cd", "", "  x,,y  ", "last"]
-    tokens = tokenize(lines, b" ,")
-    assert tokens.count.tolist() == [2, 0, 2, 1]
-    assert tokens.column(0, 8)[0].tolist() == [b"ab", b"", b"x", b"last"]
-    assert tokens.column(-1, 8)[0].tolist() == [b"cd", b"", b"y", b"last"]
-    assert tokens.column(0, 3)[1].tolist() == [True, True, True, False]  # "last" does not fit 3
+        whole = skipped(path)
+        first_bad = str(pytest.raises(BadRowError, read_capture, path).value)
+        chunked = FrameTable.concat(list(capture_chunks(path, on_bad_rows="skip", chunk_bytes=64)))
+        assert chunked.bad_rows == whole.bad_rows == 1, name
+        assert chunked.attack_names == whole.attack_names
+        for column in ("timestamp", "can_id", "dlc", "payload", "label", "attack_type", "extended", "remote"):
+            assert np.array_equal(getattr(chunked, column), getattr(whole, column)), (name, column)
+        assert str(pytest.raises(BadRowError, lambda: list(capture_chunks(path, chunk_bytes=64))).value) == first_bad
 
 
 def test_every_format_has_a_name_description_and_is_found_by_name():

@@ -19,6 +19,7 @@ import contextlib
 import re
 import signal
 import tempfile
+import time
 import tracemalloc
 import warnings
 import zlib
@@ -33,8 +34,7 @@ from can.io.blf import FILE_HEADER_SIZE, LOG_CONTAINER, LOG_CONTAINER_STRUCT, NO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kdcore.data.formats import installed_formats, format_by_name, read_capture
-from kdcore.data.formats import textscan
+from kdcore.data.formats import format_by_name, installed_formats, read_capture, text
 from kdcore.data.formats.labels import sidecar_path
 from kdcore.data.frames import BadRowError, FrameTable, RowErrors
 from kdcore.errors import KdcoreError
@@ -167,6 +167,49 @@ def render_blf(frames: list[Frame], compression_level: int = -1) -> bytes:
         return path.read_bytes()
 
 
+def render_candump_console(frames: list[Frame]) -> bytes:
+    """``candump -ta`` on the console; frames labelled 1 after an error frame (it keeps no labels)."""
+    rows = []
+    for t, i, d, label in frames:
+        can_id = f"{i:08X}" if i > 0x7FF else f"{i:03X}"
+        if label:
+            rows.append(f" ({t:.6f})  can0  20000004   [8]  00 04 00 00 00 00 00 00   ERRORFRAME")
+            rows.append("\tcontroller-problem{rx-error-warning}")
+        rows.append(f" ({t:.6f})  can0  {can_id:>8}   [{len(d)}]  {_hex_bytes(d)}".rstrip())
+    return _lines(rows)
+
+
+def render_candump_console_date(frames: list[Frame]) -> bytes:
+    """``candump -tA``: the date and time (UTC here, as kdcore reads it); remote frames for label 1."""
+    rows = []
+    for t, i, d, label in frames:
+        date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(t))) + f".{round((t % 1) * 1e6):06d}"
+        frame = f"[{len(d)}]  remote request" if label else f"[{len(d)}]  {_hex_bytes(d)}"
+        rows.append(f" ({date})  can0  {f'{i:08X}' if i > 0x7FF else f'{i:03X}':>8}   {frame}".rstrip())
+    return _lines(rows)
+
+
+def render_candump_console_bare(frames: list[Frame]) -> bytes:
+    """``candump`` without ``-t``: no timestamps."""
+    return _lines(f"  can0  {f'{i:08X}' if i > 0x7FF else f'{i:03X}':>8}   [{len(d)}]  {_hex_bytes(d)}".rstrip() for _, i, d, _ in frames)
+
+
+def render_labelled_candump(frames: list[Frame]) -> bytes:
+    return _lines(f"{label} {f'{i:08x}' if i > 0x7FF else f'{i:03x}'}#{d.hex()}" for _, i, d, label in frames)
+
+
+def render_j1939_csv(frames: list[Frame]) -> bytes:
+    """The labelled J1939 CSV: decimal IDs, a quoted field with a comma, the attack named."""
+    header = "timestamp,iface,can_id,dlc,data,pgn_label,label,rule_name"
+    rows = [f'{t:.6f},can0,{i},{len(d)},{d.hex().upper()},"Engine Hours, Revolutions",{"high_torque" if label else "normal"},' for t, i, d, label in frames]
+    return _lines([header, *rows])
+
+
+def render_road(frames: list[Frame]) -> bytes:
+    """ROAD (StatGraph): decimal ID and eight decimal bytes (the payload padded), label 0.0/1.0; no timestamps."""
+    return _lines(",".join([str(i), *(str(b) for b in d.ljust(8, b"\0")), f"{label}.0"]) for _, i, d, label in frames)
+
+
 def render_busmaster(frames: list[Frame]) -> bytes:
     header = [
         "***BUSMASTER Ver 3.2.0***",
@@ -192,6 +235,8 @@ class Variant(NamedTuple):
     render: Callable[[list[Frame]], bytes]
     keeps_labels: bool = False
     origin: float = 0.0  # what the reader's timestamps are relative to: 0 for absolute times, BASE for offsets
+    timestamps: bool = True  # False: the capture has none, frames keep their positions
+    eight_bytes: bool = False  # every frame has 8 bytes (the payload padded)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -207,6 +252,12 @@ VARIANTS: dict[str, Variant] = {
     "blf": Variant("blf", render_blf),
     "blf_raw": Variant("blf", lambda frames: render_blf(frames, compression_level=0)),
     "busmaster": Variant("busmaster", render_busmaster),
+    "candump_console": Variant("candump_console", render_candump_console),
+    "candump_console_date": Variant("candump_console", render_candump_console_date),
+    "candump_console_bare": Variant("candump_console", render_candump_console_bare, timestamps=False),
+    "labelled_candump": Variant("labelled_candump", render_labelled_candump, keeps_labels=True, timestamps=False),
+    "j1939_csv": Variant("j1939_csv", render_j1939_csv, keeps_labels=True),
+    "road": Variant("road", render_road, keeps_labels=True, timestamps=False, eight_bytes=True),
 }
 FORMAT_NAMES = [capture_format.name for capture_format in installed_formats()]
 assert sorted({variant.format for variant in VARIANTS.values()}) == sorted(FORMAT_NAMES), "a format without a renderer"
@@ -236,7 +287,7 @@ HOSTILE = [
     b"***DEC***", b"***RELATIVE MODE***", b"***ABSOLUTE MODE***", b"CANFD", b"ErrorFrame", b"FFFFFFFF", b"Warng",
 ]
 _TOKEN = re.compile(rb"[^\s,#():]+")
-LONG_LINE = textscan.MAX_LINE_BYTES + 1000
+LONG_LINE = text.MAX_LINE_BYTES + 1000
 
 
 def _choice(items, pick: Pick):
@@ -365,7 +416,7 @@ def long_line(data: bytes, pick: Pick) -> bytes:
     """A line just short of the longest the readers parse, or just past it."""
     lines = _split(data)
     piece = _choice([b"1 ", b"00,", b"#", b"x"], pick)
-    length = _choice([textscan.MAX_LINE_BYTES - 100, LONG_LINE], pick)
+    length = _choice([text.MAX_LINE_BYTES - 100, LONG_LINE], pick)
     lines.insert(pick(len(lines) + 1), (piece * (length // len(piece) + 1))[:length])
     return _join(lines)
 
@@ -405,8 +456,11 @@ def mutate(data: bytes, pick: Pick, count: int) -> tuple[bytes, list[str]]:
 def check_table(table: FrameTable) -> None:
     """Columns a consumer can rely on, whatever the input was."""
     n = len(table)
-    for column in (table.timestamp, table.can_id, table.dlc, table.label, table.attack_type):
+    for column in (table.timestamp, table.can_id, table.dlc, table.label, table.attack_type, table.extended, table.remote):
         assert column.shape == (n,)
+    assert table.timestamps or np.array_equal(table.timestamp, np.arange(n)), "positions that are not 0, 1, 2, ..."
+    assert not table.payload[table.remote].any(), "a remote frame with data"
+    assert table.error_frames >= 0
     assert table.payload.shape == (n, 8) and table.payload.dtype == np.uint8
     assert np.isfinite(table.timestamp).all(), "a timestamp that is not finite"
     assert (table.dlc <= 8).all(), "a DLC above 8"
@@ -484,7 +538,8 @@ def check_capture(path: Path, format: str | None = None) -> FrameTable | KdcoreE
 
 
 def same_frames(a: FrameTable, b: FrameTable) -> bool:
-    return all(np.array_equal(getattr(a, name), getattr(b, name)) for name in ("timestamp", "can_id", "dlc", "payload", "label", "attack_type"))
+    columns = ("timestamp", "can_id", "dlc", "payload", "label", "attack_type", "extended", "remote")
+    return all(np.array_equal(getattr(a, name), getattr(b, name)) for name in columns) and a.timestamps == b.timestamps
 
 
 def drawn_pick(data) -> Pick:
@@ -504,15 +559,21 @@ def folder(tmp_path_factory) -> Path:
 @given(steps=frame_steps)
 def test_valid_captures_read_back_their_frames(folder, variant, steps):
     """The renderers write real captures (else the mutations below would test little)."""
-    name, render, keeps_labels, origin = VARIANTS[variant]
+    name, render, keeps_labels, origin, timestamps, eight_bytes = VARIANTS[variant]
     frames = frames_from(steps)
     path = folder / f"valid-{variant}"
     path.write_bytes(render(frames))
     table = read_capture(path, name)
     assert [int(i) for i in table.can_id] == [i for _, i, _, _ in frames]
-    assert [table.payload[k, : table.dlc[k]].tobytes() for k in range(len(table))] == [d for _, _, d, _ in frames]
-    np.testing.assert_allclose(table.timestamp, [t - origin for t, _, _, _ in frames], rtol=0, atol=5e-6)
+    remote = table.remote.tolist()
+    payloads = [table.payload[k, : table.dlc[k]].tobytes() for k in range(len(table))]
+    expected = [d.ljust(8, b"\0") if eight_bytes else bytes(len(d)) if r else d for (_, _, d, _), r in zip(frames, remote)]
+    assert payloads == expected
+    assert table.timestamps == timestamps or not frames  # (an empty console capture cannot say)
+    times = [t - origin for t, _, _, _ in frames] if timestamps else list(range(len(frames)))
+    np.testing.assert_allclose(table.timestamp, times, rtol=0, atol=5e-6)
     assert table.label.tolist() == [label if keeps_labels else 0 for _, _, _, label in frames]
+    assert table.extended.tolist() == [i > 0x7FF or name == "j1939_csv" for _, i, _, _ in frames]
     if frames:  # and detected by content (a capture without rows may be empty: nothing to detect)
         detected = check_capture(path)
         assert isinstance(detected, FrameTable) and same_frames(detected, table), detected
@@ -537,6 +598,7 @@ PREFIXES = [
     b"", b"LOGG", b"***BUSMASTER Ver 3.2.0***\n", b";$FILEVERSION=1.1\n;$STARTTIME=45448.0\n", b";$FILEVERSION=2.1\n;$COLUMNS=N,O,T,B,I,d,R,L,D\n",
     b";$FILEVERSION=1.3\n", b";PCAN trace\n", b"date Wed Jun 05 00:40:54.000 2024\nbase hex  timestamps absolute\n",
     b"timestamp,arbitration_id,data_field,attack\n", b"Timestamp: 1.0 ID: 0350 000 DLC: 8 ", b"1.0,0316,8,", b"(1.0) can0 ",
+    b" (000.000000)  can0  18FCF200   [8]  ", b"timestamp,iface,can_id,dlc,data,label\n", b"852,32,10,0,0,0,2,116,128,", b"0 080#",
 ]
 
 
@@ -592,10 +654,10 @@ def test_attack_sidecars_label_or_give_a_one_line_error(folder, steps, data):
 # ============================================================================ the timestamp policy (docs/formats.md)
 
 
-@pytest.mark.parametrize("variant", ["ctt", "hcrl_ch", "hcrl_ch_txt", "candump", "trc", "trc_v1", "trc_v13", "trc_v2"])
+@pytest.mark.parametrize("variant", ["ctt", "hcrl_ch", "hcrl_ch_txt", "candump", "trc", "trc_v1", "trc_v13", "trc_v2", "candump_console", "j1939_csv"])
 @pytest.mark.parametrize("value", [b"nan", b"inf", b"-inf", b"1e999"])
 def test_a_timestamp_that_is_not_finite_is_a_bad_row(folder, variant, value):
-    name, render, _, _ = VARIANTS[variant]
+    name, render = VARIANTS[variant][:2]
     data = render(frames_from([(1_500_000, 0x100, b"\x01", 0), (1_000_000, 0x200, b"\x02", 0)]))
     header_lines = render([]).count(b"\n")
     path = folder / f"not-finite-{variant}"
@@ -606,10 +668,10 @@ def test_a_timestamp_that_is_not_finite_is_a_bad_row(folder, variant, value):
     assert table.can_id.tolist() == [0x200] and table.bad_rows == 1
 
 
-@pytest.mark.parametrize("variant", [variant for variant in VARIANTS if not variant.startswith("blf")])
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if not v.startswith("blf") and VARIANTS[v].timestamps])
 def test_timestamps_out_of_order_are_kept_in_file_order(folder, variant):
     """Not sorted, not an error: the table is the file, row by row."""
-    name, render, _, origin = VARIANTS[variant]
+    name, render, _, origin = VARIANTS[variant][:4]
     times = [3.0, 1.0, 2.0, 2.0]
     path = folder / f"out-of-order-{variant}"
     path.write_bytes(render([(BASE + t, 0x100 + k, bytes([k]), 0) for k, t in enumerate(times)]))
@@ -656,7 +718,9 @@ def test_a_huge_single_line_is_one_bad_row_in_bounded_memory(folder, variant):
 
 # variant → a bad row, and how many (fewer for python-can's readers: a Python exception per bad row)
 TINY_LINES = {
-    **{variant: (b"x\n", 600_000) for variant in ("ctt", "hcrl_ch", "hcrl_ch_txt", "candump", "trc", "busmaster")},
+    **{variant: (b"x\n", 600_000) for variant in (
+        "ctt", "hcrl_ch", "hcrl_ch_txt", "candump", "trc", "busmaster", "candump_console", "labelled_candump", "j1939_csv", "road",
+    )},
     "asc": (b"0.1 1 1 Rx d 1 zz\n", 40_000),  # python-can ignores lines that are no frame: this is a bad frame
     "trc_v2": (b"x\n", 40_000),
 }
@@ -665,9 +729,9 @@ TINY_LINES = {
 @pytest.mark.parametrize("variant", TINY_LINES)
 def test_very_many_tiny_lines_in_bounded_memory(folder, variant, monkeypatch):
     """Every line a bad row: ``error`` mode stops at the first, ``skip`` mode counts them all
-    (without a message each) — in memory bounded by the line index (24 bytes a line), the text,
-    and the working memory of one chunk (chunks made small here so that there are many)."""
-    monkeypatch.setattr(textscan, "CHUNK_LINES", 1 << 16)
+    (without a message each) — in memory bounded by the text, a few tens of bytes a line, and the
+    working memory of one block (blocks made small here so that there are many)."""
+    monkeypatch.setattr(text, "CHUNK_BYTES", 1 << 17)
     name, render = VARIANTS[variant][:2]
     line, lines = TINY_LINES[variant]
     header = render([])

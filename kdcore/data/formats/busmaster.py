@@ -10,7 +10,8 @@
     17:27:45:532 Rx 1 0x158 s 8 00 00 00 00 00 00 00 28
 
 Header and footer lines are ``***...***``. Type ``s``/``x`` is a standard/extended data frame,
-``sr``/``xr`` a remote frame (no data bytes: payload zeros). The time ``hh:mm:ss:f`` has a
+``sr``/``xr`` a remote frame (no data bytes: payload zeros), which sets the table's ``extended``
+and ``remote`` flags. The time ``hh:mm:ss:f`` has a
 fraction of as many digits as written (``532`` → 0.532 s, ``5320`` → 0.532 s). Timestamps:
 
 - SYSTEM mode (the default): time of day. With a start date, absolute Unix seconds (the date's
@@ -32,18 +33,8 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from kdcore.data.formats.base import CaptureFormat
-from kdcore.data.formats.textscan import (
-    Lines,
-    RowChecks,
-    frame_columns,
-    head_lines,
-    parse_fraction,
-    parse_uint,
-    read_chunks,
-    read_lines,
-    tokenize,
-)
+from kdcore.data.formats.base import CaptureFormat, TextFormat
+from kdcore.data.formats.text import Fields, Lines, Problems, frame_fields, head_lines, read_head, split_rows
 from kdcore.data.frames import FrameTable, RowErrors
 from kdcore.errors import KdcoreError
 
@@ -87,16 +78,12 @@ class Busmaster(CaptureFormat):
         return bool(lines) and lines[0].upper().startswith(b"***BUSMASTER")
 
     def read(self, path: Path, errors: RowErrors) -> FrameTable:
-        lines = read_lines(path)
-        header = lines.buf[: min(len(lines.buf), 1 << 16)].tobytes()
+        """The rows give each frame's clock time in seconds; the header's mode turns them into timestamps."""
+        header = read_head(path)
         start = _start(header, path)
-        mode = _MODE.search(header)
-        mode = mode.group(1).decode() if mode else "SYSTEM"
-        numbers = _NUMBERS.search(header)
-        base = 10 if numbers and numbers.group(1) == b"DEC" else 16
-        # chunks give each frame's hh:mm:ss:f in seconds; the mode turns them into timestamps
-        table = read_chunks(lines, lambda chunk: self._read_lines(chunk, errors, mode, base), errors)
+        table = _BusmasterRows().read(path, errors)
         seconds = table.timestamp
+        mode = _settings(header).mode
         if mode == "SYSTEM":
             rollover = np.concatenate(([0], np.cumsum(np.diff(seconds) < -DAY / 2))) if len(seconds) else 0
             origin = start.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() if start else 0.0
@@ -107,41 +94,56 @@ class Busmaster(CaptureFormat):
             timestamp = (start.timestamp() if start else 0.0) + np.cumsum(seconds)
         return attrs.evolve(table, timestamp=timestamp)
 
-    def _read_lines(self, lines: Lines, errors: RowErrors, mode: str, base: int) -> FrameTable:
-        tokens = tokenize(lines)
-        tokens = tokens.take(tokens.count > 0)
-        first, _ = tokens.span(0)
-        buf = tokens.lines.buf
-        starred = (buf[first] == ord("*")) & (buf[first + 1] == ord("*")) & (buf[first + 2] == ord("*"))
-        tokens = tokens.take(~starred)  # header and footer lines
-        if len(tokens) == 0:
-            return FrameTable.empty()
 
-        checks = RowChecks(tokens.lines)
-        checks.require(tokens.count >= 6, "row", "expected 'time Tx/Rx channel ID type DLC data...'")
+@attrs.frozen
+class _Settings:
+    mode: str  # SYSTEM, ABSOLUTE or RELATIVE
+    base: int  # of IDs and bytes: 16 or 10
 
-        def time_text():
-            return tokens.column(0, 20)[0]
 
-        parts = tokens.subtokens(0, b":")
-        values = []
-        for k, (field_max, width) in enumerate(((23 if mode == "SYSTEM" else 10**6, 9), (59, 2), (59, 2))):
-            text, fits = parts.column(k, width)
-            value, ok = parse_uint(text, 10)
-            values.append(value.astype(np.float64))
-            checks.require(ok & fits & (value <= field_max) & (parts.count == 4), "time", "expected hh:mm:ss:ms", time_text)
-        fraction_text, fits = parts.column(3, 12)
-        fraction, ok = parse_fraction(fraction_text)
-        checks.require(ok & fits, "time", "expected hh:mm:ss:ms", time_text)
-        seconds = values[0] * 3600 + values[1] * 60 + values[2] + fraction
+def _settings(header: bytes) -> _Settings:
+    mode = _MODE.search(header)
+    numbers = _NUMBERS.search(header)
+    return _Settings(mode.group(1).decode() if mode else "SYSTEM", 10 if numbers and numbers.group(1) == b"DEC" else 16)
 
-        direction, _ = tokens.column(1, 3)
-        checks.require(np.isin(direction, (b"Rx", b"Tx")), "direction", "expected Rx or Tx", direction)
-        kind, _ = tokens.column(4, 3)
-        checks.require(np.isin(kind, (b"s", b"x", b"sr", b"xr")), "type", "expected s, x, sr or xr", kind)
-        remote = (kind == b"sr") | (kind == b"xr")
-        can_id, dlc, payload = frame_columns(
-            tokens, checks, id_at=3, dlc_at=5, data_at=6, fields=6, base=base, remote=remote, remote_fields=6
-        )
-        valid = checks.report(errors)
-        return FrameTable.from_frames(seconds[valid], can_id[valid], dlc[valid], payload[valid])
+
+class _BusmasterRows(TextFormat):
+    """The frames of a BUSMASTER log, each with its ``hh:mm:ss:f`` in seconds as its timestamp."""
+
+    def settings(self, path: Path, head: bytes) -> _Settings:
+        return _settings(head)
+
+    def parse(self, lines: Lines, settings: _Settings, errors: RowErrors) -> FrameTable:
+        rows = split_rows(lines)
+        rows = rows.take(~rows.field(0).startswith(b"***"))  # header and footer lines
+        problems = Problems(rows)
+        problems.require(rows.count >= 6, "row", "expected 'time Tx/Rx channel ID type DLC data...'")
+        seconds = _clock(rows.field(0), problems, 23 if settings.mode == "SYSTEM" else 10**9 - 1)
+        direction = rows.field(1)
+        problems.require(direction.equals(b"Rx") | direction.equals(b"Tx"), "direction", "expected Rx or Tx", direction)
+        kind = rows.field(4)
+        remote = kind.equals(b"sr") | kind.equals(b"xr")
+        problems.require(kind.equals(b"s") | kind.equals(b"x") | remote, "type", "expected s, x, sr or xr", kind)
+        can_id, dlc, payload = frame_fields(rows, problems, id_at=3, dlc_at=5, data_at=6, fields=6, base=settings.base, remote=remote, remote_fields=6)
+        valid = problems.report(errors)
+        extended = kind.first() == ord("x")
+        table = FrameTable.from_frames(seconds, can_id, dlc, payload, extended=extended, remote=remote)
+        return table if valid.all() else table.take(valid)
+
+
+def _clock(field: Fields, problems: Problems, max_hours: int) -> np.ndarray:
+    """``hh:mm:ss:f`` → seconds; the fraction ``f`` has as many digits as written."""
+    seconds = np.zeros(len(field))
+    ok = np.ones(len(field), dtype=bool)
+    rest = field
+    for limit, digits, scale in ((max_hours, 9, 3600), (59, 2, 60), (59, 2, 1)):
+        at = rest.find(ord(":"))
+        part = Fields(rest.data, rest.start, np.where(at >= 0, at, rest.length))
+        value, part_ok = part.uint(10, digits, prefix=False)
+        ok &= (at >= 0) & part_ok & (value <= limit)
+        seconds += value * scale
+        rest = rest.cut(front=np.where(at >= 0, at + 1, rest.length))
+    fraction, fraction_ok = rest.uint(10, 12, prefix=False)
+    ok &= fraction_ok
+    problems.require(ok, "time", "expected hh:mm:ss:ms", field)
+    return seconds + fraction / 10.0 ** rest.length

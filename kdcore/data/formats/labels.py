@@ -5,19 +5,24 @@ A sidecar is a small CSV next to the capture, named after the capture's full fil
 
     start,end,attack,can_id
     1717548054.90,1717548055.40,dos,000
+    1717548056.00,1717548058.00,spoof,0C5 1A0
     1717548060.00,1717548062.50,fuzzy,
 
 ``start``/``end`` are seconds on the capture's own time scale — the timestamps ``read_capture``
 returns for it (absolute Unix seconds for candump, trc with ``$STARTTIME``, asc/blf with a start
-date, BUSMASTER with a start date; offsets otherwise). A frame with ``start <= timestamp <= end``
-becomes label 1 with that attack name; the optional ``can_id`` column (hex, ``0x`` allowed; empty
-means every ID) restricts the interval to one ID. Later rows win where intervals overlap. Attack
-names may not be ``normal``; blank lines and lines starting with ``#`` are ignored.
+date, BUSMASTER with a start date; offsets otherwise). For a capture without timestamps
+(``timestamps=False``: ``timestamp`` holds each frame's position 0, 1, 2, ...) they are frame
+positions. A frame with ``start <= timestamp <= end`` becomes label 1 with that attack name; the
+optional ``can_id`` column (hex IDs, ``0x`` allowed, separated by spaces; empty means every ID)
+restricts the interval to those IDs: "frames of ID X between t0 and t1 are forged" labels exactly
+those frames. Later rows win where intervals overlap. Attack names may not be ``normal``; blank
+lines and lines starting with ``#`` are ignored.
 
 ``read_capture`` applies the sidecar automatically when it exists. A sidecar next to a capture
-whose format carries its own labels (ctt, hcrl_ch, hcrl_ch_txt) is refused rather than merged,
-as is any malformed sidecar row (``path:line: field: reason``, whatever ``on_bad_rows`` says:
-a label row silently skipped would silently change the labels). An interval that covers no
+whose format carries its own labels (ctt, hcrl_ch, j1939_csv, road, a layout with a label
+column, ...) is refused rather than merged, as is any malformed sidecar row (``path:line: field:
+reason``, whatever ``on_bad_rows`` says: a label row silently skipped would silently change the
+labels). An interval that covers no
 frame is reported with a warning: it usually means the sidecar uses another time scale.
 """
 
@@ -40,12 +45,17 @@ COLUMNS = ("start", "end", "attack")
 OPTIONAL = ("can_id",)
 
 
+def _ids(ids) -> tuple[int, ...] | None:
+    """The IDs an interval is restricted to: one ID, several, or None (every ID)."""
+    return None if ids is None else (ids,) if isinstance(ids, int) else tuple(ids)
+
+
 @attrs.frozen
 class Interval:
     start: float
     end: float
     attack: str
-    can_id: int | None = None
+    can_ids: tuple[int, ...] | None = attrs.field(default=None, converter=_ids)  # None: every ID
     line: int = 0
 
 
@@ -99,16 +109,22 @@ def read_sidecar(path: str | Path) -> list[Interval]:
         attack = cells["attack"]
         if not attack or attack.lower() == NORMAL:
             errors.bad(number, "attack", f"expected an attack name (not empty, not 'normal'): {attack!r}")
-        can_id = None
+        can_ids = None
         if cells.get("can_id"):
-            try:
-                can_id = int(cells["can_id"], 16)
-            except ValueError:
-                can_id = -1
-            if not 0 <= can_id <= 0x1FFFFFFF:
-                errors.bad(number, "can_id", f"not a hex CAN ID: {cells['can_id']!r}")
-        intervals.append(Interval(bounds[0], bounds[1], attack, can_id, number))
+            can_ids = tuple(_hex_id(text) for text in cells["can_id"].split())
+            if -1 in can_ids:
+                errors.bad(number, "can_id", f"expected hex CAN IDs separated by spaces: {cells['can_id']!r}")
+        intervals.append(Interval(bounds[0], bounds[1], attack, can_ids, number))
     return intervals
+
+
+def _hex_id(text: str) -> int:
+    """A hex CAN ID (``0x`` allowed), -1 when it is none."""
+    try:
+        can_id = int(text, 16)
+    except ValueError:
+        return -1
+    return can_id if 0 <= can_id <= 0x1FFFFFFF and "_" not in text else -1
 
 
 def apply_intervals(table: FrameTable, intervals: list[Interval], source: str | Path = "sidecar") -> FrameTable:
@@ -127,13 +143,14 @@ def apply_intervals(table: FrameTable, intervals: list[Interval], source: str | 
             selected = np.arange(lo, hi)
         else:
             selected = np.flatnonzero((timestamp >= interval.start) & (timestamp <= interval.end))
-        if interval.can_id is not None:
-            selected = selected[table.can_id[selected] == interval.can_id]
+        if interval.can_ids is not None:
+            selected = selected[np.isin(table.can_id[selected], interval.can_ids)]
         if len(selected) == 0:
+            ids = "" if interval.can_ids is None else f" for ID {' '.join(f'{i:X}' for i in interval.can_ids)}"
+            scale = "the capture spans" if table.timestamps else "the capture has no timestamps: intervals are frame positions, here"
             warnings.warn(
-                f"{source}:{interval.line}: the interval {interval.start}..{interval.end}"
-                f"{'' if interval.can_id is None else f' for ID {interval.can_id:X}'} covers no frame "
-                f"(the capture spans {timestamp.min(initial=math.inf)}..{timestamp.max(initial=-math.inf)})",
+                f"{source}:{interval.line}: the interval {interval.start}..{interval.end}{ids} covers no frame "
+                f"({scale} {timestamp.min(initial=math.inf)}..{timestamp.max(initial=-math.inf)})",
                 stacklevel=2,
             )
             continue

@@ -51,9 +51,9 @@ class Formats:
             if capture_format.sniff(head, path):
                 return capture_format
         raise KdcoreError(
-            f"{path}: not a capture in any known format (tried: {', '.join(self.names())}); "
-            f"it begins {_first_lines(head)}; describe its columns in a layout file and pass it "
-            "with --layout FILE (see docs/formats.md, 'Any delimited text')"
+            f"{path}: not a capture in any known format (tried: {', '.join(self.names())}); it begins "
+            f"{_first_lines(head)}; if it is delimited text, name its columns in a layout file and pass "
+            "--layout FILE (Python: format=LayoutFormat(load_layout(FILE))); see docs/formats.md, 'Any delimited text'"
         )
 
 
