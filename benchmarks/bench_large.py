@@ -36,7 +36,8 @@ SEGMENT_FRAMES = 1_000_000  # frames generated at a time, so writing a big captu
 def write_capture(frames: int, folder: Path = DEFAULT_DIR, seed: int = 0) -> Path:
     """A ctt capture of exactly ``frames`` frames of one synthetic vehicle (one recording after
     another, every fourth with DoS bursts), written once and reused."""
-    from kdcore.data.formats.ctt import HEADER, write_csv
+    from kdcore.data.formats.ctt import HEADER
+    from kdcore.data.formats.writers import write_csv
     from kdcore.data.traffic import TrafficProfile, inject
 
     path = folder / f"capture-{frames}-seed{seed}.csv"

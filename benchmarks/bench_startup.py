@@ -38,7 +38,7 @@ def best_seconds(arguments: list[str], repeat: int, before=None) -> float:
 
 
 def synthetic_capture(folder: Path) -> Path:
-    from kdcore.data.formats.ctt import write_csv
+    from kdcore.data.formats.writers import write_csv
     from kdcore.data.traffic import generate_traffic, inject
 
     table = inject(generate_traffic(ROWS / 1500, seed=0), "dos", seed=0)

@@ -46,9 +46,9 @@ def _engine():
 
 def _plugins():
     """The installed plugins without the engine: listing them imports no training stack."""
-    from kdcore.manager import installed_plugins
+    from kdcore.manager import Plugins
 
-    return installed_plugins()
+    return Plugins()
 
 
 def _quiet_libraries() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from kdcore import Engine, RunConfig, hookimpl
 from kdcore.data.captures import CaptureDataset
-from kdcore.data.formats.ctt import write_csv
+from kdcore.data.formats.writers import write_csv
 from kdcore.data.frames import FrameTable
 
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from kdcore.checkpoint import load_checkpoint
 from kdcore.cli import app
-from kdcore.data.formats.ctt import write_csv
+from kdcore.data.formats.writers import write_csv
 from kdcore.errors import KdcoreError, TeacherError
 
 from conftest import tiny_capture, tiny_config

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from kdcore.cli import app
 from kdcore.data.formats import read_capture
-from kdcore.data.formats.ctt import write_csv
+from kdcore.data.formats.writers import write_csv
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.traffic import attack_intervals, inject
 from kdcore.data.windows import build_window_graphs

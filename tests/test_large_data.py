@@ -16,9 +16,8 @@ from kdcore.cli import app
 from kdcore.data.cache import GraphCache, _write_folder
 from kdcore.data.captures import CaptureDataset, GraphRecipe, should_stream, stream_threshold_bytes, time_slice
 from kdcore.data.formats import read_capture
-from kdcore.data.formats.candump import write_candump
 from kdcore.data.formats.chunks import capture_chunks, frame_index, streams
-from kdcore.data.formats.ctt import write_csv
+from kdcore.data.formats.writers import write_candump, write_csv
 from kdcore.data.frames import BadRowError, FrameTable
 from kdcore.data.graphs import _ARRAYS, GraphWriter, WindowGraphs
 from kdcore.data.preprocess import Preprocessing

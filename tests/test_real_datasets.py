@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kdcore import Engine, RunConfig
-from kdcore.data.formats.ctt import write_csv
+from kdcore.data.formats.writers import write_csv
 from kdcore.data.real import TEST_SHARE, AttackCapturesDataset, attack_parts
 from kdcore.errors import KdcoreError
 

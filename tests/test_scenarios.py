@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 
 from kdcore.cli import app
 from kdcore.data.formats import read_capture
-from kdcore.data.formats.ctt import write_csv
+from kdcore.data.formats.writers import write_csv
 from kdcore.data.traffic import write_ctt_dataset
 
 if sys.version_info >= (3, 11):

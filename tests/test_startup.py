@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from kdcore.data.formats.ctt import write_csv
+from kdcore.data.formats.writers import write_csv
 
 from conftest import tiny_capture
 

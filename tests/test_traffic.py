@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kdcore.data.formats import read_capture
-from kdcore.data.formats.ctt import write_csv
+from kdcore.data.formats.writers import write_csv
 from kdcore.data.frames import FrameTable
 from kdcore.data.traffic import (
     ATTACKS,

@@ -691,7 +691,7 @@ def write_ctt_dataset(out_dir: str | Path, *, seed: int = 0, **options) -> dict:
     Every file is a different recording (capture) of the same vehicle. Returns a summary: per
     folder its files, frames and attack frames, plus totals and the vehicle's shape.
     """
-    from kdcore.data.formats.ctt import write_csv
+    from kdcore.data.formats.writers import write_csv
 
     profile, folders = build_ctt_dataset(seed=seed, **options)
     out_dir = Path(out_dir)
@@ -727,7 +727,7 @@ def inject_capture(capture_path: str | Path, attack: str, out_dir: str | Path, s
     ``options`` go to ``inject`` (start, duration, target_id, period).
     """
     from kdcore.data.formats import read_capture
-    from kdcore.data.formats.ctt import write_csv
+    from kdcore.data.formats.writers import write_csv
 
     if attack not in ATTACKS:
         raise KdcoreError(unknown_name_message("attack", attack, ATTACKS))
