@@ -504,7 +504,7 @@ def data_inspect(
     path: Path = typer.Argument(..., help="A capture file, a folder of captures, or a can-train-and-test dataset folder."),
     capture_format: Optional[str] = FormatOption,
     layout: Optional[Path] = LayoutOption,
-    on_bad_rows: str = BadRowsOption,
+    on_bad_rows: str = typer.Option("skip", "--on-bad-rows", help="skip: count malformed rows and quote the first; error: stop at it."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Detected format, rows, time span, distinct IDs (standard/extended), attack rows by type, bad rows."""

@@ -99,8 +99,9 @@ def test_data_inspect_counts_or_stops_at_bad_rows(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("timestamp,arbitration_id,data_field,attack\n1.0,1F3,0011,0\n2.0,XYZ,00,0\n3.0,1F4,00,1\n")
     runner = CliRunner()
-    refused = runner.invoke(app, ["data", "inspect", str(path)])
+    counted = json.loads(runner.invoke(app, ["data", "inspect", str(path), "--json"]).stdout)
+    assert (counted["rows"], counted["bad_rows"], counted["attack_rows"]) == (2, 1, 1)
+    assert counted["first_bad_row"] == f"{path}:3: arbitration_id: not a hex CAN ID: 'XYZ'"
+    refused = runner.invoke(app, ["data", "inspect", str(path), "--on-bad-rows", "error"])
     assert refused.exit_code == 2
     assert refused.stderr.strip() == f"error: {path}:3: arbitration_id: not a hex CAN ID: 'XYZ'"
-    skipped = json.loads(runner.invoke(app, ["data", "inspect", str(path), "--on-bad-rows", "skip", "--json"]).stdout)
-    assert (skipped["rows"], skipped["bad_rows"], skipped["attack_rows"]) == (2, 1, 1)

@@ -19,7 +19,7 @@ from kdcore.data.captures import (
 )
 from kdcore.data.formats import read_capture, resolve_format
 from kdcore.data.formats.base import CaptureFormat
-from kdcore.data.frames import FrameTable
+from kdcore.data.frames import FrameTable, RowErrors
 
 
 def captures_under(path: Path) -> list[Path]:
@@ -31,13 +31,15 @@ def captures_under(path: Path) -> list[Path]:
     return capture_files(path)
 
 
-def read_all(path: Path, capture_format: str | CaptureFormat | None, on_bad_rows: str) -> Iterator[tuple[Path, str, FrameTable]]:
+def read_all(path: Path, capture_format: str | CaptureFormat | None, on_bad_rows: str) -> Iterator[tuple[str, FrameTable, RowErrors]]:
+    """(format name, frames, what was said of its bad rows) of every capture under ``path``."""
     for file in captures_under(path):
         resolved = resolve_format(file, capture_format)
-        yield file, resolved.name, read_capture(file, resolved, on_bad_rows)
+        errors = RowErrors(file, on_bad_rows)
+        yield resolved.name, read_capture(file, resolved, errors=errors), errors
 
 
-def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:
+def summarize(tables: list[FrameTable], formats: list[str], first_bad_row: str | None = None) -> dict[str, Any]:
     """Rows (frames) and what they hold. ``time_span_s`` sums each capture's own span (recordings
     do not share a clock) and is None where a capture has no timestamps."""
     table = FrameTable.concat(tables)
@@ -64,12 +66,16 @@ def summarize(tables: list[FrameTable], formats: list[str]) -> dict[str, Any]:
         "timestamps": timestamps,
         "time_span_s": None if span is None else round(span, 6),
         "bad_rows": table.bad_rows,
+        "first_bad_row": first_bad_row,
     }
 
 
-def inspect_path(path: Path, capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "error") -> dict[str, Any]:
+def inspect_path(path: Path, capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "skip") -> dict[str, Any]:
+    """The summary of every capture under ``path``; bad rows are counted, and the first one
+    quoted (``on_bad_rows="error"`` stops there instead)."""
     found = list(read_all(path, capture_format, on_bad_rows))
-    return summarize([table for _, _, table in found], [name for _, name, _ in found])
+    first_bad_row = next((errors.first for *_, errors in found if errors.first), None)
+    return summarize([table for _, table, _ in found], [name for name, *_ in found], first_bad_row)
 
 
 def build_path(path: Path, recipe: GraphRecipe, cache: GraphCache, progress, val_fraction: float = 0.15,

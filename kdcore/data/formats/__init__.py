@@ -48,15 +48,17 @@ def resolve_format(path: str | Path, format: str | CaptureFormat | None = None, 
 
 
 def read_capture(
-    path: str | Path, format: str | CaptureFormat | None = None, on_bad_rows: str = "error", *, formats: Formats | None = None
+    path: str | Path, format: str | CaptureFormat | None = None, on_bad_rows: str = "error", *, formats: Formats | None = None,
+    errors: RowErrors | None = None,
 ) -> FrameTable:
     """Read one capture file into a ``FrameTable``; ``format=None`` detects it.
 
     An attack sidecar ``<file name>.attacks.csv`` next to the capture labels its frames (see
-    ``kdcore.data.formats.labels``).
+    ``kdcore.data.formats.labels``). ``errors``: where bad rows go instead of a new
+    ``RowErrors(path, on_bad_rows)`` — e.g. to see the first skipped row's message.
     """
     path = Path(path)
-    errors = RowErrors(path, on_bad_rows)
+    errors = errors or RowErrors(path, on_bad_rows)
     capture_format = resolve_format(path, format, formats)
     table = capture_format.read(path, errors)
     return apply_sidecar(table, path, capture_format)
