@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q kdcore  # bytecode now: with PYTHONDONTWRITEBYTECODE set, every start would compile the sources
 	touch $(STAMP)
 
 install: $(STAMP)

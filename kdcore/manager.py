@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "kdcore"
 DISABLE_ENV = "KDCORE_DISABLE_PLUGINS"
 
+FORMATS_PLUGIN = "kdcore.plugins.formats"
 DEFAULT_PLUGINS = (
     "kdcore.plugins.validation",
-    "kdcore.plugins.formats",
+    FORMATS_PLUGIN,
     "kdcore.plugins.models",
     "kdcore.plugins.datasets",
     "kdcore.plugins.modes.normal",
@@ -74,6 +75,7 @@ def make_plugin_manager(
     *,
     load_entry_points: bool = True,
     disabled: Iterable[str] | None = None,
+    builtins: Iterable[str] = DEFAULT_PLUGINS,
 ) -> LoadedPlugins:
     """Build a fresh manager: blocked names, entry points, built-ins, extras, then check.
 
@@ -98,7 +100,7 @@ def make_plugin_manager(
                 pm.register(entry_point.load(), name=entry_point.name)
             except Exception as error:  # noqa: BLE001 - any failure of a third-party plugin
                 loaded.fail(entry_point.name, error)
-    for module_name in DEFAULT_PLUGINS:
+    for module_name in builtins:
         if not pm.is_blocked(module_name):
             pm.register(importlib.import_module(module_name), name=module_name)
     for plugin in extra_plugins:
@@ -126,10 +128,14 @@ class Plugins:
     :param plugins: extra plugin objects to register (after entry points and built-ins).
     :param load_entry_points: load third-party plugins from the ``kdcore`` entry-point group.
     :param disabled: plugin names to block; defaults to ``KDCORE_DISABLE_PLUGINS``.
+    :param builtins: the built-in plugin modules to register (all of them by default).
     """
 
-    def __init__(self, plugins: Iterable[object] = (), *, load_entry_points: bool = True, disabled: Iterable[str] | None = None):
-        loaded = make_plugin_manager(plugins, load_entry_points=load_entry_points, disabled=disabled)
+    def __init__(
+        self, plugins: Iterable[object] = (), *, load_entry_points: bool = True, disabled: Iterable[str] | None = None,
+        builtins: Iterable[str] = DEFAULT_PLUGINS,
+    ):
+        loaded = make_plugin_manager(plugins, load_entry_points=load_entry_points, disabled=disabled, builtins=builtins)
         self.manager = loaded.manager
         self.distributions = loaded.distributions
         self.failures = loaded.failures
@@ -239,10 +245,11 @@ class Plugins:
 
 
 @functools.cache
-def installed_plugins() -> Plugins:
-    """The plugins of this installation (entry points and built-ins, ``KDCORE_DISABLE_PLUGINS``
-    honoured), built once per process: what reading a capture uses when no ``Engine`` is given."""
-    return Plugins()
+def installed_formats() -> Formats:
+    """The capture formats of this installation (entry points and the built-in formats,
+    ``KDCORE_DISABLE_PLUGINS`` honoured), gathered once per process: what reading a capture uses
+    when no ``Engine`` is given. Only the formats' built-in module is imported, not the modes'."""
+    return Plugins(builtins=(FORMATS_PLUGIN,)).formats
 
 
 def _own_version() -> str:

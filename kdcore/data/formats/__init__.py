@@ -1,7 +1,7 @@
 """Capture formats: detection by content, reading by name, one ``FrameTable`` out.
 
 The formats themselves are plugins (``kdcore_register_formats``); without an explicit registry,
-the installation's (``kdcore.manager.installed_plugins``) is used.
+the installation's (``kdcore.manager.installed_formats``) are used.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from kdcore.errors import KdcoreError
 
 
 def installed_formats() -> Formats:
-    from kdcore.manager import installed_plugins
+    from kdcore.manager import installed_formats
 
-    return installed_plugins().formats
+    return installed_formats()
 
 
 def format_by_name(name: str, formats: Formats | None = None) -> CaptureFormat:
