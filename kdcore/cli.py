@@ -475,6 +475,7 @@ def _open_bus(spec: str, **options):
 data_app = typer.Typer(help="Read, inspect, build and generate CAN captures.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+
 @data_app.command("list")
 def data_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the datasets and capture formats kdcore knows, and the plugin each comes from."""

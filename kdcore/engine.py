@@ -83,29 +83,14 @@ class Engine:
         disabled: Iterable[str] | None = None,
     ):
         self.plugins = Plugins(plugins, load_entry_points=load_entry_points, disabled=disabled)
-        self.plugins.collect()
+        self.plugins.collect()  # an engine checks every kind at once: a name clash stops it here
         self.plugin_manager = self.plugins.manager
         self.failures = self.plugins.failures
-
-    @property
-    def modes(self) -> Registry[type[TrainingMode]]:
-        return self.plugins.modes
-
-    @property
-    def strategies(self) -> Registry[type[DistillationStrategy]]:
-        return self.plugins.strategies
-
-    @property
-    def datasets(self) -> Registry[type]:
-        return self.plugins.datasets
-
-    @property
-    def models(self) -> Registry[type[nn.Module]]:
-        return self.plugins.models
-
-    @property
-    def formats(self):
-        return self.plugins.formats
+        self.modes: Registry[type[TrainingMode]] = self.plugins.modes
+        self.strategies: Registry[type[DistillationStrategy]] = self.plugins.strategies
+        self.datasets: Registry[type] = self.plugins.datasets
+        self.models: Registry[type[nn.Module]] = self.plugins.models
+        self.formats = self.plugins.formats
 
     # -- planning: everything that needs no data -------------------------------------------
 

@@ -25,12 +25,7 @@ from kdcore.errors import KdcoreError
 from kdcore.layout import RunLayout
 from kdcore.metrics import evaluate_scores
 from kdcore.plugins.modes.autoencoder import AutoencoderMode
-from kdcore.plugins.modes.fusion import (
-    ACTIONS,
-    DECISION_LINE,
-    STATE_FEATURES,
-    find_inputs,
-)
+from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, find_inputs
 from kdcore.plugins.modes.normal import NormalMode
 from kdcore.threads import torch_threads
 

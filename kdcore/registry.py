@@ -8,12 +8,7 @@ from typing import Generic, TypeVar
 
 import attrs
 
-from kdcore.errors import (
-    DuplicateNameError,
-    KdcoreError,
-    UnknownNameError,
-    unknown_name_message,
-)
+from kdcore.errors import DuplicateNameError, KdcoreError, UnknownNameError, unknown_name_message
 
 T = TypeVar("T")
 

@@ -39,12 +39,7 @@ from kdcore.data.formats.registry import Formats
 from kdcore.data.frames import FrameTable
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.preprocess import Preprocessing
-from kdcore.data.windows import (
-    FEATURES,
-    build_window_graphs,
-    build_window_graphs_chunked,
-    node_keys,
-)
+from kdcore.data.windows import FEATURES, build_window_graphs, build_window_graphs_chunked, node_keys
 from kdcore.errors import KdcoreError
 
 CAPTURE_SUFFIXES = (".csv", ".log", ".trc", ".asc", ".blf", ".txt")

@@ -10,13 +10,7 @@ from typing import Any
 import numpy as np
 
 from kdcore.data.cache import GraphCache
-from kdcore.data.captures import (
-    GraphRecipe,
-    by_capture,
-    capture_files,
-    ctt_folders,
-    split_jobs,
-)
+from kdcore.data.captures import GraphRecipe, by_capture, capture_files, ctt_folders, split_jobs
 from kdcore.data.formats import read_capture, resolve_format
 from kdcore.data.formats.base import CaptureFormat
 from kdcore.data.frames import FrameTable, RowErrors

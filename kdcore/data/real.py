@@ -37,7 +37,7 @@ from kdcore.errors import KdcoreError
 TEST_SHARE = 0.4  # of each attack span, the last part: the test set's attacks
 
 # Labels the J1939 collection does not carry in its files, as an attack sidecar would give them.
-J1939_LABELS = {"dos_1ms.log": (Interval(0.0, float("inf"), "dos", 0x00000000),)}
+J1939_LABELS = {"dos_1ms.log": (Interval(0.0, float("inf"), "dos", can_ids=(0x00000000,)),)}
 J1939_LEFT_OUT = ("tsc1.log", "fuzz_1ms_ID_and_Data.log")
 
 
