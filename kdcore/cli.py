@@ -386,6 +386,55 @@ def export(
 
 
 @app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="A kdcore checkpoint of a GAT, a VGAE or a fused detector."),
+    data: list[Path] = typer.Argument(..., help="Labelled captures, folders of them, or can-train-and-test dataset folders."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write metrics.json and scores.npz into this folder."),
+    capture_format: Optional[str] = FormatOption,
+    layout: Optional[Path] = LayoutOption,
+    on_bad_rows: str = BadRowsOption,
+    as_json: bool = typer.Option(False, "--json", help="Print only the metrics, as JSON (progress goes to stderr)."),
+) -> None:
+    """Score a trained model on labelled data it was not trained with: metrics overall and per test set."""
+    from rich.progress import track
+
+    from kdcore.atomic import atomic_write_text
+    from kdcore.detect import Detector
+    from kdcore.engine import save_window_scores
+    from kdcore.evaluate import evaluate as evaluate_model
+
+    _quiet_libraries()
+    progress_console = Console(stderr=True)
+    try:
+        detector = Detector(model)
+        metrics, windows = evaluate_model(
+            detector, data, _capture_format(capture_format, layout), on_bad_rows,
+            lambda sets: track(sets, description="evaluating", console=progress_console, transient=True),
+        )
+    except KdcoreError as error:
+        _fail(error)
+    config = detector.config
+    metrics = {"checkpoint": str(model), "model": config.get("model"), "model_size": config.get("model_size"),
+               "mode": config.get("mode"), "trained_on": config.get("dataset"), "data": [str(path) for path in data], **metrics}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        save_window_scores(out / "scores.npz", windows, detector.threshold)
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
+        return
+    table = Table(title=f"{metrics['model']} {metrics['model_size']} ({metrics['mode']}) · threshold {detector.threshold:.4g}")
+    table.add_column("test set")
+    for column in SHOWN_METRICS:
+        table.add_column(column, justify="right")
+    for name, row in [*metrics["test_sets"].items(), ("all", metrics)]:
+        table.add_row(name, *(f"{row[column]:.4f}" for column in SHOWN_METRICS))
+    console.print(table)
+    if out is not None:
+        typer.echo(f"written: {out / 'metrics.json'}, {out / 'scores.npz'}")
+
+
+@app.command()
 def detect(
     model: Path = typer.Option(..., "--model", help="A kdcore checkpoint of a GAT, a VGAE or a fused detector."),
     bus: Optional[str] = typer.Option(None, "--bus", help="A python-can bus: INTERFACE[:CHANNEL], e.g. virtual:demo or socketcan:can0."),

@@ -88,7 +88,9 @@ class Detector:
         checkpoint = load_checkpoint(checkpoint_path)
         data = checkpoint.extra.get("data", {})
         if checkpoint.model not in ("gat", "vgae", "dqn") or "preprocessing" not in data:
-            raise KdcoreError(f"{checkpoint_path}: detect needs a GAT, VGAE or fusion checkpoint trained by kdcore on captures")
+            raise KdcoreError(f"{checkpoint_path}: not a GAT, VGAE or fusion checkpoint trained by kdcore on captures")
+        self.config = checkpoint.config  # the run that trained it
+        self.data = data  # what the model was trained on: window settings, graph nodes, vocabulary and scaling
         self.window = int(data["window_size"])
         self.graph_node = data.get("graph_node", "can_id")
         self.preprocessing = Preprocessing.from_dict(data["preprocessing"])

@@ -42,7 +42,7 @@ from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import FEATURES, build_window_graphs, build_window_graphs_chunked, node_keys
 from kdcore.errors import KdcoreError
 
-CAPTURE_SUFFIXES = (".csv", ".log", ".trc", ".asc", ".blf", ".txt")
+CAPTURE_SUFFIXES = (".csv", ".tsv", ".log", ".trc", ".asc", ".blf", ".txt")
 STREAM_MIB = 64  # captures bigger than this in all are streamed (KDCORE_STREAM_MIB overrides)
 
 
