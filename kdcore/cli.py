@@ -188,15 +188,20 @@ def run(
         typer.echo(json.dumps({"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), **result.metrics}, indent=2))
         return
     metrics = result.metrics
-    table = Table(title=f"{metrics['mode']} · {metrics['model']} {metrics['model_size']} · {metrics['distillation']}")
+    _print_metrics(f"{metrics['mode']} · {metrics['model']} {metrics['model_size']} · {metrics['distillation']}", metrics)
+    console.print(f"params {metrics['params']:,} · latency {metrics['latency_ms_per_graph']:.2f} ms/graph")
+    typer.echo(f"artifacts: {result.run_dir}")
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    """The metrics of every test set, then over all of them, as one table."""
+    table = Table(title=title)
     table.add_column("test set")
     for column in SHOWN_METRICS:
         table.add_column(column, justify="right")
     for name, row in [*metrics["test_sets"].items(), ("all", metrics)]:
         table.add_row(name, *(f"{row[column]:.4f}" for column in SHOWN_METRICS))
     console.print(table)
-    console.print(f"params {metrics['params']:,} · latency {metrics['latency_ms_per_graph']:.2f} ms/graph")
-    typer.echo(f"artifacts: {result.run_dir}")
 
 
 @app.command()
@@ -423,13 +428,7 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
         return
-    table = Table(title=f"{metrics['model']} {metrics['model_size']} ({metrics['mode']}) · threshold {detector.threshold:.4g}")
-    table.add_column("test set")
-    for column in SHOWN_METRICS:
-        table.add_column(column, justify="right")
-    for name, row in [*metrics["test_sets"].items(), ("all", metrics)]:
-        table.add_row(name, *(f"{row[column]:.4f}" for column in SHOWN_METRICS))
-    console.print(table)
+    _print_metrics(f"{metrics['model']} {metrics['model_size']} ({metrics['mode']}) · threshold {detector.threshold:.4g}", metrics)
     if out is not None:
         typer.echo(f"written: {out / 'metrics.json'}, {out / 'scores.npz'}")
 
