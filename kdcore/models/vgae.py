@@ -18,13 +18,21 @@ class VGAE(nn.Module):
     ``forward`` returns the plan's tuple ``(cont_out, canid_logits, neighbor_logits, z, kl_loss)``.
     ``neighbor_logits`` scores the graph's edges followed, in training, by as many sampled
     non-edges; ``neighbor_targets`` gives the matching 1/0 targets.
+
+    With ``tie_canid_head`` the CAN-ID head reuses the input embedding instead of a
+    ``Linear(latent_dim, num_ids)`` of its own: ``canid_logits = canid_projection(z) @ id_embedding.weight.T``,
+    so each CAN ID costs ``embedding_dim`` parameters instead of ``embedding_dim + latent_dim + 1``.
+    The student is tied, the teacher is not (its parameters, and old checkpoints, are as before).
     """
 
     name: ClassVar[str] = "vgae"
     gradient_checkpointing: bool = False  # a runtime switch, not a hyperparameter
-    sizes: ClassVar[dict[str, dict[str, int]]] = {
+    # The student stays within 7 % of the teacher's parameters for any vocabulary: its fixed part is
+    # ~3 % of the teacher's, and per CAN ID it has 4 (a tied embedding) against the teacher's
+    # 16 + 48 + 1 = 65, 6.2 % (docs/performance.md, "Model sizes"; tests/test_models_size.py).
+    sizes: ClassVar[dict[str, dict[str, int | bool]]] = {
         "teacher": {"hidden_channels": 96, "latent_dim": 48, "heads": 4, "embedding_dim": 16},
-        "student": {"hidden_channels": 12, "latent_dim": 8, "heads": 1, "embedding_dim": 4},
+        "student": {"hidden_channels": 12, "latent_dim": 8, "heads": 1, "embedding_dim": 4, "tie_canid_head": True},
     }
 
     def __init__(
@@ -36,6 +44,7 @@ class VGAE(nn.Module):
         latent_dim: int = 32,
         heads: int = 4,
         embedding_dim: int = 16,
+        tie_canid_head: bool = False,
     ):
         super().__init__()
         self.hparams = dict(
@@ -46,8 +55,10 @@ class VGAE(nn.Module):
             latent_dim=latent_dim,
             heads=heads,
             embedding_dim=embedding_dim,
+            tie_canid_head=tie_canid_head,
         )
         self.latent_dim = latent_dim
+        self.tie_canid_head = tie_canid_head
         self.id_embedding = nn.Embedding(num_ids, embedding_dim)
         self.encoder = GATConv(num_node_features + embedding_dim, hidden_channels, heads=heads, concat=False)
         self.mu = GATConv(hidden_channels, latent_dim, heads=1)
@@ -55,7 +66,10 @@ class VGAE(nn.Module):
         self.feature_head = nn.Sequential(
             nn.Linear(latent_dim, hidden_channels), nn.ReLU(), nn.Linear(hidden_channels, num_node_features)
         )
-        self.canid_head = nn.Linear(latent_dim, num_ids)
+        if tie_canid_head:
+            self.canid_projection = nn.Linear(latent_dim, embedding_dim)
+        else:
+            self.canid_head = nn.Linear(latent_dim, num_ids)
 
     def forward(self, x, id_token, edge_index, batch=None):
         checkpointed = self.gradient_checkpointing and self.training
@@ -66,7 +80,13 @@ class VGAE(nn.Module):
         kl_loss = -0.5 * torch.mean(torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1))
         pairs = self.neighbor_pairs(edge_index, x.size(0))
         neighbor_logits = (z[pairs[0]] * z[pairs[1]]).sum(dim=-1)
-        return self.feature_head(z), self.canid_head(z), neighbor_logits, z, kl_loss
+        return self.feature_head(z), self.canid_logits(z), neighbor_logits, z, kl_loss
+
+    def canid_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Scores of every CAN ID for each node, ``(nodes, num_ids)``."""
+        if self.tie_canid_head:
+            return self.canid_projection(z) @ self.id_embedding.weight.t()
+        return self.canid_head(z)
 
     def neighbor_pairs(self, edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
         """The graph's edges, plus as many sampled non-edges while training."""
