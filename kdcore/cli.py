@@ -434,6 +434,35 @@ def evaluate(
 
 
 @app.command()
+def calibrate(
+    model: Path = typer.Argument(..., help="A kdcore checkpoint of a GAT, a VGAE or a fused detector."),
+    normal: list[Path] = typer.Option(..., "--normal", help="An attack-free capture of the target vehicle, or a folder of them; repeat for more."),
+    out: Path = typer.Option(..., "--out", help="Where to write the calibrated checkpoint (a fused detector's inputs go beside it)."),
+    target_fpr: Optional[float] = typer.Option(None, "--target-fpr", help="False-positive rate to fit the threshold at (default: the model's target_fpr)."),
+    capture_format: Optional[str] = FormatOption,
+    layout: Optional[Path] = LayoutOption,
+    on_bad_rows: str = BadRowsOption,
+    profile: bool = typer.Option(False, "--profile", help="Agnostic models: also fit each CAN ID's profile from the recording (only if it covers the vehicle's driving states)."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the calibration record, as JSON."),
+) -> None:
+    """Fit a trained detector to a vehicle from a short attack-free recording of it (no labels needed)."""
+    from kdcore.calibrate import calibrate as calibrate_model
+
+    _quiet_libraries()
+    try:
+        record = calibrate_model(model, normal, out, target_fpr, _capture_format(capture_format, layout), on_bad_rows, profile)
+    except KdcoreError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, sort_keys=True))
+        return
+    seconds = f", {record['seconds']:.1f} s of traffic" if record["seconds"] is not None else ""
+    typer.echo(f"calibrated on {record['frames']:,} frames ({record['windows']} windows{seconds}): "
+               f"{', '.join(record['fitted'])}; threshold {record['threshold']:.4g} at target FPR {record['target_fpr']:g}")
+    typer.echo(f"written: {out}")
+
+
+@app.command()
 def detect(
     model: Path = typer.Option(..., "--model", help="A kdcore checkpoint of a GAT, a VGAE or a fused detector."),
     bus: Optional[str] = typer.Option(None, "--bus", help="A python-can bus: INTERFACE[:CHANNEL], e.g. virtual:demo or socketcan:can0."),

@@ -211,7 +211,7 @@ class WindowScore(OneWindow):
             return torch.softmax(outputs[0].float(), -1)[:, 1]
         recon, canid_logits, neighbor_logits, _ = outputs
         named = {"recon": recon, "canid_logits": canid_logits, "neighbor_logits": neighbor_logits}
-        return graph_scores(named, x, id_token, edge_index, torch.zeros_like(id_token), 1)
+        return graph_scores(named, x, id_token, torch.zeros_like(id_token), 1)
 
 
 def one_window_batch(x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> Batch:

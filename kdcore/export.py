@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -72,7 +71,7 @@ class FusedWindow(nn.Module):
         batch = torch.zeros_like(id_token)
         cont_out, canid_logits, neighbor_logits, _, _ = self.vgae(x, id_token, edge_index, batch)
         outputs = {"recon": cont_out, "canid_logits": canid_logits, "neighbor_logits": neighbor_logits}
-        raw = graph_scores(outputs, x, id_token, edge_index, batch, 1)
+        raw = graph_scores(outputs, x, id_token, batch, 1)
         v = torch.sigmoid((raw.double() - self.vgae_threshold) / self.scale).float()
         p = torch.softmax(self.gat(x, id_token, edge_index, batch).float(), -1)[:, 1]
         alpha = self.actions[self.dqn(fusion_state(p, v)).argmax(-1)]
@@ -146,50 +145,12 @@ def _export_onnx(module: nn.Module, example, path: Path):
     dynamic = {"x": {0: "nodes"}, "id_token": {0: "nodes"}, "edge_index": {1: "edges"}}
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     # torch.export (dynamo=True) cannot trace PyG's data-dependent self-loop handling; the
-    # TorchScript-based exporter can, with a stable translation of the VGAE's edge loss.
-    with stable_bce_translation():
-        torch.onnx.export(module, example, str(path), input_names=list(INPUTS), dynamic_axes=dynamic, dynamo=False)
+    # TorchScript-based exporter can.
+    torch.onnx.export(module, example, str(path), input_names=list(INPUTS), dynamic_axes=dynamic, dynamo=False)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # shape-inference notes about dynamic axes are not problems
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda window: session.run(None, {name: tensor.numpy() for name, tensor in zip(INPUTS, window)})
-
-
-BCE_WITH_LOGITS = "aten::binary_cross_entropy_with_logits"
-BCE_OPSET = 12  # the opset of the exporter's own translation, which this one overrides
-
-
-@contextmanager
-def stable_bce_translation():
-    """While exporting with ``dynamo=False``, translate BCE-with-logits as PyTorch computes it."""
-    torch.onnx.register_custom_op_symbolic(BCE_WITH_LOGITS, _stable_bce_with_logits, BCE_OPSET)
-    try:
-        yield
-    finally:
-        torch.onnx.unregister_custom_op_symbolic(BCE_WITH_LOGITS, BCE_OPSET)
-
-
-@torch.onnx.symbolic_helper.parse_args("v", "v", "v", "v", "i")
-def _stable_bce_with_logits(g, x, target, weight, pos_weight, reduction):
-    """``binary_cross_entropy_with_logits`` for ONNX the way PyTorch computes it:
-    ``x − t·x + (1 + (pos_weight − 1)·t)·(max(−x, 0) + log(1 + e^−|x|))``.
-
-    The exporter's own translation takes ``log(sigmoid(x))`` and ``log(1 − sigmoid(x))``: in float32
-    ``sigmoid(x)`` is exactly 1 once ``x`` ≳ 17, so ``0 · log(0)`` gives NaN — which turned the
-    fused detector's VGAE edge error (and its score) into NaN.
-    """
-    neg_log_sigmoid = g.op("Add", g.op("Relu", g.op("Neg", x)), g.op("Softplus", g.op("Neg", g.op("Abs", x))))
-    if not pos_weight.node().mustBeNone():
-        extra = g.op("Sub", g.op("Mul", pos_weight, target), target)  # (pos_weight − 1)·t
-        neg_log_sigmoid = g.op("Add", neg_log_sigmoid, g.op("Mul", extra, neg_log_sigmoid))
-    loss = g.op("Add", g.op("Sub", x, g.op("Mul", target, x)), neg_log_sigmoid)
-    if not weight.node().mustBeNone():
-        loss = g.op("Mul", weight, loss)
-    if reduction == 1:
-        return g.op("ReduceMean", loss, keepdims_i=0)
-    if reduction == 2:
-        return g.op("ReduceSum", loss, keepdims_i=0)
-    return loss
 
 
 def _export_torchscript(module: nn.Module, example, path: Path):

@@ -23,7 +23,7 @@ from kdcore.contracts import Evaluation
 from kdcore.data.graphset import labels_of
 from kdcore.errors import KdcoreError
 from kdcore.layout import RunLayout
-from kdcore.metrics import evaluate_scores
+from kdcore.metrics import evaluate_scores, threshold_at_fpr
 from kdcore.plugins.modes.autoencoder import AutoencoderMode
 from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, find_inputs
 from kdcore.plugins.modes.normal import NormalMode
@@ -39,10 +39,10 @@ logger = logging.getLogger("kdcore")
 class VGAENormaliser:
     """Maps a raw VGAE score to ``v = sigmoid((score − threshold) / scale)`` in [0, 1].
 
-    Fitted on validation normal windows: ``threshold`` is the VGAE's own (the
-    ``threshold_quantile`` of their scores), ``scale`` their robust spread (1.4826 · MAD), so
-    ``v = 0.5`` where the VGAE alone would start calling attacks, and a normal window at the
-    median sits near ``sigmoid(−2) ≈ 0.1`` for the default quantile (0.98).
+    Fitted on validation normal windows: ``threshold`` is the VGAE's own (the score that
+    ``target_fpr`` of them reach), ``scale`` their robust spread (1.4826 · MAD), so ``v = 0.5``
+    where the VGAE alone would start calling attacks and a normal window at the median sits well
+    below it.
     """
 
     median: float
@@ -50,7 +50,7 @@ class VGAENormaliser:
     threshold: float
 
     @classmethod
-    def fit(cls, normal_scores: torch.Tensor, quantile: float) -> VGAENormaliser:
+    def fit(cls, normal_scores: torch.Tensor, target_fpr: float) -> VGAENormaliser:
         scores = normal_scores.double()
         median = float(scores.median())
         scale = float((scores - median).abs().median()) * 1.4826
@@ -58,7 +58,7 @@ class VGAENormaliser:
             scale = float(scores.std()) if len(scores) > 1 else 0.0
         if not scale > 0:
             scale = max(abs(median), 1.0) * 1e-3
-        return cls(median=median, scale=scale, threshold=float(torch.quantile(scores, quantile)))
+        return cls(median=median, scale=scale, threshold=threshold_at_fpr(scores, target_fpr))
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid((scores.double() - self.threshold) / self.scale).float()
@@ -84,30 +84,6 @@ def rewards(s: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor, 
     correct = (s >= DECISION_LINE).long() == labels
     margin = (sign * (s - DECISION_LINE) * 2).clamp(-1, 1)
     return class_weights[labels] * (torch.where(correct, 1.0, -1.0) + margin_weight * margin)
-
-
-def fit_threshold(scores: torch.Tensor, labels: torch.Tensor, prefer: float = DECISION_LINE) -> float:
-    """The threshold with the best F1 of ``scores >= threshold``; among equally good cuts the one
-    nearest ``prefer``, and within the chosen gap between two scores ``prefer`` itself if it lies
-    there, else the gap's midpoint."""
-    order = torch.argsort(scores.double(), descending=True, stable=True)
-    s, y = scores.double()[order], labels.long()[order]
-    tp = torch.cumsum(y, 0).double()
-    fp = torch.cumsum(1 - y, 0).double()
-    positives = float(y.sum())
-    f1 = 2 * tp / (2 * tp + fp + (positives - tp)).clamp(min=1e-12)
-    lower = torch.cat([s[1:], torch.tensor([-math.inf], dtype=s.dtype)])  # the next score below each cut
-    cut = s > lower  # a cut between two distinct scores: predict the first k+1 windows as attacks
-    f1 = torch.where(cut, f1, torch.tensor(-1.0, dtype=f1.dtype))
-    best = float(f1.max())
-    candidates = torch.nonzero(f1 >= best - 1e-12).view(-1)
-    upper_c, lower_c = s[candidates], lower[candidates]  # cut k: any threshold in (lower, upper]
-    distance = torch.where(prefer > upper_c, prefer - upper_c, torch.where(prefer <= lower_c, lower_c - prefer, 0.0))
-    k = int(candidates[int(torch.argmin(distance))])
-    upper, below = float(s[k]), float(lower[k])
-    if below < prefer <= upper:
-        return float(prefer)
-    return upper if math.isinf(below) else (upper + below) / 2
 
 
 def f1_at(scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> float:
@@ -275,7 +251,7 @@ class FusionTraining:
         predictor = FusionPredictor(models["vgae"], models["gat"], run.model, VGAENormaliser(0.0, 1.0, 0.0),
                                     self.actions, _input_device(config))
         p, raw = predictor.inputs(datamodule.loader(datamodule.val_set))
-        predictor.normaliser = VGAENormaliser.fit(raw[labels == 0], config.threshold_quantile)
+        predictor.normaliser = VGAENormaliser.fit(raw[labels == 0], config.target_fpr)
         v = predictor.normaliser(raw)
         self.predictor = predictor
         self.val = {"p": p, "raw": raw, "v": v, "state": fusion_state(p, v), "label": labels}
@@ -384,14 +360,15 @@ class FusionTraining:
             writer.writerows(self.history)
 
     def evaluate(self, model, run) -> Evaluation:
-        """Threshold: the best validation F1 of the greedy policy's fused scores; then the fused
-        score of every test window against it, through ``evaluate_scores``."""
+        """Threshold: the fused score that ``target_fpr`` of validation normal windows reach under
+        the greedy policy; then the fused score of every test window against it, through
+        ``evaluate_scores``."""
         if self.predictor is None:
             self.prepare(run)
         predictor = self.predictor
         predictor.dqn = model.to("cpu").eval()
         val = predictor.decide(self.val["p"], self.val["raw"])
-        threshold = fit_threshold(val["score"], self.val["label"])
+        threshold = threshold_at_fpr(val["score"][self.val["label"] == 0], run.config.target_fpr)
         evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold)
         histogram = torch.bincount(val["action"], minlength=len(self.actions)).tolist()
         fusion: dict[str, Any] = {

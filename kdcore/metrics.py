@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from torchmetrics.functional.classification import (
 )
 
 from kdcore.contracts import Evaluation
+from kdcore.data.graphset import drop_profile
 
 if TYPE_CHECKING:
     from kdcore.data.graphset import GraphSet
@@ -59,6 +61,34 @@ def detection_metrics(
     return metrics
 
 
+def threshold_at_fpr(normal_scores: torch.Tensor, target_fpr: float) -> float:
+    """The threshold that ``target_fpr`` of these attack-free windows' scores reach: their
+    ``1 - target_fpr`` quantile. Fitted this way for every mode, so a threshold means the same
+    false-positive rate whatever the model's score scale (a probability, a reconstruction error)."""
+    if normal_scores.numel() == 0:
+        raise ValueError("no attack-free windows to fit the decision threshold on")
+    return float(torch.quantile(normal_scores.double(), 1.0 - target_fpr))
+
+
+def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: float, representation: str) -> dict[str, float]:
+    """``threshold``: the score ``target_fpr`` of the validation normal windows reach. For the
+    agnostic representation also ``roles_threshold``: the same for those windows judged without
+    their profile, as a vehicle the model was not trained on is judged — the floor ``kdcore
+    calibrate`` keeps for another vehicle."""
+    loader = datamodule.loader(datamodule.normal(datamodule.val_set))
+    thresholds = {"threshold": threshold_at_fpr(score(loader), target_fpr)}
+    if representation == "agnostic":
+        without = [_without_profile(batch) for batch in loader]
+        thresholds["roles_threshold"] = threshold_at_fpr(score(without), target_fpr)
+    return thresholds
+
+
+def _without_profile(batch):
+    batch = copy.copy(batch)  # PyG copies the attribute store: the loader's tensors stay as they are
+    batch.x = drop_profile(batch.x, batch.batch, batch.num_graphs, 1.0)
+    return batch
+
+
 def window_attack_names(graphs: GraphSet) -> np.ndarray:
     return np.asarray(graphs.attack_names)[graphs.attack_type.numpy()]
 
@@ -74,8 +104,9 @@ def latency_ms_per_graph(score: Scorer, graphs) -> float:
     return (time.perf_counter() - started) * 1000 / len(sample)
 
 
-def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float) -> Evaluation:
-    """Metrics over all test sets together, and for each named test set on its own."""
+def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float, extra: dict | None = None) -> Evaluation:
+    """Metrics over all test sets together, and for each named test set on its own; ``extra``
+    is saved with the model beside the threshold."""
     per_set, windows, all_scores, all_labels, all_names = {}, {}, [], [], []
     for name, graphs in datamodule.test_sets.items():
         scores = score(datamodule.loader(graphs))
@@ -89,4 +120,4 @@ def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float
     metrics = detection_metrics(torch.cat(all_scores), torch.cat(all_labels), threshold, np.concatenate(all_names))
     first_set = next(iter(datamodule.test_sets.values()))
     metrics["latency_ms_per_graph"] = latency_ms_per_graph(score, first_set)
-    return Evaluation(metrics=metrics, extra={"threshold": threshold}, per_set=per_set, windows=windows)
+    return Evaluation(metrics=metrics, extra={**(extra or {}), "threshold": threshold}, per_set=per_set, windows=windows)

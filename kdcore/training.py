@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from kdcore.data.graphset import drop_profile
 from kdcore.distill import Distiller
 from kdcore.errors import KdcoreError
 from kdcore.memory import MemoryCleanup
@@ -50,6 +51,12 @@ class ModeModule(L.LightningModule):
                                              names, self.device, progress=self.config.progress_bar),
             )
             self.distiller.cache = cache.to(self.device)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches of the agnostic representation lose their profile in some windows."""
+        if self.trainer.training and self.config.representation == "agnostic" and self.config.profile_dropout:
+            batch.x = drop_profile(batch.x, batch.batch, batch.num_graphs, self.config.profile_dropout)
+        return batch
 
     def on_train_epoch_start(self) -> None:
         self._loss_sums: dict[str, torch.Tensor] = {}

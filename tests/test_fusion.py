@@ -4,20 +4,28 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch_geometric.loader import DataLoader
 
 from kdcore import Engine, hookimpl
 from kdcore.checkpoint import load_checkpoint
 from kdcore.data.dataset import DataInfo
+from kdcore.data.formats import read_capture
+from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.errors import IncompatibleError, KdcoreError
 from kdcore.models import build_model
 from kdcore.models.dqn import DQN
-from kdcore.fusion import FusionPredictor, fit_threshold, rewards
+from kdcore.fusion import FusionPredictor, rewards
+from kdcore.metrics import threshold_at_fpr
 from kdcore.plugins.modes.fusion import ACTIONS, STATE_FEATURES, find_inputs, input_candidates
 from kdcore.plugins.validation import FUSION_KD_MESSAGE
 
-from conftest import TinyCAN, tiny_config
+from conftest import TinyCAN, tiny_capture, tiny_config
+from kdcore.calibrate import calibrate
+from kdcore.data.formats.writers import write_csv
+from kdcore.detect import Detector
 
 TIMINGS = ("train_seconds", "latency_ms_per_graph")
 
@@ -236,7 +244,29 @@ def test_reward_favours_right_decisions_and_balances_classes():
     assert surer > right[0]  # a larger margin on the right side earns more
 
 
-def test_threshold_prefers_the_decision_line_within_the_best_gap():
-    labels = torch.tensor([1, 1, 0, 0, 0])
-    assert fit_threshold(torch.tensor([0.9, 0.8, 0.3, 0.2, 0.1]), labels) == 0.5
-    assert fit_threshold(torch.tensor([0.9, 0.8, 0.7, 0.6, 0.55]), labels) == pytest.approx(0.75)
+def test_threshold_is_fitted_at_the_target_false_positive_rate():
+    normal = torch.arange(1, 101, dtype=torch.float32)  # 1 .. 100
+    threshold = threshold_at_fpr(normal, 0.05)
+    assert float((normal >= threshold).float().mean()) == pytest.approx(0.05, abs=0.011)
+    assert threshold_at_fpr(normal, 0.0) == 100.0
+
+
+
+
+def test_calibrating_fusion_calibrates_its_inputs_and_its_fused_threshold(engine, fusion_run, tmp_path):
+    clean = tmp_path / "clean.csv"
+    write_csv(tiny_capture(np.random.default_rng(5), 2000), clean)
+    out = tmp_path / "fusion-calibrated.pth"
+    record = calibrate(fusion_run.checkpoint, [clean], out, target_fpr=0.05, engine=engine)
+    assert "VGAE normalisation" in record["fitted"] and "inputs" in record["fitted"]
+    fusion = load_checkpoint(out).extra["fusion"]
+    for name in ("vgae", "gat"):
+        path = tmp_path / f"fusion-calibrated-{name}.pth"
+        assert fusion[name]["path"] == str(path)
+        assert load_checkpoint(path).extra["calibration"]["frames"] == 2000
+    predictor, threshold = FusionPredictor.from_checkpoint(engine, out)
+    detector = Detector(out, engine=engine)
+    assert threshold == record["threshold"] == detector.threshold
+    scores = detector.score(DataLoader(detector.preprocessing.apply(build_window_graphs(
+        node_keys(read_capture(clean), "can_id"), detector.window, detector.window)), batch_size=64))
+    assert float((scores >= threshold).float().mean()) <= 0.05 + 1 / len(scores)

@@ -15,6 +15,7 @@ import attrs
 import cattrs
 from attrs import validators as v
 
+from kdcore.data.preprocess import REPRESENTATIONS
 from kdcore.data.windows import GRAPH_NODES
 from kdcore.errors import ConfigError, closest
 
@@ -68,6 +69,14 @@ class RunConfig:
     # What a graph node stands for: the CAN ID, or on a J1939 network the sender (source address)
     # or the message (PGN); see kdcore.data.windows.node_keys and docs/datasets.md.
     graph_node: str = attrs.field(default="can_id", validator=_one_of(GRAPH_NODES))
+    # How a node is described to the model: "vocabulary" (its CAN ID as a token of the training
+    # vehicle's IDs, plus raw features) or "agnostic" (its role in the window and its deviation
+    # from the ID's own normal profile, nothing tied to one vehicle); see kdcore.data.preprocess
+    # and docs/transfer.md.
+    representation: str = attrs.field(default="vocabulary", validator=_one_of(REPRESENTATIONS))
+    # agnostic: the share of training windows shown without their profile, as a vehicle not yet
+    # calibrated looks, so the model learns to judge those by the nodes' roles alone.
+    profile_dropout: float = attrs.field(default=0.25, validator=_unit_interval)
     val_fraction: float = attrs.field(default=0.15, validator=_unit_interval)
     test_fraction: float = attrs.field(default=0.15, validator=_unit_interval)  # single captures only
     cache_dir: str | None = None  # None: {experiment_root}/cache/graphs
@@ -111,8 +120,10 @@ class RunConfig:
     # Compute the frozen teacher's outputs for the training graphs once and reuse them every epoch.
     cache_teacher_outputs: bool = False
 
-    # Autoencoder anomaly threshold: this quantile of validation normal-window scores.
-    threshold_quantile: float = attrs.field(default=0.98, validator=_unit_interval)
+    # Every mode's decision threshold is fitted, not fixed: the score that this share of the
+    # validation normal windows reaches (their 1 - target_fpr quantile). ``kdcore calibrate`` fits
+    # it again on a vehicle's own attack-free traffic.
+    target_fpr: float = attrs.field(default=0.01, validator=_unit_interval)
 
     @property
     def distillation(self) -> str:

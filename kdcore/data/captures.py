@@ -153,13 +153,13 @@ class CaptureDataset(CanDataset):
             raise KdcoreError(f"{root}: too few frames for a single training window of {self.config.window_size}")
         if any(graphs.mapped for graph_parts in parts.values() for graphs in graph_parts):
             # streamed: the graphs stay on disk and each is scaled as it is read
-            preprocessing = Preprocessing.fit_parts(parts["train"])
+            preprocessing = Preprocessing.fit_parts(parts["train"], self.config.representation)
             prepared = {split: preprocessing.apply_lazily(graph_parts) for split, graph_parts in parts.items()}
         else:
             merged = {split: WindowGraphs.concat(graph_parts) for split, graph_parts in parts.items()}
-            preprocessing = Preprocessing.fit(merged["train"])
+            preprocessing = Preprocessing.fit(merged["train"], self.config.representation)
             prepared = {split: preprocessing.apply(graphs) for split, graphs in merged.items()}
-        info = DataInfo(num_node_features=len(FEATURES), num_ids=preprocessing.num_ids)
+        info = DataInfo(num_node_features=preprocessing.num_features, num_ids=preprocessing.num_ids)
         timestamps = all(graphs.timestamps for graphs in parts["train"])
         train, val_graphs = prepared.pop("train"), prepared.pop("val")
         return Splits(

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, Subset
 from torch_geometric.data import Data
 
 from kdcore.data.graphs import WindowGraphs
+from kdcore.data.preprocess import UNPROFILED
 
 
 class GraphSet(Dataset):
@@ -97,6 +98,16 @@ class MappedGraphSet(Dataset):
             attack_type=self.attack_type[index : index + 1],
             num_nodes=n1 - n0,
         )
+
+
+def drop_profile(x: torch.Tensor, graph_of_node: torch.Tensor, num_graphs: int, rate: float) -> torch.Tensor:
+    """Agnostic node features with the profile taken away from a random ``rate`` of the graphs:
+    every node unprofiled, every deviation 0 — what a vehicle not yet calibrated looks like."""
+    dropped = (torch.rand(num_graphs, device=x.device) < rate)[graph_of_node]
+    without = torch.zeros_like(x)
+    without[:, :UNPROFILED] = x[:, :UNPROFILED]
+    without[:, UNPROFILED] = 1.0
+    return torch.where(dropped[:, None], without, x)
 
 
 def labels_of(graphs: Dataset) -> torch.Tensor:

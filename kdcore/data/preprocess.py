@@ -1,5 +1,21 @@
-"""What is fitted on attack-free training windows and saved with the model: the CAN-ID
-vocabulary and the feature scaling. Inference maps IDs and scales features exactly the same way."""
+"""What is fitted on attack-free windows and saved with the model: how a window's nodes become
+model inputs. Inference (``detect``, ``evaluate``) prepares nodes exactly the same way, and
+``kdcore calibrate`` fits the vehicle-specific part again on another vehicle's clean traffic.
+
+Two representations (``RunConfig.representation``):
+
+- ``vocabulary``: the raw features scaled to the training data, and each node's CAN ID as a token
+  of the training vehicle's ID vocabulary (the model learns an embedding per ID). A CAN ID the
+  vocabulary lacks is one "unseen" token, so on another car every node is unseen.
+- ``agnostic``: nothing tied to one vehicle's IDs. A node is described by its role in the window
+  (its share of the frames, its priority rank, timing jitter, payload variability, DLC) and by
+  how far each of its statistics lies from that ID's own normal behaviour: a per-ID *profile*
+  (mean and spread of every statistic over attack-free windows), fitted on the training vehicle
+  and refitted per vehicle by ``kdcore calibrate``. A window whose recurring IDs the profile
+  mostly does not know (another car, not yet calibrated) is described by its roles alone, as if
+  no profile existed; training drops the profile from some windows (``profile_dropout``) so the
+  model learns to judge those too.
+"""
 
 from __future__ import annotations
 
@@ -10,44 +26,74 @@ import attrs
 import numpy as np
 
 from kdcore.data.graphs import WindowGraphs
+from kdcore.data.windows import FEATURES
 
 if TYPE_CHECKING:
     from kdcore.data.graphset import GraphSet, MappedGraphSet
 
 OUT_OF_VOCABULARY = 0
 WINDOWS_PER_STEP = 1 << 16  # windows read at a time when fitting on parts that may not fit in memory
+REPRESENTATIONS = ("vocabulary", "agnostic")
+
+# The agnostic representation's columns: the node's role in its window, then whether the profile
+# knows its ID, then each raw statistic (every feature but the CAN ID) as a distance from the ID's
+# profile in profile spreads.
+COUNT, POSITION, GAP_MEAN, GAP_STD, PAYLOAD_STD, DLC = (FEATURES.index(name) for name in (
+    "count", "position_mean", "interarrival_mean", "interarrival_std", "payload_std", "dlc_mean"))
+STATISTICS = tuple(range(1, len(FEATURES)))  # profiled: every raw feature but the CAN ID itself
+ROLE_FEATURES = ("frame_share", "priority_rank", "timing_jitter", "payload_spread", "dlc", "position", "node_share", "unprofiled")
+AGNOSTIC_FEATURES = (*ROLE_FEATURES, *(f"{FEATURES[i]}_deviation" for i in STATISTICS))
+UNPROFILED = ROLE_FEATURES.index("unprofiled")
+DEVIATION_CLIP = 10.0  # profile spreads: beyond this a deviation is simply "far"
+SPREAD_FLOOR = 0.1  # a statistic's profile spread is at least this share of its spread over all IDs
+KNOWN_SHARE = 0.5  # the profile applies to a window when it knows at least this share of its recurring IDs
 
 
 @attrs.frozen(eq=False)
 class Preprocessing:
-    """Vocabulary (sorted CAN IDs; index 0 is reserved for unseen IDs) and per-feature mean/std.
+    """The CAN-ID vocabulary (sorted; token 0 is reserved for unseen IDs), per-feature mean/std,
+    and the per-ID profile: the mean and spread of every raw statistic over the attack-free
+    windows an ID appears in (rows follow the vocabulary).
 
-    A feature value may be absent (NaN: timing features of a capture without timestamps): the
-    mean and std are fitted on the values present, and scaling puts an absent value at 0, the
-    training mean.
+    A feature value may be absent (NaN: timing features of a capture without timestamps): means
+    and spreads are fitted on the values present, and an absent value counts as the mean.
+    ``aliases`` (calibrated ``vocabulary`` models) maps another vehicle's IDs to the tokens of the
+    training IDs whose profiles they resemble most.
     """
 
     vocabulary: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    profile_mean: np.ndarray
+    profile_std: np.ndarray
+    representation: str = "vocabulary"
+    aliases: dict[int, int] = attrs.field(factory=dict)
 
     @property
     def num_ids(self) -> int:
-        return len(self.vocabulary) + 1
+        """Tokens the model embeds: the vocabulary plus the unseen token; one (no identity) when agnostic."""
+        return 1 if self.representation == "agnostic" else len(self.vocabulary) + 1
+
+    @property
+    def num_features(self) -> int:
+        return len(AGNOSTIC_FEATURES) if self.representation == "agnostic" else len(FEATURES)
 
     @classmethod
-    def fit(cls, graphs: WindowGraphs) -> Preprocessing:
+    def fit(cls, graphs: WindowGraphs, representation: str = "vocabulary") -> Preprocessing:
         """Fit on the attack-free windows of ``graphs`` only."""
-        return cls.fit_parts([graphs])
+        return cls.fit_parts([graphs], representation)
 
     @classmethod
-    def fit_parts(cls, parts: Sequence[WindowGraphs]) -> Preprocessing:
+    def fit_parts(cls, parts: Sequence[WindowGraphs], representation: str = "vocabulary") -> Preprocessing:
         """``fit`` on the concatenation of ``parts``, reading a slice of windows at a time, so the
         parts may be memory-mapped and bigger than memory.
 
-        numpy sums a column (``axis=0``) row after row; each slice carries the running sum into its
-        first row, so the additions happen in the same order as over the whole array.
+        Sums are carried from slice to slice so that every addition happens in the same order as
+        over the whole array: numpy sums a column row after row, and ``bincount`` a bin element
+        after element, so the running total goes first.
         """
+        if representation not in REPRESENTATIONS:
+            raise ValueError(f"representation must be one of {', '.join(REPRESENTATIONS)}, got {representation!r}")
         count, total, vocabulary = 0, np.zeros(0), np.zeros(0, np.uint32)
         for x, can_id in _normal_nodes(parts):
             present = ~np.isnan(x)
@@ -55,32 +101,126 @@ class Preprocessing:
             total = _running_sum(total, np.where(present, x, 0.0))
             vocabulary = np.union1d(vocabulary, can_id)
         if len(vocabulary) == 0:
-            raise ValueError("no attack-free training windows to fit the vocabulary and scaling on")
+            raise ValueError("no attack-free windows to fit the vocabulary, scaling and profile on")
         mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
         squares = np.zeros(0)
-        for x, _ in _normal_nodes(parts):
+        shape = (len(vocabulary), len(FEATURES))
+        id_count, id_sum, id_squares = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        for x, can_id in _normal_nodes(parts):
             squares = _running_sum(squares, np.nan_to_num((x - mean) ** 2, nan=0.0))
+            row = np.searchsorted(vocabulary, can_id)
+            present = ~np.isnan(x)
+            id_count = _binned_sum(id_count, row, present.astype(np.float64))
+            id_sum = _binned_sum(id_sum, row, np.where(present, x, 0.0))
+            id_squares = _binned_sum(id_squares, row, np.where(present, x, 0.0) ** 2)
         std = np.sqrt(squares / np.maximum(count, 1))
-        return cls(vocabulary=vocabulary, mean=mean, std=np.where(std > 1e-8, std, 1.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            profile_mean = id_sum / id_count  # NaN where an ID never had the statistic
+            profile_std = np.sqrt(np.clip(id_squares / id_count - profile_mean**2, 0, None))
+        return cls(vocabulary=vocabulary, mean=mean, std=np.where(std > 1e-8, std, 1.0),
+                   profile_mean=profile_mean, profile_std=profile_std, representation=representation)
+
+    def calibrated(self, graphs: WindowGraphs, profile: bool = False) -> Preprocessing:
+        """This preprocessing refitted on another vehicle's attack-free ``graphs``.
+
+        ``agnostic``: the nodes are judged by their roles alone, without a profile; with
+        ``profile``, the profile becomes one fitted on ``graphs`` — worth it only when they cover
+        the vehicle's driving states (a profile of a minute at idle calls normal driving an attack).
+        ``vocabulary``: the scaling becomes the vehicle's, the model's ID tokens stay, and each ID
+        it has never seen is aliased to the training ID whose profile (rate, timing, DLC, payload
+        spread) is nearest.
+        """
+        fitted = Preprocessing.fit(graphs, self.representation)
+        if self.representation == "vocabulary":
+            return attrs.evolve(self, mean=fitted.mean, std=fitted.std, aliases=self._aliases_for(fitted))
+        if profile:
+            return fitted
+        no_ids = np.zeros((0, len(FEATURES)))
+        return attrs.evolve(fitted, vocabulary=np.zeros(0, np.uint32), profile_mean=no_ids, profile_std=no_ids)
+
+    def _aliases_for(self, target: Preprocessing) -> dict[int, int]:
+        roles = [COUNT, GAP_MEAN, DLC, PAYLOAD_STD]
+
+        def role(profile_mean: np.ndarray) -> np.ndarray:
+            values = np.nan_to_num(profile_mean[:, roles], nan=0.0)
+            return np.log1p(np.abs(values) / self.std[roles])
+
+        own = self.id_token(target.vocabulary) == OUT_OF_VOCABULARY
+        distance = ((role(target.profile_mean[own])[:, None, :] - role(self.profile_mean)[None, :, :]) ** 2).sum(-1)
+        nearest = distance.argmin(axis=1) + 1
+        return {int(can_id): int(token) for can_id, token in zip(target.vocabulary[own], nearest)}
 
     def id_token(self, can_id: np.ndarray) -> np.ndarray:
+        can_id = np.asarray(can_id)
         position = np.searchsorted(self.vocabulary, can_id)
         found = position < len(self.vocabulary)
         found[found] = self.vocabulary[position[found]] == can_id[found]
-        return np.where(found, position + 1, OUT_OF_VOCABULARY)
+        tokens = np.where(found, position + 1, OUT_OF_VOCABULARY)
+        if self.aliases:
+            unseen = ~found
+            tokens[unseen] = [self.aliases.get(int(i), OUT_OF_VOCABULARY) for i in can_id[unseen]]
+        return tokens
 
     def scale(self, x: np.ndarray) -> np.ndarray:
         """Scaled float32 features; an absent (NaN) value becomes 0, the training mean."""
         return np.nan_to_num((x - self.mean) / self.std, nan=0.0).astype(np.float32)
 
+    def features(self, x: np.ndarray, can_id: np.ndarray, node_ptr: np.ndarray) -> np.ndarray:
+        """Model inputs of the nodes of the windows ``node_ptr`` delimits (raw ``x``, CAN IDs)."""
+        if self.representation == "vocabulary":
+            return self.scale(x)
+        return self._agnostic(np.asarray(x, np.float64), np.asarray(can_id), np.asarray(node_ptr))
+
+    def _agnostic(self, x: np.ndarray, can_id: np.ndarray, node_ptr: np.ndarray) -> np.ndarray:
+        nodes_per_window = np.diff(node_ptr)
+        window_of_node = np.repeat(np.arange(len(nodes_per_window)), nodes_per_window)
+        frames = np.add.reduceat(x[:, COUNT], node_ptr[:-1])[window_of_node] if len(x) else np.zeros(0)
+        nodes = nodes_per_window[window_of_node].astype(np.float64)
+        # Nodes are in ascending CAN-ID order within a window (windows.build_window_graphs).
+        rank = (np.arange(len(x)) - node_ptr[:-1][window_of_node]) / np.maximum(nodes - 1, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            jitter = np.where(x[:, GAP_MEAN] > 0, x[:, GAP_STD] / x[:, GAP_MEAN], 0.0)
+        if not len(self.vocabulary):  # no profile: roles alone
+            return np.column_stack([self._roles(x, frames, nodes, rank, jitter, np.zeros(len(x), bool)),
+                                    np.zeros((len(x), len(STATISTICS)))]).astype(np.float32)
+        row = np.minimum(np.searchsorted(self.vocabulary, can_id), len(self.vocabulary) - 1)
+        known = self.vocabulary[row] == can_id
+        recurring = x[:, COUNT] >= 2
+        known_share = _window_share(known & recurring, recurring, window_of_node, len(nodes_per_window))
+        profiled = known & (known_share[window_of_node] >= KNOWN_SHARE)
+        spread = np.maximum(np.nan_to_num(self.profile_std[row], nan=0.0), SPREAD_FLOOR * self.std)
+        with np.errstate(invalid="ignore"):
+            deviation = np.clip((x - self.profile_mean[row]) / spread, -DEVIATION_CLIP, DEVIATION_CLIP) / 3
+        deviation = np.where(profiled[:, None], np.nan_to_num(deviation, nan=0.0), 0.0)[:, list(STATISTICS)]
+        return np.column_stack([self._roles(x, frames, nodes, rank, jitter, profiled), deviation]).astype(np.float32)
+
+    @staticmethod
+    def _roles(x, frames, nodes, rank, jitter, profiled) -> np.ndarray:
+        return np.column_stack([
+            x[:, COUNT] / np.maximum(frames, 1),
+            rank,
+            np.clip(np.nan_to_num(jitter, nan=0.0), 0, 5),
+            x[:, PAYLOAD_STD] / 64,
+            x[:, DLC] / 8,
+            x[:, POSITION],
+            nodes / np.maximum(frames, 1),
+            ~profiled,
+        ])
+
+    def tokens(self, can_id: np.ndarray) -> np.ndarray:
+        """The model's ID tokens: the vocabulary's; all 0 (no identity) when agnostic."""
+        if self.representation == "agnostic":
+            return np.zeros(len(can_id), np.int64)
+        return self.id_token(can_id)
+
     def apply(self, graphs: WindowGraphs) -> GraphSet:
         from kdcore.data.graphset import GraphSet
 
-        return GraphSet(graphs, self.scale(graphs.x), self.id_token(graphs.can_id))
+        return GraphSet(graphs, self.features(graphs.x, graphs.can_id, graphs.node_ptr), self.tokens(graphs.can_id))
 
     def prepare(self, x: np.ndarray, can_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One graph's nodes as ``apply`` prepares them: scaled float32 features and ID tokens."""
-        return self.scale(x), self.id_token(can_id).astype(np.int64)
+        """One window's nodes as ``apply`` prepares them: float32 features and int64 ID tokens."""
+        return self.features(x, can_id, np.array([0, len(x)])), self.tokens(can_id).astype(np.int64)
 
     def apply_lazily(self, parts: Sequence[WindowGraphs]) -> MappedGraphSet:
         """The same graphs as ``apply(WindowGraphs.concat(parts))``, each prepared when it is read."""
@@ -89,15 +229,55 @@ class Preprocessing:
         return MappedGraphSet(parts, self.prepare)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"vocabulary": self.vocabulary.tolist(), "mean": self.mean.tolist(), "std": self.std.tolist()}
+        return {
+            "representation": self.representation,
+            "vocabulary": self.vocabulary.tolist(),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "profile_mean": _listed(self.profile_mean),
+            "profile_std": _listed(self.profile_std),
+            "aliases": [[can_id, token] for can_id, token in sorted(self.aliases.items())],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        vocabulary = np.asarray(data["vocabulary"], dtype=np.uint32)
+        missing = np.full((len(vocabulary), len(FEATURES)), np.nan)  # saved before profiles existed
         return cls(
-            vocabulary=np.asarray(data["vocabulary"], dtype=np.uint32),
+            vocabulary=vocabulary,
             mean=np.asarray(data["mean"], dtype=np.float64),
             std=np.asarray(data["std"], dtype=np.float64),
+            profile_mean=_unlisted(data.get("profile_mean"), missing),
+            profile_std=_unlisted(data.get("profile_std"), missing),
+            representation=data.get("representation", "vocabulary"),
+            aliases={int(can_id): int(token) for can_id, token in data.get("aliases", [])},
         )
+
+
+def _listed(array: np.ndarray) -> list:
+    """Plain lists for a checkpoint (no NaN in JSON-like data: None stands for it)."""
+    return [[None if np.isnan(v) else float(v) for v in row] for row in array]
+
+
+def _unlisted(rows: list | None, missing: np.ndarray) -> np.ndarray:
+    if rows is None:
+        return missing
+    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64).reshape(missing.shape)
+
+
+def _window_share(hits: np.ndarray, of: np.ndarray, window_of_node: np.ndarray, num_windows: int) -> np.ndarray:
+    """Per window: the share of its ``of`` nodes that are ``hits`` (0 for a window with none)."""
+    total = np.bincount(window_of_node, weights=of, minlength=num_windows)
+    return np.bincount(window_of_node, weights=hits, minlength=num_windows) / np.maximum(total, 1)
+
+
+def _binned_sum(total: np.ndarray, row: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``total`` (one row per ID) plus ``values`` summed into rows ``row``, each bin summed in
+    element order after its running total."""
+    bins, columns = total.shape
+    index = np.concatenate([np.arange(bins), row])
+    values = np.concatenate([total, values])
+    return np.stack([np.bincount(index, weights=values[:, j], minlength=bins) for j in range(columns)], axis=1)
 
 
 def _normal_nodes(parts: Sequence[WindowGraphs]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

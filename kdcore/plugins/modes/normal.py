@@ -62,11 +62,14 @@ class NormalMode(TrainingMode):
         return torch.cat(probabilities) if probabilities else torch.empty(0)
 
     def evaluate(self, model, run):
-        from kdcore.metrics import evaluate_scores
+        """Threshold: P(attack) that ``target_fpr`` of validation normal windows reach; then detect on the test split."""
+        from kdcore.metrics import evaluate_scores, fitted_thresholds
 
-        return evaluate_scores(
-            lambda loader: self.attack_probabilities(model, loader), run.datamodule, threshold=0.5
-        )
+        def score(loader):
+            return self.attack_probabilities(model, loader)
+
+        thresholds = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation)
+        return evaluate_scores(score, run.datamodule, thresholds["threshold"], thresholds)
 
 
 @hookimpl

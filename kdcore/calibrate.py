@@ -1,0 +1,202 @@
+"""``kdcore calibrate``: fit a trained detector to a vehicle from a short attack-free recording.
+
+What a detector knows of the vehicle it was trained on is in its checkpoint's preprocessing and
+threshold, not in its weights: the per-ID profile and feature scaling (``agnostic``), or the
+scaling plus, for every CAN ID of the new vehicle the vocabulary lacks, the training ID whose
+profile it resembles most (``vocabulary``; see ``Preprocessing.calibrated``). Calibration fits
+those on the new vehicle's clean windows, then the decision threshold at ``target_fpr`` of the
+same windows' scores — never below the threshold the model was trained with (for a model that
+now judges by roles alone, the one fitted on validation windows judged that way): a short recording
+can show that a vehicle's normal traffic scores higher than the validation traffic did, but its
+few minutes (often at idle) cannot show that the vehicle's driving scores lower; measured, a
+lowered threshold raised false positives on the same vehicle's other recordings
+(docs/transfer.md). The weights are not touched; the result is an ordinary checkpoint, with a
+``calibration`` record of what was fitted on how much traffic. A fused detector calibrates its
+VGAE and GAT (written next to it), its VGAE normalisation and its fused threshold together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.loader import DataLoader
+
+from kdcore.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from kdcore.data.captures import capture_files
+from kdcore.data.formats import read_capture
+from kdcore.data.formats.base import CaptureFormat
+from kdcore.data.graphs import WindowGraphs
+from kdcore.data.preprocess import Preprocessing
+from kdcore.data.windows import build_window_graphs, node_keys
+from kdcore.errors import KdcoreError
+from kdcore.metrics import threshold_at_fpr
+from kdcore.threads import torch_threads
+
+MIN_WINDOWS = 20  # clean windows needed to fit a profile and a threshold on
+MAX_MIN_FRAMES = 5000  # calibration never asks for more than this many frames
+BATCH_WINDOWS = 512
+
+
+def minimum_frames(window: int) -> int:
+    """Frames a calibration recording needs: ``MIN_WINDOWS`` windows, never more than 5 000 frames."""
+    return min(MIN_WINDOWS * window, MAX_MIN_FRAMES)
+
+
+def read_clean_windows(
+    paths: Sequence[str | Path], data: dict[str, Any], capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "error",
+) -> tuple[WindowGraphs, dict[str, Any]]:
+    """The windows of the attack-free captures (files or folders of them), cut as the model's
+    training data was, and what was read: files, frames, seconds (None without timestamps)."""
+    window = int(data["window_size"])
+    files = [file for path in map(Path, paths) for file in _captures(path)]
+    graphs, frames, spans = [], 0, []
+    for file in files:
+        table = read_capture(file, capture_format, on_bad_rows)
+        if table.attack_rows:
+            raise KdcoreError(
+                f"{file}: carries {table.attack_rows} attack-labelled frames; calibrate on attack-free traffic only"
+            )
+        frames += len(table)
+        spans.append(float(np.ptp(table.timestamp)) if table.timestamps and len(table) else None)
+        graphs.append(build_window_graphs(node_keys(table, data.get("graph_node", "can_id")), window, window))
+    needed = minimum_frames(window)
+    if frames < needed:
+        raise KdcoreError(
+            f"{', '.join(map(str, files))}: {frames} frames are too few to calibrate on; record at least {needed} "
+            f"attack-free frames ({MIN_WINDOWS} windows of {window}, at most {MAX_MIN_FRAMES})"
+        )
+    seconds = None if None in spans else round(sum(spans), 3)
+    return WindowGraphs.concat(graphs), {"captures": [str(file) for file in files], "frames": frames, "seconds": seconds}
+
+
+def _captures(path: Path) -> list[Path]:
+    if not path.exists():
+        raise KdcoreError(f"calibration capture not found: {path}")
+    files = capture_files(path) if path.is_dir() else [path]
+    if not files:
+        raise KdcoreError(f"{path}: no capture files to calibrate on")
+    return files
+
+
+def calibrate(
+    model: str | Path, normal: Sequence[str | Path], out: str | Path, target_fpr: float | None = None,
+    capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "error", profile: bool = False, engine=None,
+) -> dict[str, Any]:
+    """Write ``out``: ``model`` calibrated on the attack-free captures ``normal``; returns the
+    ``calibration`` record saved in it. ``target_fpr`` defaults to the one the model was trained
+    with; ``profile``: an agnostic model also takes the per-ID profile from the captures (see
+    ``Preprocessing.calibrated``)."""
+    from kdcore.engine import Engine
+
+    started = time.perf_counter()
+    model, out = Path(model), Path(out)
+    if out.resolve() == model.resolve():
+        raise KdcoreError(f"--out {out} is the model itself; write the calibrated model to a new file")
+    checkpoint = _checkpoint(model)
+    if target_fpr is None:
+        target_fpr = float(checkpoint.config.get("target_fpr", 0.01))
+    if not 0.0 <= target_fpr < 1.0:
+        raise KdcoreError(f"--target-fpr must be in [0, 1), got {target_fpr}")
+    graphs, read = read_clean_windows(normal, checkpoint.extra["data"], capture_format, on_bad_rows)
+    with torch_threads(1), torch.inference_mode():
+        record = _calibrate(engine or Engine(), model, checkpoint, graphs, read, out, target_fpr, profile)
+    record["calibration_seconds"] = round(time.perf_counter() - started, 3)
+    _save(out, checkpoint, record)
+    return record
+
+
+def _checkpoint(path: Path) -> Checkpoint:
+    checkpoint = load_checkpoint(path)
+    if "preprocessing" not in checkpoint.extra.get("data", {}):
+        raise KdcoreError(f"{path}: not a GAT, VGAE or fusion checkpoint trained by kdcore on captures")
+    return checkpoint
+
+
+def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs, read: dict[str, Any], out: Path,
+               target_fpr: float, profile: bool) -> dict[str, Any]:
+    """The calibration record of ``checkpoint`` on ``graphs`` (its preprocessing, threshold and,
+    for fusion, the rest under ``"extra"``); fusion inputs are written beside ``out``."""
+    preprocessing = Preprocessing.from_dict(checkpoint.extra["data"]["preprocessing"]).calibrated(graphs, profile)
+    loader = DataLoader(preprocessing.apply(graphs), batch_size=BATCH_WINDOWS)
+    extra: dict[str, Any] = {}
+    if preprocessing.representation == "vocabulary":
+        fitted = ["CAN-ID aliases", "feature scaling"]
+    else:
+        fitted = ["profile"] if profile else ["roles only (no profile)"]
+    if checkpoint.model == "dqn":
+        threshold, extra = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr, profile)
+        fitted += ["VGAE normalisation", "inputs"]
+    else:
+        threshold = threshold_at_fpr(_scorer(engine, checkpoint, model)(loader), target_fpr)
+    trained = training_thresholds(checkpoint)
+    floor = trained.get("roles_threshold", trained["threshold"]) if preprocessing.representation == "agnostic" and not profile else trained["threshold"]
+    return {
+        **read,
+        "windows": len(graphs),
+        "representation": preprocessing.representation,
+        "fitted": [*fitted, "threshold"],
+        "aliased_ids": len(preprocessing.aliases),
+        "target_fpr": target_fpr,
+        "threshold_on_recording": threshold,
+        "trained": trained,
+        "threshold": max(threshold, floor),
+        "calibrated_from": str(model),
+        "preprocessing": preprocessing.to_dict(),
+        "extra": extra,
+    }
+
+
+def training_thresholds(checkpoint: Checkpoint) -> dict[str, float]:
+    """The thresholds fitted in training (kept through calibrations): ``threshold``, and for an
+    agnostic model ``roles_threshold``, fitted on windows judged without their profile — the
+    floor when the calibrated model judges by roles alone."""
+    calibration = checkpoint.extra.get("calibration")
+    extra = calibration["trained"] if calibration else checkpoint.extra
+    return {key: float(extra[key]) for key in ("threshold", "roles_threshold") if key in extra}
+
+
+def _save(out: Path, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+    """The checkpoint with the record's preprocessing, threshold and extra; the record kept in it too."""
+    preprocessing, extra = record.pop("preprocessing"), record.pop("extra")
+    data = {**checkpoint.extra["data"], "preprocessing": preprocessing}
+    save_checkpoint(out, Checkpoint(
+        model=checkpoint.model, hparams=checkpoint.hparams, state_dict=checkpoint.state_dict, config=checkpoint.config,
+        extra={**checkpoint.extra, **extra, "data": data, "threshold": record["threshold"], "calibration": record},
+    ))
+
+
+def _scorer(engine, checkpoint: Checkpoint, path: Path):
+    from kdcore.plugins.modes.autoencoder import AutoencoderMode
+    from kdcore.plugins.modes.normal import NormalMode
+
+    model = engine.load_model(checkpoint, path)
+    if checkpoint.model == "gat":
+        return lambda loader: NormalMode().attack_probabilities(model, loader)
+    if checkpoint.model == "vgae":
+        return lambda loader: AutoencoderMode().window_scores(model, loader)
+    raise KdcoreError(f"{path}: calibrate knows GAT, VGAE and fusion checkpoints, not {checkpoint.model!r}")
+
+
+def _calibrate_fusion(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs, read: dict[str, Any], loader,
+                      out: Path, target_fpr: float, profile: bool) -> tuple[float, dict[str, Any]]:
+    """Calibrate both inputs (written as ``<out stem>-vgae`` / ``-gat`` beside ``out``), refit the
+    VGAE normalisation on the clean windows, and fit the fused threshold on them."""
+    from kdcore.fusion import FusionPredictor, VGAENormaliser
+
+    fusion = dict(checkpoint.extra["fusion"])
+    for name in ("vgae", "gat"):
+        path, input_out = Path(fusion[name]["path"]), out.with_name(f"{out.stem}-{name}{out.suffix}")
+        input_checkpoint = _checkpoint(path)
+        _save(input_out, input_checkpoint, _calibrate(engine, path, input_checkpoint, graphs, read, input_out, target_fpr, profile))
+        fusion[name] = {**fusion[name], "path": str(input_out)}
+    predictor, _ = FusionPredictor.from_checkpoint(engine, model)
+    p, raw = predictor.inputs(loader)
+    predictor.normaliser = VGAENormaliser.fit(raw, target_fpr)
+    fusion["vgae"] = {**fusion["vgae"], "median": predictor.normaliser.median, "scale": predictor.normaliser.scale,
+                      "threshold": predictor.normaliser.threshold}
+    return threshold_at_fpr(predictor.decide(p, raw)["score"], target_fpr), {"fusion": fusion}

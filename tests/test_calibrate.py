@@ -1,0 +1,116 @@
+"""``kdcore calibrate``: a trained detector fitted to another vehicle from its clean traffic alone."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import numpy as np
+import pytest
+import torch
+from torch_geometric.loader import DataLoader
+from typer.testing import CliRunner
+
+from conftest import tiny_capture, tiny_config
+from kdcore.calibrate import MAX_MIN_FRAMES, calibrate, minimum_frames
+from kdcore.checkpoint import load_checkpoint
+from kdcore.cli import app
+from kdcore.data.formats import read_capture
+from kdcore.data.formats.writers import write_csv
+from kdcore.data.preprocess import Preprocessing
+from kdcore.data.windows import build_window_graphs
+from kdcore.detect import Detector
+from kdcore.errors import KdcoreError
+from kdcore.evaluate import evaluate
+
+GAT = "automotive/tiny/supervised/gat/teacher/no-kd/normal/models/gat_normal.pth"
+VGAE = "automotive/tiny/unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth"
+OTHER_IDS = 0x400  # the other vehicle's IDs: the tiny vehicle's, moved up, so none is in the vocabulary
+
+
+def other_vehicle(rng, frames: int, attack: str | None = None):
+    table = tiny_capture(rng, frames, attack)
+    return attrs.evolve(table, can_id=np.where(table.label == 1, table.can_id, table.can_id + OTHER_IDS).astype(np.uint32))
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    """A clean recording of another vehicle, a second one, an attacked one, and one too short."""
+    root = tmp_path_factory.mktemp("other-vehicle")
+    rng = np.random.default_rng(11)
+    write_csv(other_vehicle(rng, 2000), root / "clean.csv")
+    write_csv(other_vehicle(rng, 2000), root / "clean-2.csv")
+    write_csv(other_vehicle(rng, 2000, "dos"), root / "test_01_dos" / "dos.csv")
+    write_csv(other_vehicle(rng, 900), root / "short.csv")
+    return root
+
+
+def calibration_scores(detector: Detector, capture) -> torch.Tensor:
+    graphs = build_window_graphs(read_capture(capture), detector.window, detector.window)
+    return detector.score(DataLoader(detector.preprocessing.apply(graphs), batch_size=64))
+
+
+@pytest.mark.parametrize("model", [GAT, VGAE])
+def test_a_calibrated_model_has_the_new_vehicles_ids_and_threshold(engine, teacher_root, recordings, tmp_path, model):
+    out = tmp_path / "calibrated.pth"
+    record = calibrate(teacher_root / model, [recordings / "clean.csv"], out, target_fpr=0.05, engine=engine)
+    assert record["frames"] == 2000 and record["windows"] == 40 and record["seconds"] > 0
+    assert record["aliased_ids"] == 12 and record["fitted"] == ["CAN-ID aliases", "feature scaling", "threshold"]
+
+    detector = Detector(out, engine=engine)
+    assert load_checkpoint(out).extra["calibration"] == record
+    tokens = detector.preprocessing.id_token(np.arange(0x100, 0x100 + 12 * 16, 16) + OTHER_IDS)
+    assert (tokens > 0).all()  # every ID of the new vehicle maps to a trained ID, none is "unseen"
+    scores = calibration_scores(detector, recordings / "clean.csv")
+    assert detector.threshold == record["threshold"]
+    assert float((scores >= detector.threshold).float().mean()) <= 0.05 + 1 / len(scores)
+
+    metrics, _ = evaluate(detector, [recordings / "test_01_dos"])  # the calibrated checkpoint evaluates like any
+    assert metrics["windows"] == 40 and 0.0 <= metrics["fpr"] <= 1.0
+
+
+def test_agnostic_models_calibrate_to_roles_alone_or_to_a_new_profile(engine, tmp_path, recordings):
+    result = engine.run(tiny_config(tmp_path, mode="normal", representation="agnostic"))
+    roles_only, profiled = tmp_path / "roles.pth", tmp_path / "profiled.pth"
+    record = calibrate(result.checkpoint, [recordings / "clean.csv"], roles_only, engine=engine)
+    assert record["fitted"] == ["roles only (no profile)", "threshold"]
+    assert len(Detector(roles_only, engine=engine).preprocessing.vocabulary) == 0
+
+    record = calibrate(result.checkpoint, [recordings / "clean.csv"], profiled, profile=True, engine=engine)
+    vocabulary = Detector(profiled, engine=engine).preprocessing.vocabulary
+    assert record["fitted"] == ["profile", "threshold"] and vocabulary.min() >= 0x100 + OTHER_IDS
+
+
+def test_a_recording_with_attacks_or_too_few_frames_is_refused(engine, teacher_root, recordings, tmp_path):
+    out = tmp_path / "calibrated.pth"
+    with pytest.raises(KdcoreError, match=r"dos\.csv: carries \d+ attack-labelled frames; calibrate on attack-free traffic only"):
+        calibrate(teacher_root / GAT, [recordings / "test_01_dos"], out, engine=engine)
+    with pytest.raises(KdcoreError, match=r"900 frames are too few to calibrate on; record at least 1000 attack-free frames"):
+        calibrate(teacher_root / GAT, [recordings / "short.csv"], out, engine=engine)
+    with pytest.raises(KdcoreError, match="is the model itself"):
+        calibrate(teacher_root / GAT, [recordings / "clean.csv"], teacher_root / GAT, engine=engine)
+    assert not out.exists()
+    assert minimum_frames(50) == 1000 and minimum_frames(100) == 2000 and minimum_frames(10_000) == MAX_MIN_FRAMES == 5000
+
+
+def test_several_recordings_calibrate_together_from_the_command_line(teacher_root, recordings, tmp_path):
+    out = tmp_path / "calibrated.pth"
+    result = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "clean.csv"),
+                                      "--normal", str(recordings / "clean-2.csv"), "--out", str(out), "--target-fpr", "0.1", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["frames"] == 4000 and record["target_fpr"] == 0.1 and len(record["captures"]) == 2
+    refused = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "short.csv"), "--out", str(out)])
+    assert refused.exit_code == 2 and "too few to calibrate on" in refused.output
+
+
+def test_vocabulary_calibration_aliases_unseen_ids_to_the_training_id_most_alike():
+    rng = np.random.default_rng(0)
+    trained = Preprocessing.fit(build_window_graphs(tiny_capture(rng, 3000), 50, 50))
+    other = build_window_graphs(other_vehicle(rng, 3000), 50, 50)
+    calibrated = trained.calibrated(other)
+    assert sorted(calibrated.aliases) == [int(i) for i in np.arange(0x100, 0x100 + 12 * 16, 16) + OTHER_IDS]
+    assert (calibrated.vocabulary == trained.vocabulary).all()  # the model's tokens stay as trained
+    assert calibrated.id_token(np.array([0x100])).tolist() == [1]  # a trained ID keeps its own token
+    again = Preprocessing.from_dict(calibrated.to_dict())
+    assert again.aliases == calibrated.aliases and again.to_dict() == calibrated.to_dict()
