@@ -4,7 +4,8 @@
 
 The headline keys come first — ``graph_build_frames_per_s``, ``kd_overhead_ratio``,
 ``kd_overhead_ratio_cached``, ``student_infer_speedup``, ``peak_rss_mib_1m_frames``, ``cli_startup_s``,
-``data_inspect_68k_rows_s`` — then each
+``data_inspect_68k_rows_s``, and the transfer keys (``transfer_min_auroc_before``, ``transfer_min_f1_after``,
+``transfer_max_fpr_after``, ``calibration_seconds_max``, ``road_min_f1_gat``) — then each
 script's full output under its own name, and the machine. Each script runs in a fresh process, so
 one's memory does not count against the next; they run one after another, so they do not compete
 for cores.
@@ -29,8 +30,10 @@ SCRIPTS = {
     "training": ["bench_train.py"],
     "large": ["bench_large.py"],
     "detect": ["bench_detect.py"],  # reads experiments/demo
+    "transfer": ["bench_transfer.py"],  # reads ../shared/data/real; skipped without it
 }
 DEMO_ROOT = Path("experiments/demo")
+TRANSFER_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer_max_fpr_after", "calibration_seconds_max", "road_min_f1_gat")
 
 
 def run_script(args: list[str]) -> dict:
@@ -98,6 +101,7 @@ def main() -> None:
         "peak_rss_mib_1m_frames": large.get("peak_rss_mib_1m_frames"),
         "cli_startup_s": startup.get("cli_startup_s"),
         "data_inspect_68k_rows_s": startup.get("data_inspect_68k_rows_s"),
+        **{key: results.get("transfer", {}).get(key) for key in TRANSFER_KEYS},
         **results,
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -1,18 +1,19 @@
 """``kdcore calibrate``: fit a trained detector to a vehicle from a short attack-free recording.
 
 What a detector knows of the vehicle it was trained on is in its checkpoint's preprocessing and
-threshold, not in its weights: the per-ID profile and feature scaling (``agnostic``), or the
-scaling plus, for every CAN ID of the new vehicle the vocabulary lacks, the training ID whose
-profile it resembles most (``vocabulary``; see ``Preprocessing.calibrated``). Calibration fits
-those on the new vehicle's clean windows, then the decision threshold at ``target_fpr`` of the
-same windows' scores — never below the threshold the model was trained with (for a model that
-now judges by roles alone, the one fitted on validation windows judged that way): a short recording
-can show that a vehicle's normal traffic scores higher than the validation traffic did, but its
-few minutes (often at idle) cannot show that the vehicle's driving scores lower; measured, a
-lowered threshold raised false positives on the same vehicle's other recordings
-(docs/transfer.md). The weights are not touched; the result is an ordinary checkpoint, with a
-``calibration`` record of what was fitted on how much traffic. A fused detector calibrates its
-VGAE and GAT (written next to it), its VGAE normalisation and its fused threshold together.
+threshold, not in its weights. Calibration changes the preprocessing for the new vehicle
+(``Preprocessing.calibrated``): an ``agnostic`` model drops its training vehicle's block and
+judges the new one by its nodes' roles; a ``vocabulary`` model takes the new vehicle's feature
+scaling and aliases each CAN ID it has never seen to the training ID whose profile it resembles
+most. Then the decision threshold is fitted at ``target_fpr`` of the recording's windows — never
+below the threshold fitted in training on the same footing (for an agnostic model, on validation
+windows judged by roles alone): a short recording can show that a vehicle's normal traffic scores
+higher than the validation traffic did, but its few minutes (often at idle) cannot show that the
+vehicle's driving scores lower; measured, a lowered threshold raised false positives on the same
+vehicle's other recordings (docs/transfer.md). The weights are not touched; the result is an
+ordinary checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
+detector calibrates its VGAE and GAT (written next to it), its VGAE normalisation and its fused
+threshold together.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 from torch_geometric.loader import DataLoader
@@ -37,7 +39,7 @@ from kdcore.errors import KdcoreError
 from kdcore.metrics import threshold_at_fpr
 from kdcore.threads import torch_threads
 
-MIN_WINDOWS = 20  # clean windows needed to fit a profile and a threshold on
+MIN_WINDOWS = 20  # clean windows needed to fit the scaling and a threshold on
 MAX_MIN_FRAMES = 5000  # calibration never asks for more than this many frames
 BATCH_WINDOWS = 512
 
@@ -85,12 +87,10 @@ def _captures(path: Path) -> list[Path]:
 
 def calibrate(
     model: str | Path, normal: Sequence[str | Path], out: str | Path, target_fpr: float | None = None,
-    capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "error", profile: bool = False, engine=None,
+    capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "error", engine=None,
 ) -> dict[str, Any]:
     """Write ``out``: ``model`` calibrated on the attack-free captures ``normal``; returns the
-    ``calibration`` record saved in it. ``target_fpr`` defaults to the one the model was trained
-    with; ``profile``: an agnostic model also takes the per-ID profile from the captures (see
-    ``Preprocessing.calibrated``)."""
+    ``calibration`` record saved in it. ``target_fpr`` defaults to the one the model was trained with."""
     from kdcore.engine import Engine
 
     started = time.perf_counter()
@@ -104,7 +104,7 @@ def calibrate(
         raise KdcoreError(f"--target-fpr must be in [0, 1), got {target_fpr}")
     graphs, read = read_clean_windows(normal, checkpoint.extra["data"], capture_format, on_bad_rows)
     with torch_threads(1), torch.inference_mode():
-        record = _calibrate(engine or Engine(), model, checkpoint, graphs, read, out, target_fpr, profile)
+        record = _calibrate(engine or Engine(), model, checkpoint, graphs, read, out, target_fpr)
     record["calibration_seconds"] = round(time.perf_counter() - started, 3)
     _save(out, checkpoint, record)
     return record
@@ -118,23 +118,23 @@ def _checkpoint(path: Path) -> Checkpoint:
 
 
 def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs, read: dict[str, Any], out: Path,
-               target_fpr: float, profile: bool) -> dict[str, Any]:
+               target_fpr: float) -> dict[str, Any]:
     """The calibration record of ``checkpoint`` on ``graphs`` (its preprocessing, threshold and,
     for fusion, the rest under ``"extra"``); fusion inputs are written beside ``out``."""
-    preprocessing = Preprocessing.from_dict(checkpoint.extra["data"]["preprocessing"]).calibrated(graphs, profile)
+    preprocessing = Preprocessing.from_dict(checkpoint.extra["data"]["preprocessing"]).calibrated(graphs)
     loader = DataLoader(preprocessing.apply(graphs), batch_size=BATCH_WINDOWS)
     extra: dict[str, Any] = {}
     if preprocessing.representation == "vocabulary":
         fitted = ["CAN-ID aliases", "feature scaling"]
     else:
-        fitted = ["profile"] if profile else ["roles only (no profile)"]
+        fitted = ["roles only"]
     if checkpoint.model == "dqn":
-        threshold, extra = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr, profile)
+        threshold, extra = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr)
         fitted += ["VGAE normalisation", "inputs"]
     else:
         threshold = threshold_at_fpr(_scorer(engine, checkpoint, model)(loader), target_fpr)
     trained = training_thresholds(checkpoint)
-    floor = trained.get("roles_threshold", trained["threshold"]) if preprocessing.representation == "agnostic" and not profile else trained["threshold"]
+    floor = trained.get("roles_threshold", trained["threshold"]) if preprocessing.representation == "agnostic" else trained["threshold"]
     return {
         **read,
         "windows": len(graphs),
@@ -183,20 +183,23 @@ def _scorer(engine, checkpoint: Checkpoint, path: Path):
 
 
 def _calibrate_fusion(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs, read: dict[str, Any], loader,
-                      out: Path, target_fpr: float, profile: bool) -> tuple[float, dict[str, Any]]:
+                      out: Path, target_fpr: float) -> tuple[float, dict[str, Any]]:
     """Calibrate both inputs (written as ``<out stem>-vgae`` / ``-gat`` beside ``out``), refit the
-    VGAE normalisation on the clean windows, and fit the fused threshold on them."""
-    from kdcore.fusion import FusionPredictor, VGAENormaliser
+    inputs' normalisations on the clean windows (0.5 at each calibrated input's threshold), and fit
+    the fused threshold on them."""
+    from kdcore.fusion import FusionPredictor, fit_normalisers
 
-    fusion = dict(checkpoint.extra["fusion"])
+    fusion, thresholds = dict(checkpoint.extra["fusion"]), {}
     for name in ("vgae", "gat"):
         path, input_out = Path(fusion[name]["path"]), out.with_name(f"{out.stem}-{name}{out.suffix}")
         input_checkpoint = _checkpoint(path)
-        _save(input_out, input_checkpoint, _calibrate(engine, path, input_checkpoint, graphs, read, input_out, target_fpr, profile))
+        record = _calibrate(engine, path, input_checkpoint, graphs, read, input_out, target_fpr)
+        thresholds[name] = record["threshold"]
+        _save(input_out, input_checkpoint, record)
         fusion[name] = {**fusion[name], "path": str(input_out)}
     predictor, _ = FusionPredictor.from_checkpoint(engine, model)
-    p, raw = predictor.inputs(loader)
-    predictor.normaliser = VGAENormaliser.fit(raw, target_fpr)
-    fusion["vgae"] = {**fusion["vgae"], "median": predictor.normaliser.median, "scale": predictor.normaliser.scale,
-                      "threshold": predictor.normaliser.threshold}
-    return threshold_at_fpr(predictor.decide(p, raw)["score"], target_fpr), {"fusion": fusion}
+    probability, raw = predictor.inputs(loader)
+    predictor.normalisers = fit_normalisers(probability, raw, thresholds)  # 0.5 at each calibrated input's threshold
+    for name, normaliser in predictor.normalisers.items():
+        fusion[name] = {**fusion[name], **attrs.asdict(normaliser)}
+    return threshold_at_fpr(predictor.decide(probability, raw)["score"], target_fpr), {"fusion": fusion}

@@ -442,7 +442,6 @@ def calibrate(
     capture_format: Optional[str] = FormatOption,
     layout: Optional[Path] = LayoutOption,
     on_bad_rows: str = BadRowsOption,
-    profile: bool = typer.Option(False, "--profile", help="Agnostic models: also fit each CAN ID's profile from the recording (only if it covers the vehicle's driving states)."),
     as_json: bool = typer.Option(False, "--json", help="Print only the calibration record, as JSON."),
 ) -> None:
     """Fit a trained detector to a vehicle from a short attack-free recording of it (no labels needed)."""
@@ -450,7 +449,7 @@ def calibrate(
 
     _quiet_libraries()
     try:
-        record = calibrate_model(model, normal, out, target_fpr, _capture_format(capture_format, layout), on_bad_rows, profile)
+        record = calibrate_model(model, normal, out, target_fpr, _capture_format(capture_format, layout), on_bad_rows)
     except KdcoreError as error:
         _fail(error)
     if as_json:

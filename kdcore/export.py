@@ -54,26 +54,25 @@ class OneWindow(nn.Module):
 
 class FusedWindow(nn.Module):
     """The fused detector on a single window: VGAE score and GAT probability, normalised and
-    weighed by the agent's chosen α. Outputs ``(score, p_gat, v_vgae, alpha)``; the decision is
-    ``score >= threshold`` (saved in the fusion checkpoint)."""
+    weighed by the agent's chosen α. Outputs ``(score, p_gat, v_vgae, alpha)`` (``p_gat`` and
+    ``v_vgae`` normalised); the decision is ``score >= threshold`` (saved in the fusion checkpoint)."""
 
     def __init__(self, predictor):
         super().__init__()
         self.vgae, self.gat, self.dqn = predictor.vgae.eval(), predictor.gat.eval(), predictor.dqn.eval()
-        self.median, self.scale = predictor.normaliser.median, predictor.normaliser.scale
-        self.vgae_threshold = predictor.normaliser.threshold
+        self.normalisers = predictor.normalisers
         self.register_buffer("actions", predictor.actions.clone())
 
     def forward(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor):
         from kdcore.plugins.modes.autoencoder import graph_scores
-        from kdcore.fusion import fused_score, fusion_state
+        from kdcore.fusion import fused_score, fusion_state, log_odds
 
         batch = torch.zeros_like(id_token)
         cont_out, canid_logits, neighbor_logits, _, _ = self.vgae(x, id_token, edge_index, batch)
         outputs = {"recon": cont_out, "canid_logits": canid_logits, "neighbor_logits": neighbor_logits}
         raw = graph_scores(outputs, x, id_token, batch, 1)
-        v = torch.sigmoid((raw.double() - self.vgae_threshold) / self.scale).float()
-        p = torch.softmax(self.gat(x, id_token, edge_index, batch).float(), -1)[:, 1]
+        v = self.normalisers["vgae"](raw)
+        p = self.normalisers["gat"](log_odds(torch.softmax(self.gat(x, id_token, edge_index, batch).float(), -1)[:, 1]))
         alpha = self.actions[self.dqn(fusion_state(p, v)).argmax(-1)]
         return fused_score(alpha, p, v), p, v, alpha
 

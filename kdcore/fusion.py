@@ -23,7 +23,7 @@ from kdcore.contracts import Evaluation
 from kdcore.data.graphset import labels_of
 from kdcore.errors import KdcoreError
 from kdcore.layout import RunLayout
-from kdcore.metrics import evaluate_scores, threshold_at_fpr
+from kdcore.metrics import best_f1_threshold, evaluate_scores
 from kdcore.plugins.modes.autoencoder import AutoencoderMode
 from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, find_inputs
 from kdcore.plugins.modes.normal import NormalMode
@@ -36,13 +36,13 @@ logger = logging.getLogger("kdcore")
 
 
 @attrs.frozen
-class VGAENormaliser:
-    """Maps a raw VGAE score to ``v = sigmoid((score − threshold) / scale)`` in [0, 1].
+class ScoreNormaliser:
+    """Maps an input's raw score to ``sigmoid((score − threshold) / scale)`` in [0, 1].
 
-    Fitted on validation normal windows: ``threshold`` is the VGAE's own (the score that
-    ``target_fpr`` of them reach), ``scale`` their robust spread (1.4826 · MAD), so ``v = 0.5``
-    where the VGAE alone would start calling attacks and a normal window at the median sits well
-    below it.
+    ``threshold`` is the input's own decision threshold (saved in its checkpoint), ``scale`` the
+    robust spread (1.4826 · MAD) of validation normal windows' scores, so 0.5 is where the input
+    alone calls attacks and a normal window at the median sits well below it. The VGAE's raw score
+    is its reconstruction error; the GAT's, the log-odds of its attack probability (``log_odds``).
     """
 
     median: float
@@ -50,7 +50,7 @@ class VGAENormaliser:
     threshold: float
 
     @classmethod
-    def fit(cls, normal_scores: torch.Tensor, target_fpr: float) -> VGAENormaliser:
+    def fit(cls, normal_scores: torch.Tensor, threshold: float) -> ScoreNormaliser:
         scores = normal_scores.double()
         median = float(scores.median())
         scale = float((scores - median).abs().median()) * 1.4826
@@ -58,10 +58,19 @@ class VGAENormaliser:
             scale = float(scores.std()) if len(scores) > 1 else 0.0
         if not scale > 0:
             scale = max(abs(median), 1.0) * 1e-3
-        return cls(median=median, scale=scale, threshold=threshold_at_fpr(scores, target_fpr))
+        return cls(median=median, scale=scale, threshold=float(threshold))
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid((scores.double() - self.threshold) / self.scale).float()
+
+
+IDENTITY = ScoreNormaliser(median=0.0, scale=1.0, threshold=0.0)  # on log-odds: the probability itself
+
+
+def log_odds(probability: torch.Tensor | float) -> torch.Tensor:
+    """The GAT's raw score: log(p / (1 − p)), p kept off 0 and 1."""
+    p = torch.as_tensor(probability, dtype=torch.float64).clamp(1e-7, 1 - 1e-7)
+    return torch.log(p) - torch.log1p(-p)
 
 
 def fusion_state(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -96,16 +105,16 @@ def f1_at(scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> float
 
 
 class FusionPredictor:
-    """Everything inference needs: the two frozen inputs, the normaliser, the Q-network, the action
-    set. ``components(loader)`` gives every intermediate per window; ``scores`` the fused score."""
+    """Everything inference needs: the two frozen inputs, their normalisers, the Q-network, the
+    action set. ``components(loader)`` gives every intermediate per window; ``scores`` the fused score."""
 
-    def __init__(self, vgae: nn.Module, gat: nn.Module, dqn: nn.Module, normaliser: VGAENormaliser,
+    def __init__(self, vgae: nn.Module, gat: nn.Module, dqn: nn.Module, normalisers: dict[str, ScoreNormaliser],
                  actions=ACTIONS, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.vgae = vgae.to(self.device).eval()
         self.gat = gat.to(self.device).eval()
         self.dqn = dqn
-        self.normaliser = normaliser
+        self.normalisers = normalisers
         self.actions = torch.tensor(actions, dtype=torch.float32)
         self._autoencoder, self._classifier = AutoencoderMode(), NormalMode()  # their scoring code, not their training
 
@@ -122,14 +131,14 @@ class FusionPredictor:
         return torch.cat(probabilities).float(), torch.cat(raw).float()
 
     @torch.no_grad()
-    def decide(self, p: torch.Tensor, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        v = self.normaliser(raw)
+    def decide(self, probability: torch.Tensor, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        p, v = self.normalisers["gat"](log_odds(probability)), self.normalisers["vgae"](raw)
         state = fusion_state(p, v)
         self.dqn.eval()
         device = next(self.dqn.parameters()).device
         action = self.dqn(state.to(device)).argmax(-1).cpu() if len(state) else torch.empty(0, dtype=torch.long)
         alpha = self.actions[action]
-        return {"p": p, "raw": raw, "v": v, "state": state, "action": action, "alpha": alpha,
+        return {"probability": probability, "p": p, "raw": raw, "v": v, "state": state, "action": action, "alpha": alpha,
                 "score": fused_score(alpha, p, v)}
 
     def components(self, loader) -> dict[str, torch.Tensor]:
@@ -151,9 +160,17 @@ class FusionPredictor:
         for name in ("vgae", "gat"):
             input_path = fusion[name]["path"]
             models[name] = engine.load_model(load_checkpoint(input_path), input_path)
-        normaliser = VGAENormaliser(**{k: fusion["vgae"][k] for k in ("median", "scale", "threshold")})
-        predictor = cls(models["vgae"], models["gat"], dqn, normaliser, tuple(fusion["actions"]), device)
+        normalisers = {name: ScoreNormaliser(**{k: fusion[name][k] for k in ("median", "scale", "threshold")})
+                       if "threshold" in fusion[name] else IDENTITY for name in ("vgae", "gat")}  # older: p as it is
+        predictor = cls(models["vgae"], models["gat"], dqn, normalisers, tuple(fusion["actions"]), device)
         return predictor, float(checkpoint.extra["threshold"])
+
+
+def fit_normalisers(probability: torch.Tensor, raw: torch.Tensor, thresholds: dict[str, float]) -> dict[str, ScoreNormaliser]:
+    """Both inputs' normalisers from attack-free windows' scores and the inputs' own thresholds:
+    each input's 0.5 is where it alone calls attacks."""
+    return {"gat": ScoreNormaliser.fit(log_odds(probability), float(log_odds(thresholds["gat"]))),
+            "vgae": ScoreNormaliser.fit(raw, thresholds["vgae"])}
 
 
 def _input_device(config) -> torch.device:
@@ -227,9 +244,10 @@ class FusionTraining:
                 f"actions, but has hparams {hparams}"
             )
         self.inputs = find_inputs(config)
-        models = {}
+        models, thresholds = {}, {}
         for name, layout in self.inputs.items():
             checkpoint = load_checkpoint(layout.checkpoint)
+            thresholds[name] = float(checkpoint.extra["threshold"])
             if checkpoint.model != name:
                 raise KdcoreError(f"fusion input {layout.checkpoint} is a {checkpoint.model!r} model, not {name!r}")
             if checkpoint.extra.get("data", {}) != datamodule.splits.state:
@@ -248,13 +266,13 @@ class FusionTraining:
                 f"{int(counts[0])} normal and {int(counts[1])} attack windows (raise val_fraction?)"
             )
         run.model.to("cpu")
-        predictor = FusionPredictor(models["vgae"], models["gat"], run.model, VGAENormaliser(0.0, 1.0, 0.0),
+        predictor = FusionPredictor(models["vgae"], models["gat"], run.model, {"vgae": IDENTITY, "gat": IDENTITY},
                                     self.actions, _input_device(config))
-        p, raw = predictor.inputs(datamodule.loader(datamodule.val_set))
-        predictor.normaliser = VGAENormaliser.fit(raw[labels == 0], config.target_fpr)
-        v = predictor.normaliser(raw)
+        probability, raw = predictor.inputs(datamodule.loader(datamodule.val_set))
+        predictor.normalisers = fit_normalisers(probability[labels == 0], raw[labels == 0], thresholds)
+        p, v = predictor.normalisers["gat"](log_odds(probability)), predictor.normalisers["vgae"](raw)
         self.predictor = predictor
-        self.val = {"p": p, "raw": raw, "v": v, "state": fusion_state(p, v), "label": labels}
+        self.val = {"probability": probability, "p": p, "raw": raw, "v": v, "state": fusion_state(p, v), "label": labels}
         self.class_weights = (counts.sum() / (2 * counts)).float()  # inverse class frequency, mean 1 per window
 
     def fit(self, run):
@@ -360,23 +378,24 @@ class FusionTraining:
             writer.writerows(self.history)
 
     def evaluate(self, model, run) -> Evaluation:
-        """Threshold: the fused score that ``target_fpr`` of validation normal windows reach under
-        the greedy policy; then the fused score of every test window against it, through
-        ``evaluate_scores``."""
+        """Threshold: of the fused scores that keep the validation false-positive rate within
+        ``target_fpr`` under the greedy policy, the one with the best validation F1 (fusion learns
+        on the labelled validation split anyway); then the fused score of every test window
+        against it, through ``evaluate_scores``."""
         if self.predictor is None:
             self.prepare(run)
         predictor = self.predictor
         predictor.dqn = model.to("cpu").eval()
-        val = predictor.decide(self.val["p"], self.val["raw"])
-        threshold = threshold_at_fpr(val["score"][self.val["label"] == 0], run.config.target_fpr)
+        val = predictor.decide(self.val["probability"], self.val["raw"])
+        threshold = best_f1_threshold(val["score"], self.val["label"], run.config.target_fpr)
         evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold)
         histogram = torch.bincount(val["action"], minlength=len(self.actions)).tolist()
         fusion: dict[str, Any] = {
             "actions": list(self.actions),
             "state_features": list(STATE_FEATURES),
             "decision": "score >= threshold, score = alpha * p_gat + (1 - alpha) * v_vgae",
-            "vgae": {"path": str(self.inputs["vgae"].checkpoint), **attrs.asdict(predictor.normaliser)},
-            "gat": {"path": str(self.inputs["gat"].checkpoint)},
+            "vgae": {"path": str(self.inputs["vgae"].checkpoint), **attrs.asdict(predictor.normalisers["vgae"])},
+            "gat": {"path": str(self.inputs["gat"].checkpoint), **attrs.asdict(predictor.normalisers["gat"])},
             "val_action_counts": histogram,
             "val_mean_alpha": float(val["alpha"].mean()),
             "val_f1": f1_at(val["score"], self.val["label"], threshold),

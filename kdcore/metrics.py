@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -70,6 +69,21 @@ def threshold_at_fpr(normal_scores: torch.Tensor, target_fpr: float) -> float:
     return float(torch.quantile(normal_scores.double(), 1.0 - target_fpr))
 
 
+def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor, target_fpr: float) -> float:
+    """Among the thresholds that keep these windows' false-positive rate at ``target_fpr`` or
+    below (at or above ``threshold_at_fpr`` of their normal ones), the one with the best F1; of
+    equally good ones, the lowest (the most sensitive the validation windows allow)."""
+    floor = threshold_at_fpr(scores[labels == 0], target_fpr)
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    s, y = scores.double()[order], labels.long()[order]
+    tp, fp = torch.cumsum(y, 0), torch.cumsum(1 - y, 0)
+    f1 = 2 * tp / (tp + fp + y.sum()).clamp(min=1)  # predicting the first k + 1 windows as attacks
+    last_of_ties = torch.cat([s[1:] < s[:-1], torch.tensor([True])])
+    f1 = torch.where(last_of_ties & (s >= floor), f1.double(), torch.tensor(-1.0, dtype=torch.float64))
+    best = torch.nonzero(f1 == f1.max()).view(-1)[-1]
+    return float(s[int(best)]) if float(f1.max()) >= 0 else floor
+
+
 def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: float, representation: str) -> dict[str, float]:
     """``threshold``: the score ``target_fpr`` of the validation normal windows reach. For the
     agnostic representation also ``roles_threshold``: the same for those windows judged without
@@ -78,15 +92,9 @@ def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: fl
     loader = datamodule.loader(datamodule.normal(datamodule.val_set))
     thresholds = {"threshold": threshold_at_fpr(score(loader), target_fpr)}
     if representation == "agnostic":
-        without = [_without_profile(batch) for batch in loader]
+        without = [drop_profile(batch, 1.0) for batch in loader]
         thresholds["roles_threshold"] = threshold_at_fpr(score(without), target_fpr)
     return thresholds
-
-
-def _without_profile(batch):
-    batch = copy.copy(batch)  # PyG copies the attribute store: the loader's tensors stay as they are
-    batch.x = drop_profile(batch.x, batch.batch, batch.num_graphs, 1.0)
-    return batch
 
 
 def window_attack_names(graphs: GraphSet) -> np.ndarray:

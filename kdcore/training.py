@@ -55,7 +55,7 @@ class ModeModule(L.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches of the agnostic representation lose their profile in some windows."""
         if self.trainer.training and self.config.representation == "agnostic" and self.config.profile_dropout:
-            batch.x = drop_profile(batch.x, batch.batch, batch.num_graphs, self.config.profile_dropout)
+            batch = drop_profile(batch, self.config.profile_dropout)
         return batch
 
     def on_train_epoch_start(self) -> None:

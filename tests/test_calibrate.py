@@ -50,35 +50,46 @@ def calibration_scores(detector: Detector, capture) -> torch.Tensor:
     return detector.score(DataLoader(detector.preprocessing.apply(graphs), batch_size=64))
 
 
+@pytest.fixture(scope="module")
+def vocabulary_gat(engine, tmp_path_factory):
+    return engine.run(tiny_config(tmp_path_factory.mktemp("vocabulary"), mode="normal", representation="vocabulary")).checkpoint
+
+
 @pytest.mark.parametrize("model", [GAT, VGAE])
-def test_a_calibrated_model_has_the_new_vehicles_ids_and_threshold(engine, teacher_root, recordings, tmp_path, model):
+def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root, recordings, tmp_path, model):
     out = tmp_path / "calibrated.pth"
     record = calibrate(teacher_root / model, [recordings / "clean.csv"], out, target_fpr=0.05, engine=engine)
     assert record["frames"] == 2000 and record["windows"] == 40 and record["seconds"] > 0
-    assert record["aliased_ids"] == 12 and record["fitted"] == ["CAN-ID aliases", "feature scaling", "threshold"]
+    assert record["fitted"] == ["roles only", "threshold"] and record["representation"] == "agnostic"
 
     detector = Detector(out, engine=engine)
     assert load_checkpoint(out).extra["calibration"] == record
-    tokens = detector.preprocessing.id_token(np.arange(0x100, 0x100 + 12 * 16, 16) + OTHER_IDS)
-    assert (tokens > 0).all()  # every ID of the new vehicle maps to a trained ID, none is "unseen"
     scores = calibration_scores(detector, recordings / "clean.csv")
-    assert detector.threshold == record["threshold"]
-    assert float((scores >= detector.threshold).float().mean()) <= 0.05 + 1 / len(scores)
+    assert detector.threshold == record["threshold"] >= record["threshold_on_recording"]
+    assert float((scores >= record["threshold_on_recording"]).float().mean()) <= 0.05 + 1 / len(scores)
 
     metrics, _ = evaluate(detector, [recordings / "test_01_dos"])  # the calibrated checkpoint evaluates like any
     assert metrics["windows"] == 40 and 0.0 <= metrics["fpr"] <= 1.0
 
 
-def test_agnostic_models_calibrate_to_roles_alone_or_to_a_new_profile(engine, tmp_path, recordings):
-    result = engine.run(tiny_config(tmp_path, mode="normal", representation="agnostic"))
-    roles_only, profiled = tmp_path / "roles.pth", tmp_path / "profiled.pth"
-    record = calibrate(result.checkpoint, [recordings / "clean.csv"], roles_only, engine=engine)
-    assert record["fitted"] == ["roles only (no profile)", "threshold"]
-    assert len(Detector(roles_only, engine=engine).preprocessing.vocabulary) == 0
+def test_a_vocabulary_model_aliases_every_new_id_to_a_trained_one(engine, vocabulary_gat, recordings, tmp_path):
+    out = tmp_path / "calibrated.pth"
+    record = calibrate(vocabulary_gat, [recordings / "clean.csv"], out, engine=engine)
+    assert record["aliased_ids"] == 12 and record["fitted"] == ["CAN-ID aliases", "feature scaling", "threshold"]
+    tokens = Detector(out, engine=engine).preprocessing.id_token(np.arange(0x100, 0x100 + 12 * 16, 16) + OTHER_IDS)
+    assert (tokens > 0).all()  # every ID of the new vehicle maps to a trained ID, none is "unseen"
 
-    record = calibrate(result.checkpoint, [recordings / "clean.csv"], profiled, profile=True, engine=engine)
-    vocabulary = Detector(profiled, engine=engine).preprocessing.vocabulary
-    assert record["fitted"] == ["profile", "threshold"] and vocabulary.min() >= 0x100 + OTHER_IDS
+
+def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_training(engine, tmp_path, recordings):
+    result = engine.run(tiny_config(tmp_path, mode="normal", representation="agnostic"))
+    trained = load_checkpoint(result.checkpoint).extra
+    out = tmp_path / "calibrated.pth"
+    record = calibrate(result.checkpoint, [recordings / "clean.csv"], out, engine=engine)
+    assert record["fitted"] == ["roles only", "threshold"] and record["trained"]["roles_threshold"] == trained["roles_threshold"]
+    assert record["threshold"] == max(record["threshold_on_recording"], trained["roles_threshold"])
+    assert len(Detector(out, engine=engine).preprocessing.vocabulary) == 0
+    again = calibrate(out, [recordings / "clean-2.csv"], tmp_path / "again.pth", engine=engine)
+    assert again["trained"] == record["trained"]  # calibrating twice keeps the training floor, not the first calibration's
 
 
 def test_a_recording_with_attacks_or_too_few_frames_is_refused(engine, teacher_root, recordings, tmp_path):
@@ -114,3 +125,17 @@ def test_vocabulary_calibration_aliases_unseen_ids_to_the_training_id_most_alike
     assert calibrated.id_token(np.array([0x100])).tolist() == [1]  # a trained ID keeps its own token
     again = Preprocessing.from_dict(calibrated.to_dict())
     assert again.aliases == calibrated.aliases and again.to_dict() == calibrated.to_dict()
+
+
+def test_a_calibrated_model_detects_replayed_traffic_and_exports_with_parity(engine, teacher_root, recordings, tmp_path):
+    from kdcore.detect import replay_chunks
+    from kdcore.export import TOLERANCE, export_checkpoint
+
+    out = tmp_path / "calibrated.pth"
+    calibrate(teacher_root / GAT, [recordings / "clean.csv"], out, engine=engine)
+    detector = Detector(out, engine=engine)
+    attacked = read_capture(recordings / "test_01_dos" / "dos.csv")
+    summary = detector.detect(replay_chunks(attacked, detector.window, real_time=False))
+    assert summary.windows == len(attacked) // detector.window and summary.alerts > 0
+    report = export_checkpoint(out, "torchscript", tmp_path / "calibrated.pt", engine=engine)
+    assert report.max_abs_diff <= TOLERANCE and report.path.is_file()

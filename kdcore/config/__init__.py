@@ -69,11 +69,12 @@ class RunConfig:
     # What a graph node stands for: the CAN ID, or on a J1939 network the sender (source address)
     # or the message (PGN); see kdcore.data.windows.node_keys and docs/datasets.md.
     graph_node: str = attrs.field(default="can_id", validator=_one_of(GRAPH_NODES))
-    # How a node is described to the model: "vocabulary" (its CAN ID as a token of the training
-    # vehicle's IDs, plus raw features) or "agnostic" (its role in the window and its deviation
-    # from the ID's own normal profile, nothing tied to one vehicle); see kdcore.data.preprocess
-    # and docs/transfer.md.
-    representation: str = attrs.field(default="vocabulary", validator=_one_of(REPRESENTATIONS))
+    # How a node is described to the model: "agnostic" (its role in the window, which means the
+    # same on any car, plus — on the training vehicle only — its ID, raw features and deviations
+    # from its ID's own profile) or "vocabulary" (its ID as a token of the training vehicle's IDs,
+    # plus raw features); see kdcore.data.preprocess. The default measured better across vehicles
+    # (docs/transfer.md).
+    representation: str = attrs.field(default="agnostic", validator=_one_of(REPRESENTATIONS))
     # agnostic: the share of training windows shown without their profile, as a vehicle not yet
     # calibrated looks, so the model learns to judge those by the nodes' roles alone.
     profile_dropout: float = attrs.field(default=0.25, validator=_unit_interval)

@@ -7,6 +7,7 @@ graph only when it is read.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -100,14 +101,18 @@ class MappedGraphSet(Dataset):
         )
 
 
-def drop_profile(x: torch.Tensor, graph_of_node: torch.Tensor, num_graphs: int, rate: float) -> torch.Tensor:
-    """Agnostic node features with the profile taken away from a random ``rate`` of the graphs:
-    every node unprofiled, every deviation 0 — what a vehicle not yet calibrated looks like."""
-    dropped = (torch.rand(num_graphs, device=x.device) < rate)[graph_of_node]
-    without = torch.zeros_like(x)
-    without[:, :UNPROFILED] = x[:, :UNPROFILED]
+def drop_profile(batch, rate: float):
+    """A batch of agnostic graphs with the vehicle block taken from a random ``rate`` of them:
+    roles kept, every node unprofiled, the block zero, every token unseen — what another vehicle
+    looks like. The batch given is left as it is."""
+    dropped = (torch.rand(batch.num_graphs, device=batch.x.device) < rate)[batch.batch]
+    without = torch.zeros_like(batch.x)
+    without[:, :UNPROFILED] = batch.x[:, :UNPROFILED]
     without[:, UNPROFILED] = 1.0
-    return torch.where(dropped[:, None], without, x)
+    batch = copy.copy(batch)  # PyG copies the attribute store, not the tensors
+    batch.x = torch.where(dropped[:, None], without, batch.x)
+    batch.id_token = torch.where(dropped, torch.zeros_like(batch.id_token), batch.id_token)
+    return batch
 
 
 def labels_of(graphs: Dataset) -> torch.Tensor:

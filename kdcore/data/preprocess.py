@@ -7,14 +7,15 @@ Two representations (``RunConfig.representation``):
 - ``vocabulary``: the raw features scaled to the training data, and each node's CAN ID as a token
   of the training vehicle's ID vocabulary (the model learns an embedding per ID). A CAN ID the
   vocabulary lacks is one "unseen" token, so on another car every node is unseen.
-- ``agnostic``: nothing tied to one vehicle's IDs. A node is described by its role in the window
-  (its share of the frames, its priority rank, timing jitter, payload variability, DLC) and by
-  how far each of its statistics lies from that ID's own normal behaviour: a per-ID *profile*
-  (mean and spread of every statistic over attack-free windows), fitted on the training vehicle
-  and refitted per vehicle by ``kdcore calibrate``. A window whose recurring IDs the profile
-  mostly does not know (another car, not yet calibrated) is described by its roles alone, as if
-  no profile existed; training drops the profile from some windows (``profile_dropout``) so the
-  model learns to judge those too.
+- ``agnostic``: every node is described by its role in the window, which means the same on
+  any car (its share of the frames, its priority rank, timing jitter, payload variability, DLC,
+  position), and — only where the window is the training vehicle's — by what is tied to that
+  vehicle: its ID token, its scaled raw features, and how far each statistic lies from that ID's
+  own normal behaviour (a per-ID *profile*: mean and spread of every statistic over attack-free
+  windows). A window whose recurring IDs the profile mostly does not know (another car) is
+  described by its roles alone: the vehicle block is zero, every node "unprofiled", every token
+  unseen. Training shows some windows that way (``profile_dropout``), so the model learns to
+  judge a car it has never seen; ``kdcore calibrate`` then refits the threshold for that car.
 """
 
 from __future__ import annotations
@@ -35,14 +36,18 @@ OUT_OF_VOCABULARY = 0
 WINDOWS_PER_STEP = 1 << 16  # windows read at a time when fitting on parts that may not fit in memory
 REPRESENTATIONS = ("vocabulary", "agnostic")
 
-# The agnostic representation's columns: the node's role in its window, then whether the profile
-# knows its ID, then each raw statistic (every feature but the CAN ID) as a distance from the ID's
-# profile in profile spreads.
+# The agnostic representation's columns: the node's role in its window and whether its vehicle
+# block is present ("unprofiled": not), then the vehicle block: the raw features scaled, and each
+# raw statistic (every feature but the CAN ID) as a distance from the ID's profile in profile spreads.
 COUNT, POSITION, GAP_MEAN, GAP_STD, PAYLOAD_STD, DLC = (FEATURES.index(name) for name in (
     "count", "position_mean", "interarrival_mean", "interarrival_std", "payload_std", "dlc_mean"))
-STATISTICS = tuple(range(1, len(FEATURES)))  # profiled: every raw feature but the CAN ID itself
+# Profiled: how often, how regularly and how variably an ID sends — what holds in every driving
+# state. Its byte values are left to the scaled raw features: their normal range moves with the
+# drive (speed, gear, temperature), and measured as deviations they called later normal driving
+# an attack (docs/transfer.md).
+STATISTICS = tuple(FEATURES.index(name) for name in ("count", "interarrival_mean", "interarrival_std", "payload_std", "dlc_mean"))
 ROLE_FEATURES = ("frame_share", "priority_rank", "timing_jitter", "payload_spread", "dlc", "position", "node_share", "unprofiled")
-AGNOSTIC_FEATURES = (*ROLE_FEATURES, *(f"{FEATURES[i]}_deviation" for i in STATISTICS))
+AGNOSTIC_FEATURES = (*ROLE_FEATURES, *(f"{name}_scaled" for name in FEATURES), *(f"{FEATURES[i]}_deviation" for i in STATISTICS))
 UNPROFILED = ROLE_FEATURES.index("unprofiled")
 DEVIATION_CLIP = 10.0  # profile spreads: beyond this a deviation is simply "far"
 SPREAD_FLOOR = 0.1  # a statistic's profile spread is at least this share of its spread over all IDs
@@ -71,8 +76,8 @@ class Preprocessing:
 
     @property
     def num_ids(self) -> int:
-        """Tokens the model embeds: the vocabulary plus the unseen token; one (no identity) when agnostic."""
-        return 1 if self.representation == "agnostic" else len(self.vocabulary) + 1
+        """Tokens the model embeds: the vocabulary plus the unseen token."""
+        return len(self.vocabulary) + 1
 
     @property
     def num_features(self) -> int:
@@ -120,23 +125,21 @@ class Preprocessing:
         return cls(vocabulary=vocabulary, mean=mean, std=np.where(std > 1e-8, std, 1.0),
                    profile_mean=profile_mean, profile_std=profile_std, representation=representation)
 
-    def calibrated(self, graphs: WindowGraphs, profile: bool = False) -> Preprocessing:
+    def calibrated(self, graphs: WindowGraphs) -> Preprocessing:
         """This preprocessing refitted on another vehicle's attack-free ``graphs``.
 
-        ``agnostic``: the nodes are judged by their roles alone, without a profile; with
-        ``profile``, the profile becomes one fitted on ``graphs`` — worth it only when they cover
-        the vehicle's driving states (a profile of a minute at idle calls normal driving an attack).
-        ``vocabulary``: the scaling becomes the vehicle's, the model's ID tokens stay, and each ID
-        it has never seen is aliased to the training ID whose profile (rate, timing, DLC, payload
-        spread) is nearest.
+        ``agnostic``: the vehicle block goes (no ID is known any more): the new vehicle is judged by
+        its nodes' roles alone, as training taught the model with ``profile_dropout``. A profile
+        fitted on a short recording would not do: measured, a minute at idle calls the same car's
+        normal driving an attack (docs/transfer.md). ``vocabulary``: the scaling becomes the
+        vehicle's, the model's ID tokens stay, and each ID it has never seen is aliased to the
+        training ID whose profile (rate, timing, DLC, payload spread) is nearest.
         """
+        if self.representation == "agnostic":
+            no_ids = np.zeros((0, len(FEATURES)))
+            return attrs.evolve(self, vocabulary=np.zeros(0, np.uint32), profile_mean=no_ids, profile_std=no_ids)
         fitted = Preprocessing.fit(graphs, self.representation)
-        if self.representation == "vocabulary":
-            return attrs.evolve(self, mean=fitted.mean, std=fitted.std, aliases=self._aliases_for(fitted))
-        if profile:
-            return fitted
-        no_ids = np.zeros((0, len(FEATURES)))
-        return attrs.evolve(fitted, vocabulary=np.zeros(0, np.uint32), profile_mean=no_ids, profile_std=no_ids)
+        return attrs.evolve(self, mean=fitted.mean, std=fitted.std, aliases=self._aliases_for(fitted))
 
     def _aliases_for(self, target: Preprocessing) -> dict[int, int]:
         roles = [COUNT, GAP_MEAN, DLC, PAYLOAD_STD]
@@ -165,13 +168,14 @@ class Preprocessing:
         """Scaled float32 features; an absent (NaN) value becomes 0, the training mean."""
         return np.nan_to_num((x - self.mean) / self.std, nan=0.0).astype(np.float32)
 
-    def features(self, x: np.ndarray, can_id: np.ndarray, node_ptr: np.ndarray) -> np.ndarray:
-        """Model inputs of the nodes of the windows ``node_ptr`` delimits (raw ``x``, CAN IDs)."""
+    def inputs(self, x: np.ndarray, can_id: np.ndarray, node_ptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs of the nodes of the windows ``node_ptr`` delimits (raw ``x``, CAN IDs):
+        float32 features and int64 ID tokens."""
         if self.representation == "vocabulary":
-            return self.scale(x)
+            return self.scale(x), self.id_token(can_id).astype(np.int64)
         return self._agnostic(np.asarray(x, np.float64), np.asarray(can_id), np.asarray(node_ptr))
 
-    def _agnostic(self, x: np.ndarray, can_id: np.ndarray, node_ptr: np.ndarray) -> np.ndarray:
+    def _agnostic(self, x: np.ndarray, can_id: np.ndarray, node_ptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nodes_per_window = np.diff(node_ptr)
         window_of_node = np.repeat(np.arange(len(nodes_per_window)), nodes_per_window)
         frames = np.add.reduceat(x[:, COUNT], node_ptr[:-1])[window_of_node] if len(x) else np.zeros(0)
@@ -180,23 +184,22 @@ class Preprocessing:
         rank = (np.arange(len(x)) - node_ptr[:-1][window_of_node]) / np.maximum(nodes - 1, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             jitter = np.where(x[:, GAP_MEAN] > 0, x[:, GAP_STD] / x[:, GAP_MEAN], 0.0)
-        if not len(self.vocabulary):  # no profile: roles alone
-            return np.column_stack([self._roles(x, frames, nodes, rank, jitter, np.zeros(len(x), bool)),
-                                    np.zeros((len(x), len(STATISTICS)))]).astype(np.float32)
-        row = np.minimum(np.searchsorted(self.vocabulary, can_id), len(self.vocabulary) - 1)
-        known = self.vocabulary[row] == can_id
-        recurring = x[:, COUNT] >= 2
-        known_share = _window_share(known & recurring, recurring, window_of_node, len(nodes_per_window))
-        profiled = known & (known_share[window_of_node] >= KNOWN_SHARE)
-        spread = np.maximum(np.nan_to_num(self.profile_std[row], nan=0.0), SPREAD_FLOOR * self.std)
-        with np.errstate(invalid="ignore"):
-            deviation = np.clip((x - self.profile_mean[row]) / spread, -DEVIATION_CLIP, DEVIATION_CLIP) / 3
-        deviation = np.where(profiled[:, None], np.nan_to_num(deviation, nan=0.0), 0.0)[:, list(STATISTICS)]
-        return np.column_stack([self._roles(x, frames, nodes, rank, jitter, profiled), deviation]).astype(np.float32)
-
-    @staticmethod
-    def _roles(x, frames, nodes, rank, jitter, profiled) -> np.ndarray:
-        return np.column_stack([
+        vehicle_block = np.zeros((len(x), len(FEATURES) + len(STATISTICS)))
+        tokens = np.full(len(x), OUT_OF_VOCABULARY, np.int64)
+        profiled = np.zeros(len(x), bool)
+        if len(self.vocabulary):
+            row = np.minimum(np.searchsorted(self.vocabulary, can_id), len(self.vocabulary) - 1)
+            known = self.vocabulary[row] == can_id
+            recurring = x[:, COUNT] >= 2
+            ours = (_window_share(known & recurring, recurring, window_of_node, len(nodes_per_window)) >= KNOWN_SHARE)[window_of_node]
+            profiled = known & ours
+            spread = np.maximum(np.nan_to_num(self.profile_std[row], nan=0.0), SPREAD_FLOOR * self.std)
+            with np.errstate(invalid="ignore"):
+                deviation = np.clip((x - self.profile_mean[row]) / spread, -DEVIATION_CLIP, DEVIATION_CLIP) / 3
+            deviation = np.where(profiled[:, None], np.nan_to_num(deviation, nan=0.0), 0.0)[:, list(STATISTICS)]
+            vehicle_block = np.where(ours[:, None], np.column_stack([self.scale(x), deviation]), 0.0)
+            tokens = np.where(ours, self.id_token(can_id), OUT_OF_VOCABULARY).astype(np.int64)
+        roles = np.column_stack([
             x[:, COUNT] / np.maximum(frames, 1),
             rank,
             np.clip(np.nan_to_num(jitter, nan=0.0), 0, 5),
@@ -206,21 +209,16 @@ class Preprocessing:
             nodes / np.maximum(frames, 1),
             ~profiled,
         ])
-
-    def tokens(self, can_id: np.ndarray) -> np.ndarray:
-        """The model's ID tokens: the vocabulary's; all 0 (no identity) when agnostic."""
-        if self.representation == "agnostic":
-            return np.zeros(len(can_id), np.int64)
-        return self.id_token(can_id)
+        return np.column_stack([roles, vehicle_block]).astype(np.float32), tokens
 
     def apply(self, graphs: WindowGraphs) -> GraphSet:
         from kdcore.data.graphset import GraphSet
 
-        return GraphSet(graphs, self.features(graphs.x, graphs.can_id, graphs.node_ptr), self.tokens(graphs.can_id))
+        return GraphSet(graphs, *self.inputs(graphs.x, graphs.can_id, graphs.node_ptr))
 
     def prepare(self, x: np.ndarray, can_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One window's nodes as ``apply`` prepares them: float32 features and int64 ID tokens."""
-        return self.features(x, can_id, np.array([0, len(x)])), self.tokens(can_id).astype(np.int64)
+        return self.inputs(x, can_id, np.array([0, len(x)]))
 
     def apply_lazily(self, parts: Sequence[WindowGraphs]) -> MappedGraphSet:
         """The same graphs as ``apply(WindowGraphs.concat(parts))``, each prepared when it is read."""
