@@ -12,7 +12,7 @@ higher than the validation traffic did, but its few minutes (often at idle) cann
 vehicle's driving scores lower; measured, a lowered threshold raised false positives on the same
 vehicle's other recordings (docs/transfer.md). The weights are not touched; the result is an
 ordinary checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
-detector calibrates its VGAE and GAT (written next to it), its VGAE normalisation and its fused
+detector calibrates its VGAE and GAT (written next to it), their normalisations and its fused
 threshold together.
 """
 
@@ -130,7 +130,7 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         fitted = ["roles only"]
     if checkpoint.model == "dqn":
         threshold, extra = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr)
-        fitted += ["VGAE normalisation", "inputs"]
+        fitted += ["input normalisations", "inputs"]
     else:
         threshold = threshold_at_fpr(_scorer(engine, checkpoint, model)(loader), target_fpr)
     trained = training_thresholds(checkpoint)

@@ -26,6 +26,7 @@ from kdcore.data.graphset import drop_profile
 if TYPE_CHECKING:
     from kdcore.data.graphset import GraphSet
     from kdcore.data.module import GraphDataModule
+    from kdcore.run import Run
 
 Scorer = Callable[[DataLoader], torch.Tensor]  # one score per window, higher = more likely an attack
 LATENCY_GRAPHS = 100
@@ -92,9 +93,16 @@ def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: fl
     loader = datamodule.loader(datamodule.normal(datamodule.val_set))
     thresholds = {"threshold": threshold_at_fpr(score(loader), target_fpr)}
     if representation == "agnostic":
-        without = [drop_profile(batch, 1.0) for batch in loader]
+        without = (drop_profile(batch, 1.0) for batch in loader)
         thresholds["roles_threshold"] = threshold_at_fpr(score(without), target_fpr)
     return thresholds
+
+
+def evaluate_at_fitted_threshold(score: Scorer, run: Run) -> Evaluation:
+    """What the built-in modes evaluate: thresholds fitted on validation normal windows at the
+    run's ``target_fpr`` (``fitted_thresholds``, saved with the model), then ``evaluate_scores``."""
+    thresholds = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation)
+    return evaluate_scores(score, run.datamodule, thresholds["threshold"], thresholds)
 
 
 def window_attack_names(graphs: GraphSet) -> np.ndarray:

@@ -258,7 +258,7 @@ def test_calibrating_fusion_calibrates_its_inputs_and_its_fused_threshold(engine
     write_csv(tiny_capture(np.random.default_rng(5), 2000), clean)
     out = tmp_path / "fusion-calibrated.pth"
     record = calibrate(fusion_run.checkpoint, [clean], out, target_fpr=0.05, engine=engine)
-    assert "VGAE normalisation" in record["fitted"] and "inputs" in record["fitted"]
+    assert "input normalisations" in record["fitted"] and "inputs" in record["fitted"]
     fusion = load_checkpoint(out).extra["fusion"]
     for name in ("vgae", "gat"):
         path = tmp_path / f"fusion-calibrated-{name}.pth"

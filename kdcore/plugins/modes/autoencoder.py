@@ -60,13 +60,9 @@ class AutoencoderMode(TrainingMode):
 
     def evaluate(self, model, run):
         """Threshold: the score that ``target_fpr`` of validation normal windows reach; then detect on the test split."""
-        from kdcore.metrics import evaluate_scores, fitted_thresholds
+        from kdcore.metrics import evaluate_at_fitted_threshold
 
-        def score(loader):
-            return self.window_scores(model, loader)
-
-        thresholds = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation)
-        return evaluate_scores(score, run.datamodule, thresholds["threshold"], thresholds)
+        return evaluate_at_fitted_threshold(lambda loader: self.window_scores(model, loader), run)
 
 
 def graph_scores(outputs, x, id_token, batch, num_graphs: int) -> torch.Tensor:

@@ -63,13 +63,9 @@ class NormalMode(TrainingMode):
 
     def evaluate(self, model, run):
         """Threshold: P(attack) that ``target_fpr`` of validation normal windows reach; then detect on the test split."""
-        from kdcore.metrics import evaluate_scores, fitted_thresholds
+        from kdcore.metrics import evaluate_at_fitted_threshold
 
-        def score(loader):
-            return self.attack_probabilities(model, loader)
-
-        thresholds = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation)
-        return evaluate_scores(score, run.datamodule, thresholds["threshold"], thresholds)
+        return evaluate_at_fitted_threshold(lambda loader: self.attack_probabilities(model, loader), run)
 
 
 @hookimpl
