@@ -113,17 +113,17 @@ def write_report(
 
 
 def _per_test_set(group: list[dict[str, Any]]) -> list[str]:
-    """Markdown lines: F1 · FPR of every run on every test set, each on its own (an overall figure
-    hides a test set the model fails on)."""
+    """Markdown lines: F1 · FPR · AUROC of every run on every test set, each on its own (an overall
+    figure hides a test set the model fails on; AUROC is the ranking, whatever the threshold)."""
     names = sorted({name for row in group for name in row.get("test_sets", {})})
     if not names:
         return []
-    lines = ["F1 · FPR per test set:", "", "| run | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = ["F1 · FPR · AUROC per test set:", "", "| run | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for row in group:
         cells = []
         for name in names:
             metrics = row.get("test_sets", {}).get(name)
-            cells.append(f"{_fmt(metrics['f1'])} · {_fmt(metrics['fpr'])}" if metrics else "–")
+            cells.append(" · ".join(_fmt(metrics[key]) for key in ("f1", "fpr", "auroc")) if metrics else "–")
         lines.append(f"| {run_label(row)} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 

@@ -29,10 +29,10 @@ def test_report_tables_and_plots(engine, teacher_root, tmp_path):
     assert kd_student["kd_gain_f1"] == kd_student["f1"] - plain_student["f1"]
     assert len(list(csv.DictReader(open(tmp_path / "report" / "runs.csv")))) == len(rows)
 
-    # every test set of every run, with its own F1 and FPR
+    # every test set of every run, with its own F1, FPR and AUROC
     assert "| run | test_01_dos | test_02_fuzzy |" in text
     written = json.loads((teacher_root / kd_student["run_dir"] / "metrics.json").read_text())["test_sets"]["test_02_fuzzy"]
-    assert f"{written['f1']:.4f} · {written['fpr']:.4f}" in text
+    assert f"{written['f1']:.4f} · {written['fpr']:.4f} · {written['auroc']:.4f}" in text
 
     plots = sorted((tmp_path / "report" / "plots").glob("*.png"))
     assert {p.name for p in plots} >= {"tiny-gat-curves.png", "tiny-gat-scores.png", "tiny-gat-confusion.png", "tiny-gat-training.png"}
