@@ -41,6 +41,7 @@ from kdcore.data.formats import read_capture  # noqa: E402
 from kdcore.data.formats.writers import write_csv  # noqa: E402
 from kdcore.data.traffic import inject  # noqa: E402
 from kdcore.detect import Detector  # noqa: E402
+from kdcore.errors import KdcoreError  # noqa: E402
 from kdcore.evaluate import evaluate  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -94,17 +95,19 @@ def prepare_vehicles(vehicles: Path, work: Path, seed: int) -> dict[str, Path]:
     return folders
 
 
-def train_all(engine: Engine, base: dict, with_fusion: bool = True) -> dict[str, Path]:
-    """Teachers, students and KD students of both models, then fusion of the KD students."""
-    checkpoints = {}
+def train_all(engine: Engine, base: dict) -> tuple[dict[str, Path], dict[str, str]]:
+    """Teachers, students and KD students of both models, then fusion of the KD students; and
+    why a model could not be trained (fusion needs attack windows in the validation split)."""
+    checkpoints, skipped = {}, {}
     for name, mode, size, kd in MODELS:
         config = RunConfig(mode=mode, model_size=size, use_knowledge_distillation=kd, **base)
         checkpoints[name] = engine.run(config).checkpoint
         print(f"trained {name}", file=sys.stderr, flush=True)
-    if with_fusion:
-        config = RunConfig(mode="fusion", model_size="student", **base)
-        checkpoints["fusion_students"] = engine.run(config).checkpoint
-    return checkpoints
+    try:
+        checkpoints["fusion_students"] = engine.run(RunConfig(mode="fusion", model_size="student", **base)).checkpoint
+    except KdcoreError as error:
+        skipped["fusion_students"] = str(error)
+    return checkpoints, skipped
 
 
 def scores_on(checkpoint: Path, data: Path) -> dict:
@@ -118,8 +121,8 @@ def vehicles_part(shared: Path, work: Path, representation: str, epochs: int, se
     base = dict(dataset="captures", data_root=str(folders[TRAIN_VEHICLE]), experiment_root=str(work / representation),
                 representation=representation, max_epochs=epochs, seed=seed, progress_bar=False)
     started = time.perf_counter()
-    checkpoints = train_all(Engine(), base)
-    results: dict = {"train_seconds": round(time.perf_counter() - started, 1), "models": {}}
+    checkpoints, skipped = train_all(Engine(), base)
+    results: dict = {"train_seconds": round(time.perf_counter() - started, 1), "models": {}, "skipped": skipped}
     for name, checkpoint in checkpoints.items():
         row = {"known_vehicle": scores_on(checkpoint, folders[TRAIN_VEHICLE])}
         for vehicle, plan in OTHER_VEHICLES.items():
@@ -152,7 +155,10 @@ def road_part(shared: Path, work: Path, representation: str, epochs: int, seed: 
             test: {"f1": round(m["f1"], 4), "fpr": round(m["fpr"], 4), "auroc": round(m["auroc"], 4)}
             for test, m in metrics["test_sets"].items()}}
         print(f"road: trained {name}", file=sys.stderr, flush=True)
-    fusion = engine.run(RunConfig(mode="fusion", model_size="student", **base)).metrics
+    try:
+        fusion = engine.run(RunConfig(mode="fusion", model_size="student", **base)).metrics
+    except KdcoreError as error:
+        return {**results, "skipped": {"fusion_students": str(error)}}
     results["fusion_students"] = {"test_sets": {test: {"f1": round(m["f1"], 4), "fpr": round(m["fpr"], 4), "auroc": round(m["auroc"], 4)}
                                                 for test, m in fusion["test_sets"].items()}}
     return results
@@ -167,7 +173,7 @@ def headline(vehicles: dict | None, road: dict | None) -> dict:
         keys["transfer_min_f1_after"] = min(stats["after"]["f1"] for *_, stats in rows)
         keys["transfer_max_fpr_after"] = max(stats["after"]["fpr"] for *_, stats in rows)
         keys["calibration_seconds_max"] = max(stats["calibration_seconds"] for *_, stats in rows)
-    if road:
+    if road and "gat_teacher" in road:
         keys["road_min_f1_gat"] = min(m["f1"] for name in ("gat_teacher", "gat_student_kd") for m in road[name]["test_sets"].values())
     return keys
 
