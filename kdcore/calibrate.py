@@ -35,6 +35,7 @@ from kdcore.data.formats.base import CaptureFormat
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs, node_keys
+from kdcore.detect import model_scorer
 from kdcore.errors import KdcoreError
 from kdcore.metrics import threshold_at_fpr
 from kdcore.threads import torch_threads
@@ -112,7 +113,7 @@ def calibrate(
 
 def _checkpoint(path: Path) -> Checkpoint:
     checkpoint = load_checkpoint(path)
-    if "preprocessing" not in checkpoint.extra.get("data", {}):
+    if checkpoint.model not in ("gat", "vgae", "dqn") or "preprocessing" not in checkpoint.extra.get("data", {}):
         raise KdcoreError(f"{path}: not a GAT, VGAE or fusion checkpoint trained by kdcore on captures")
     return checkpoint
 
@@ -132,7 +133,7 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         threshold, extra = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr)
         fitted += ["input normalisations", "inputs"]
     else:
-        threshold = threshold_at_fpr(_scorer(engine, checkpoint, model)(loader), target_fpr)
+        threshold = threshold_at_fpr(model_scorer(engine.load_model(checkpoint, model), checkpoint.model)(loader), target_fpr)
     trained = training_thresholds(checkpoint)
     floor = trained.get("roles_threshold", trained["threshold"]) if preprocessing.representation == "agnostic" else trained["threshold"]
     return {
@@ -168,18 +169,6 @@ def _save(out: Path, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
         model=checkpoint.model, hparams=checkpoint.hparams, state_dict=checkpoint.state_dict, config=checkpoint.config,
         extra={**checkpoint.extra, **extra, "data": data, "threshold": record["threshold"], "calibration": record},
     ))
-
-
-def _scorer(engine, checkpoint: Checkpoint, path: Path):
-    from kdcore.plugins.modes.autoencoder import AutoencoderMode
-    from kdcore.plugins.modes.normal import NormalMode
-
-    model = engine.load_model(checkpoint, path)
-    if checkpoint.model == "gat":
-        return lambda loader: NormalMode().attack_probabilities(model, loader)
-    if checkpoint.model == "vgae":
-        return lambda loader: AutoencoderMode().window_scores(model, loader)
-    raise KdcoreError(f"{path}: calibrate knows GAT, VGAE and fusion checkpoints, not {checkpoint.model!r}")
 
 
 def _calibrate_fusion(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs, read: dict[str, Any], loader,

@@ -81,8 +81,6 @@ class Detector:
     def __init__(self, checkpoint_path: str | Path, engine=None):
         from kdcore.engine import Engine
         from kdcore.fusion import FusionPredictor
-        from kdcore.plugins.modes.autoencoder import AutoencoderMode
-        from kdcore.plugins.modes.normal import NormalMode
 
         engine = engine or Engine()
         checkpoint = load_checkpoint(checkpoint_path)
@@ -101,10 +99,7 @@ class Detector:
             self.score: Callable = predictor.scores
             return
         model = engine.load_model(checkpoint, checkpoint_path)
-        if checkpoint.model == "gat":
-            self.score = lambda loader: NormalMode().attack_probabilities(model, loader)
-        else:
-            self.score = lambda loader: AutoencoderMode().window_scores(model, loader)
+        self.score = model_scorer(model, checkpoint.model)
         self.score_window = self._traced(WindowScore(model), sample_windows(checkpoint))
 
     def _traced(self, scorer: WindowScore, windows: list[tuple[torch.Tensor, ...]]) -> Callable | None:
@@ -197,6 +192,16 @@ class Detector:
             if abs(float(score) - self.threshold) > TOLERANCE:
                 return score
         return self.score([one_window_batch(x, id_token, edge_index)])
+
+
+def model_scorer(model, name: str) -> Callable:
+    """``loader → one score per window`` of a GAT (P(attack)) or VGAE (reconstruction error), by its mode's own code."""
+    from kdcore.plugins.modes.autoencoder import AutoencoderMode
+    from kdcore.plugins.modes.normal import NormalMode
+
+    if name == "gat":
+        return lambda loader: NormalMode().attack_probabilities(model, loader)
+    return lambda loader: AutoencoderMode().window_scores(model, loader)
 
 
 class WindowScore(OneWindow):
