@@ -88,7 +88,7 @@ def bench_model(engine: Engine, base: RunConfig, model: str) -> dict:
         "teacher": dict(model_size="teacher"),
         "student": dict(model_size="student"),
         "student_kd": dict(model_size="student", use_knowledge_distillation=True),
-        "student_kd_cached": dict(model_size="student", use_knowledge_distillation=True, cache_teacher_outputs=True, profile_dropout=0.0),
+        "student_kd_cached": dict(model_size="student", use_knowledge_distillation=True, cache_teacher_outputs=True),
     }
     checkpoints = {}
     for name, settings in variants.items():

@@ -64,9 +64,14 @@ class Distiller(nn.Module):
         self.connectors = self.strategy.build_connectors(student_dims, teacher_dims)
 
     def loss_terms(
-        self, mode: TrainingMode, student_outputs: dict[str, torch.Tensor], batch: Any
+        self, mode: TrainingMode, student_outputs: dict[str, torch.Tensor], batch: Any, teacher_batch: Any = None
     ) -> dict[str, torch.Tensor]:
-        teacher_outputs = self.cache.lookup(batch) if self.cache is not None else self.teacher.outputs(mode, batch)
+        """The strategy's terms on ``batch``, the student's view. The teacher judges
+        ``teacher_batch`` (default: the same): the whole windows, when the student sees some of
+        them without their vehicle block — it passes on what it knows from the vehicle's profile
+        to a student that must judge by roles alone (distillation with privileged information)."""
+        teacher_batch = batch if teacher_batch is None else teacher_batch
+        teacher_outputs = self.cache.lookup(teacher_batch) if self.cache is not None else self.teacher.outputs(mode, teacher_batch)
         device_type = next(iter(student_outputs.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):
             student32 = {k: v.float() for k, v in student_outputs.items()}

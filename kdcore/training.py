@@ -52,10 +52,11 @@ class ModeModule(L.LightningModule):
             )
             self.distiller.cache = cache.to(self.device)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Training batches of the agnostic representation lose their profile in some windows."""
-        if self.trainer.training and self.config.representation == "agnostic" and self.config.profile_dropout:
-            batch = drop_profile(batch, self.config.profile_dropout)
+    def student_view(self, batch: Any) -> Any:
+        """What the student trains on: with the agnostic representation, some windows lose their
+        vehicle block (``profile_dropout``), as another vehicle looks."""
+        if self.config.representation == "agnostic" and self.config.profile_dropout:
+            return drop_profile(batch, self.config.profile_dropout)
         return batch
 
     def on_train_epoch_start(self) -> None:
@@ -64,11 +65,12 @@ class ModeModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         size = int(batch.num_graphs)
+        whole, batch = batch, self.student_view(batch)
         outputs = self.mode.outputs(self.model, batch)
         terms = {"task_loss": self.mode.task_loss(outputs, batch)}
         loss = terms["task_loss"]
         if self.distiller is not None:
-            kd_terms = self.distiller.loss_terms(self.mode, outputs, batch)
+            kd_terms = self.distiller.loss_terms(self.mode, outputs, batch, teacher_batch=whole)
             terms.update({f"{name}_loss": value for name, value in kd_terms.items()})
             terms["kd_loss"] = torch.stack(list(kd_terms.values())).sum()
             loss = self.distiller.mix(terms["task_loss"], terms["kd_loss"])

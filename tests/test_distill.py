@@ -118,3 +118,27 @@ def test_projection_weights_change_during_training(engine, teacher_root):
     optimizer.step()
 
     assert not torch.equal(before, distiller.connectors["z_projection"].weight)
+
+
+def test_the_teacher_judges_whole_windows_while_the_student_sees_them_without_their_profile(engine, teacher_root, monkeypatch):
+    from kdcore.data.preprocess import UNPROFILED
+
+    config = tiny_config(teacher_root, mode="normal", model_size="student", use_knowledge_distillation=True, profile_dropout=1.0)
+    run = engine.build(engine.plan(config))
+    module = ModeModule(run.mode, run.model, run, Distiller(run.strategy, run.teacher, run.config))
+    seen = {}
+
+    def recording(name, outputs):
+        def record(*args):
+            seen.setdefault(name, args[-1].x.clone())  # the first call's batch (the teacher's goes through the mode too)
+            return outputs(*args)
+        return record
+
+    monkeypatch.setattr(FrozenTeacher, "outputs", recording("teacher", FrozenTeacher.outputs))
+    monkeypatch.setattr(run.mode, "outputs", recording("student", run.mode.outputs))
+    module.on_train_epoch_start()
+    batch = next(iter(run.datamodule.train_dataloader()))
+    module.training_step(batch, 0)
+
+    assert (seen["student"][:, UNPROFILED] == 1).all()  # every window without its vehicle block (rate 1.0) ...
+    assert torch.equal(seen["teacher"], batch.x) and (batch.x[:, UNPROFILED] == 0).any()  # ... judged by a teacher that sees all of it

@@ -108,9 +108,8 @@ def test_cached_kd_run_runs_the_teacher_once_and_trains_the_same_student(engine,
 
     original = FrozenTeacher.outputs
     monkeypatch.setattr(FrozenTeacher, "outputs", lambda self, mode, batch: calls.append(batch.num_graphs) or original(self, mode, batch))
-    # The cache holds the teacher's outputs of whole windows: no profile dropout (which the engine refuses with it).
-    settings = dict(mode="normal", model_size="student", use_knowledge_distillation=True, max_epochs=3, early_stopping_patience=0,
-                    profile_dropout=0.0)
+    # The teacher judges whole windows, cached or not, while the student sees some without their profile.
+    settings = dict(mode="normal", model_size="student", use_knowledge_distillation=True, max_epochs=3, early_stopping_patience=0)
 
     plain = engine.run(tiny_config(teacher_root, **settings))
     weights = load_checkpoint(plain.checkpoint).state_dict  # the cached run writes to the same folder
@@ -142,7 +141,7 @@ def test_kd_terms_are_float32_under_bf16_autocast(engine, teacher_root):
 
 def test_a_bf16_mixed_kd_run_trains_on_cpu(engine, teacher_root):
     result = engine.run(tiny_config(teacher_root, mode="normal", model_size="student", use_knowledge_distillation=True,
-                                    precision="bf16-mixed", cache_teacher_outputs=True, profile_dropout=0.0))
+                                    precision="bf16-mixed", cache_teacher_outputs=True))
     assert 0.0 <= result.metrics["auroc"] <= 1.0 and result.checkpoint.is_file()
 
 
@@ -153,7 +152,7 @@ def test_stored_teacher_outputs_serve_the_next_run_and_a_damaged_file_is_rebuilt
     original = FrozenTeacher.outputs
     monkeypatch.setattr(FrozenTeacher, "outputs", lambda self, mode, batch: calls.append(batch.num_graphs) or original(self, mode, batch))
     config = tiny_config(teacher_root, mode="autoencoder", model_size="student", use_knowledge_distillation=True,
-                         cache_teacher_outputs=True, profile_dropout=0.0, seed=7)
+                         cache_teacher_outputs=True, seed=7)
     folder = teacher_root / "cache" / "teacher"
     for stored in folder.glob("*.pt"):
         stored.unlink()
@@ -174,11 +173,3 @@ def test_stored_teacher_outputs_serve_the_next_run_and_a_damaged_file_is_rebuilt
     assert torch.load(stored, weights_only=True)["values"].keys() == {"z", "recon"}  # ... and stored again
     for key, value in load_checkpoint(third.checkpoint).state_dict.items():
         assert torch.equal(value, first_weights[key]), key  # same seed, recomputed outputs: the same student
-
-
-def test_the_teacher_cache_and_profile_dropout_are_refused_together(engine, teacher_root):
-    from kdcore.errors import IncompatibleError
-
-    with pytest.raises(IncompatibleError, match="set profile_dropout = 0 or cache_teacher_outputs = false"):
-        engine.plan(tiny_config(teacher_root, mode="normal", model_size="student", use_knowledge_distillation=True,
-                                cache_teacher_outputs=True))

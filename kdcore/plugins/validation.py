@@ -30,9 +30,6 @@ def kdcore_validate_combination(mode, strategy, config):
         return f"mode {mode.name!r} requires knowledge distillation; add --kd NAME or --distillation with-kd"
     if strategy is None:
         return None
-    if config.cache_teacher_outputs and config.representation == "agnostic" and config.profile_dropout > 0:
-        return ("cache_teacher_outputs keeps the teacher's outputs of whole windows, but profile_dropout shows the student "
-                "some windows without their vehicle block; set profile_dropout = 0 or cache_teacher_outputs = false")
     missing = [name for name in strategy.requires if name not in mode.provides]
     if missing:
         return (
