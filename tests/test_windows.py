@@ -61,6 +61,8 @@ def test_matches_the_frame_by_frame_reference(window, stride):
         assert built == edges
         np.testing.assert_allclose(graphs.x[n0:n1], features, rtol=1e-5, atol=1e-6)
         assert graphs.y[w] == int(table.label[start : start + window].any())
+        attacked = {int(table.can_id[r]) for r in range(start, start + window) if table.label[r]}
+        assert graphs.node_attack[n0:n1].tolist() == [can_id in attacked for can_id in ids]
         assert tuple(graphs.time_span[w]) == (table.timestamp[start], table.timestamp[start + window - 1])
 
 

@@ -23,7 +23,7 @@ import attrs
 
 from kdcore.data.graphs import GraphWriter, WindowGraphs
 
-BUILDER_VERSION = 2  # bump when graph construction changes meaning (2: timing features absent without timestamps)
+BUILDER_VERSION = 3  # bump when graph construction changes (2: timing features absent without timestamps; 3: node_attack)
 
 
 def file_digest(path: str | Path) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from kdcore.atomic import atomic_open
 
-_ARRAYS = ("x", "can_id", "node_ptr", "edge_index", "edge_attr", "edge_ptr", "y", "attack_type", "time_span")
+_ARRAYS = ("x", "can_id", "node_ptr", "edge_index", "edge_attr", "edge_ptr", "y", "attack_type", "time_span", "node_attack")
 
 
 @attrs.frozen(eq=False)
@@ -35,6 +35,7 @@ class WindowGraphs:
     y: np.ndarray  # (windows,) int64, 0 normal / 1 attack
     attack_type: np.ndarray  # (windows,) uint8 into attack_names
     time_span: np.ndarray  # (windows, 2) float64, first and last frame time (positions without timestamps)
+    node_attack: np.ndarray  # (nodes,) bool, whether any of the node's frames in its window is an attack frame
     attack_names: tuple[str, ...] = attrs.field(converter=tuple)
     num_frames: int = 0  # frames of the capture(s) the windows were cut from
     timestamps: bool = True  # False: ``time_span`` holds frame positions, and timing features are absent (NaN)
@@ -62,7 +63,7 @@ class WindowGraphs:
         zero = np.zeros(1, dtype=np.int64)
         return cls(
             np.zeros((0, num_features), np.float32), np.zeros(0, np.uint32), zero, np.zeros((2, 0), np.int32),
-            np.zeros(0, np.float32), zero, np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros((0, 2)),
+            np.zeros(0, np.float32), zero, np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros((0, 2)), np.zeros(0, bool),
             attack_names, num_frames, timestamps,
         )
 
@@ -94,6 +95,7 @@ class WindowGraphs:
                 [np.array([names.index(n) for n in p.attack_names], np.uint8)[p.attack_type] for p in parts]
             ),
             time_span=np.concatenate([p.time_span for p in parts]),
+            node_attack=np.concatenate([p.node_attack for p in parts]),
             attack_names=names,
             num_frames=total_frames,
             timestamps=timestamps,
@@ -146,6 +148,7 @@ _ROWS = {
     "y": (np.int64, (), False),
     "attack_type": (np.uint8, (), False),
     "time_span": (np.float64, (2,), False),
+    "node_attack": (np.bool_, (), False),
 }
 
 
@@ -190,6 +193,7 @@ class GraphWriter:
         self._write("y", part.y)
         self._write("attack_type", renumber[part.attack_type])
         self._write("time_span", part.time_span)
+        self._write("node_attack", part.node_attack)
         self.num_frames += part.num_frames
         self.timestamps &= part.timestamps
 

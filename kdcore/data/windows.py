@@ -160,6 +160,7 @@ def build_window_graphs(
         frame_window * num_types + table.attack_type[rows], minlength=num_windows * num_types
     ).reshape(num_windows, num_types)
     attack_type = np.where(y, type_counts[:, 1:].argmax(axis=1) + 1, 0) if num_types > 1 else np.zeros(num_windows)
+    node_attack = np.bincount(node_of_frame, weights=table.label[rows], minlength=num_nodes) > 0  # what localisation is judged on
 
     first, last = starts, starts + window - 1
     return WindowGraphs(
@@ -172,6 +173,7 @@ def build_window_graphs(
         y=y.astype(np.int64),
         attack_type=attack_type.astype(np.uint8),
         time_span=np.stack([table.timestamp[first], table.timestamp[last]], axis=1),
+        node_attack=node_attack,
         attack_names=table.attack_names,
         num_frames=len(table),
         timestamps=table.timestamps,
