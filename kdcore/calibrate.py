@@ -129,8 +129,11 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         fitted = ["CAN-ID aliases", "feature scaling"]
     else:
         fitted = ["roles only"]
+        if "roles_attack_classes" in checkpoint.extra:  # classes of windows judged by roles, as this vehicle's are
+            extra["attack_classes"] = checkpoint.extra["roles_attack_classes"]
     if checkpoint.model == "dqn":
-        threshold, extra = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr)
+        threshold, fusion = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr)
+        extra.update(fusion)
         fitted += ["input normalisations", "inputs"]
     else:
         threshold = threshold_at_fpr(model_scorer(engine.load_model(checkpoint, model), checkpoint.model)(loader), target_fpr)

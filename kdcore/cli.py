@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdcore.errors import ConfigError, KdcoreError
+from kdcore.incidents import OPEN_AFTER, QUIET_WINDOWS, IncidentTracker
 from kdcore.signals import Stopped, stop_on
 
 app = typer.Typer(
@@ -201,6 +202,25 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
         table.add_column(column, justify="right")
     for name, row in [*metrics["test_sets"].items(), ("all", metrics)]:
         table.add_row(name, *(f"{row[column]:.4f}" for column in SHOWN_METRICS))
+    console.print(table)
+
+
+def _print_alert_metrics(metrics: dict[str, Any]) -> None:
+    """How the alerts of every test set localise and merge into incidents, as one table."""
+    table = Table(title="alerts", caption="top-1/3: detected attack windows whose top suspects name an attacked ID; "
+                  "found: bursts with an incident; delay: windows from a burst's start to its incident (median)")
+    table.add_column("test set", no_wrap=True)
+    for column in ("top-1", "top-3", "bursts", "found", "per burst", "delay", "false", "false/h"):
+        table.add_column(column, justify="right")
+
+    def shown(value, digits=2):
+        return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    for name, row in [*metrics["test_sets"].items(), ("all", metrics)]:
+        where, incidents = row["localisation"], row["incidents"]
+        table.add_row(name, shown(where["top1"]), shown(where["top3"]), shown(incidents["bursts"]), shown(incidents["detected_bursts"]),
+                      shown(incidents["incidents_per_burst_median"], 1), shown(incidents["time_to_detect_windows_median"], 1),
+                      shown(incidents["false_incidents"]), shown(incidents["false_incidents_per_hour"], 1))
     console.print(table)
 
 
@@ -429,6 +449,7 @@ def evaluate(
         typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
         return
     _print_metrics(f"{metrics['model']} {metrics['model_size']} ({metrics['mode']}) · threshold {detector.threshold:.4g}", metrics)
+    _print_alert_metrics(metrics)
     if out is not None:
         typer.echo(f"written: {out / 'metrics.json'}, {out / 'scores.npz'}")
 
@@ -471,20 +492,24 @@ def detect(
     as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Replay or feed without waiting for recorded times."),
     alerts: Optional[Path] = typer.Option(None, "--alerts", help="Write alerts here as JSON lines (default: stdout)."),
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="With --bus: stop after this many seconds without a frame."),
+    open_after: int = typer.Option(OPEN_AFTER, "--open-after", min=1, help="Alerting windows in a row that open an incident."),
+    quiet_windows: int = typer.Option(QUIET_WINDOWS, "--quiet-windows", min=1, help="Windows in a row without an alert that close an incident."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also write a line per alerting window, not only when incidents open and close."),
 ) -> None:
-    """Score live or replayed CAN traffic window by window; alerts as JSON lines, then a summary."""
+    """Score live or replayed CAN traffic window by window; incidents as JSON lines, then a summary."""
     import threading
     import time
 
     from kdcore.data.formats import read_capture
-    from kdcore.detect import Detector, bus_chunks, feed_bus, replay_chunks
+    from kdcore.bus import BusEvents, ResilientBus, bus_chunks, feed_bus, open_bus
+    from kdcore.detect import Detector, replay_chunks
 
     _quiet_libraries()
     if (bus is None) == (replay is None):
         _fail(KdcoreError("give exactly one of --bus INTERFACE[:CHANNEL] and --replay FILE"))
     if feed is not None and (bus or "").partition(":")[0] != "virtual":
         _fail(KdcoreError("--feed sends frames onto a python-can virtual bus only: use it with --bus virtual:CHANNEL"))
-    connections, total = [], None
+    connections, total, events = [], None, BusEvents()
     stop_feed, feed_done, feeder = threading.Event(), threading.Event(), None
     try:
         detector = Detector(model)
@@ -493,9 +518,9 @@ def detect(
             chunks, total = replay_chunks(table, detector.window, real_time=not as_fast_as_possible), len(table)
         else:
             table = read_capture(feed, _capture_format(None, layout)) if feed is not None else None
-            connections.append(_open_bus(bus))
+            connections.append(ResilientBus(lambda: open_bus(bus), events))  # reopened if the bus goes away
             if table is not None:  # listening before the first frame is sent, so none is missed
-                connections.append(_open_bus(bus, preserve_timestamps=True))
+                connections.append(open_bus(bus, preserve_timestamps=True))
                 total = len(table)
 
                 def run_feed():
@@ -505,7 +530,8 @@ def detect(
                         feed_done.set()
 
                 feeder = threading.Thread(target=run_feed, name="kdcore-feed", daemon=True)
-            chunks = bus_chunks(connections[0], detector.window, idle_limit=idle_timeout, ended=feed_done if feeder else None)
+            chunks = bus_chunks(connections[0], detector.window, idle_limit=idle_timeout, ended=feed_done if feeder else None,
+                                events=events)
     except KdcoreError as error:
         for connection in connections:
             connection.shutdown()
@@ -521,11 +547,12 @@ def detect(
                 nonlocal last_shown
                 if time.monotonic() - last_shown >= 0.1:  # live, without rebuilding the line for every window
                     last_shown = time.monotonic()
-                    status.update(f"{summary.frames:,}{of_total} frames · {summary.windows:,} windows · {summary.alerts:,} alerts")
+                    status.update(f"{summary.frames:,}{of_total} frames · {summary.windows:,} windows · "
+                                  f"{summary.alert_windows:,} alerting · {summary.incidents:,} incidents")
 
             if feeder is not None:
                 feeder.start()
-            summary = detector.detect(chunks, sink, show)
+            summary = detector.detect(chunks, sink, show, verbose, IncidentTracker(open_after, quiet_windows))
     finally:
         stop_feed.set()
         if feeder is not None and feeder.is_alive():
@@ -534,18 +561,7 @@ def detect(
             sink.close()
         for connection in connections:
             connection.shutdown()
-    typer.echo(json.dumps({"summary": summary.as_dict()}), err=True)
-
-
-def _open_bus(spec: str, **options):
-    """A python-can bus from ``INTERFACE[:CHANNEL]``; a one-line error when it cannot be opened."""
-    import can
-
-    interface, _, channel = spec.partition(":")
-    try:
-        return can.Bus(interface=interface, channel=channel or None, **options)
-    except (can.CanError, ValueError, ImportError, OSError, TypeError) as error:
-        raise KdcoreError(f"cannot open CAN bus {spec!r}: {error}") from None
+    typer.echo(json.dumps({"summary": {**summary.as_dict(), **({"bus": events.as_dict()} if bus else {})}}), err=True)
 
 
 data_app = typer.Typer(help="Read, inspect, build and generate CAN captures.", no_args_is_help=True)

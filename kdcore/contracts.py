@@ -71,6 +71,16 @@ class TrainingMode:
         """Score the trained model on the test split (and fit what must be saved with it)."""
         raise NotImplementedError
 
+    def node_scores(self, model: nn.Module, batch: Any) -> torch.Tensor | None:
+        """Per node of ``batch``: how much it drove its window's score, higher meaning more
+        suspicious. Alerts rank a window's CAN IDs by it; None: the mode cannot say."""
+        return None
+
+    def window_embeddings(self, model: nn.Module, batch: Any) -> torch.Tensor | None:
+        """Per window of ``batch``: the model's representation of it, on which attack classes are
+        told apart (``kdcore.classes``); None: the mode has none."""
+        return None
+
     def accepts_model(self, model_name: str) -> bool:
         """Whether this mode can train that model; by default only its own ``model``."""
         return model_name == self.model

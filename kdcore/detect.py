@@ -1,10 +1,12 @@
 """``kdcore detect``: score CAN traffic window by window as it arrives, and raise alerts.
 
 Frames come from a replayed capture (any readable format, at recorded speed or as fast as
-possible) or from a live python-can bus. They are cut into windows and turned into graphs by
-``build_window_graphs`` — the code that built the training data — preprocessed with the
-vocabulary and scaling saved in the model's checkpoint, and scored by the model's own mode. A
-window whose score reaches the saved threshold is an alert, written as one JSON line.
+possible) or from a live python-can bus (``kdcore.bus``). They are cut into windows and turned
+into graphs by ``build_window_graphs`` — the code that built the training data — preprocessed
+with the vocabulary and scaling saved in the model's checkpoint, and scored by the model's own
+mode. A window whose score reaches the saved threshold alerts; alerting windows name their
+suspect CAN IDs and attack class, and merge into incidents (``kdcore.incidents``), each written as
+a JSON line when it opens and when it closes.
 
 A window scored on its own (on a bus, or at recorded speed) goes through the GAT's or VGAE's
 one-window scorer traced to TorchScript when the model loads: for these small models PyG's
@@ -21,9 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -33,22 +35,26 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
+from kdcore.bus import Chunk
 from kdcore.checkpoint import load_checkpoint
+from kdcore.classes import AttackClasses
 from kdcore.data.frames import FrameTable
 from kdcore.data.graphset import GraphSet
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.errors import KdcoreError
 from kdcore.export import TOLERANCE, OneWindow, sample_windows
+from kdcore.incidents import IncidentTracker, WindowVerdict, suspects
+from kdcore.metrics import AlertJudge
+from kdcore.plugins.modes.autoencoder import AutoencoderMode
+from kdcore.plugins.modes.normal import NormalMode
 from kdcore.signals import Stopped
 from kdcore.threads import torch_threads
 
 NODE_FIELDS = {"can_id": "can_ids", "j1939_source": "j1939_sources", "j1939_pgn": "j1939_pgns"}  # an alert's node list, named
 CHUNK_WINDOWS = 16  # windows scored together in an as-fast-as-possible replay (throughput over latency)
+LATENCY_WINDOWS = 100_000  # latency percentiles are over the last this many windows
 
-FEED_TICK = 0.002  # seconds: how often a recorded-speed feed wakes up at most
-
-Chunk = tuple[FrameTable, float]  # frames, and the perf_counter time the last of them arrived
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +63,19 @@ log = logging.getLogger(__name__)
 class Summary:
     frames: int = 0
     windows: int = 0
-    alerts: int = 0
+    alert_windows: int = 0
+    incidents: int = 0
     seconds: float = 0.0
-    latencies_ms: list[float] = attrs.field(factory=list)
+    # the decision latencies of the last LATENCY_WINDOWS windows: a detector that runs for days keeps its memory flat
+    latencies_ms: deque[float] = attrs.field(factory=lambda: deque(maxlen=LATENCY_WINDOWS))
 
     def as_dict(self) -> dict[str, Any]:
         latencies = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
         return {
             "frames": self.frames,
             "windows": self.windows,
-            "alerts": self.alerts,
+            "incidents": self.incidents,
+            "alert_windows": self.alert_windows,
             "seconds": round(self.seconds, 3),
             "frames_per_s": round(self.frames / self.seconds) if self.seconds else None,
             "latency_ms_p50": round(float(np.percentile(latencies, 50)), 3),
@@ -97,9 +106,15 @@ class Detector:
         if checkpoint.model == "dqn":
             predictor, _ = FusionPredictor.from_checkpoint(engine, checkpoint_path)
             self.score: Callable = predictor.scores
+            gat = load_checkpoint(checkpoint.extra["fusion"]["gat"]["path"])  # the fused detector's classes are its GAT's
+            self.judge = AlertJudge.of(predictor.node_scores, _attack_classes(gat.extra),
+                                       lambda batch: NormalMode().window_embeddings(predictor.gat, batch))
             return
         model = engine.load_model(checkpoint, checkpoint_path)
+        mode = NormalMode() if checkpoint.model == "gat" else AutoencoderMode()
         self.score = model_scorer(model, checkpoint.model)
+        self.judge = AlertJudge.of(lambda batch: mode.node_scores(model, batch), _attack_classes(checkpoint.extra),
+                                   lambda batch: mode.window_embeddings(model, batch))
         self.score_window = self._traced(WindowScore(model), sample_windows(checkpoint))
 
     def _traced(self, scorer: WindowScore, windows: list[tuple[torch.Tensor, ...]]) -> Callable | None:
@@ -127,12 +142,17 @@ class Detector:
             return None
         return traced
 
-    def detect(self, chunks: Iterable[Chunk], alerts: IO[str] | None = None, on_window=None) -> Summary:
+    def detect(self, chunks: Iterable[Chunk], alerts: IO[str] | None = None, on_window=None, verbose: bool = False,
+               tracker: IncidentTracker | None = None) -> Summary:
         """Score every full window of the frames in ``chunks`` (non-overlapping windows) as soon as
-        it is complete; ``on_window(summary, alert)`` after each decision."""
+        it is complete, and write to ``alerts`` a JSON line when an incident opens and one when it
+        closes (``tracker`` merges alerting windows into incidents), and with ``verbose`` one per
+        alerting window; ``on_window(summary, alert)`` after each decision."""
         summary = Summary()
+        tracker = tracker or IncidentTracker()
         started = time.perf_counter()
         pending = FrameTable.empty()
+        stream = _Stream(alerts, verbose, tracker, summary, NODE_FIELDS[self.graph_node], self.threshold)
         # One thread: a window is tens of nodes, and intra-op threads would only add hand-offs —
         # on a busy machine a wait for a descheduled thread in every op, after every idle pause.
         with torch_threads(1):
@@ -143,43 +163,46 @@ class Detector:
                     full = len(pending) // self.window * self.window
                     if full:
                         ready = pending if full == len(pending) else pending.take(slice(0, full))  # live: the whole chunk
-                        self._score(ready, arrived, summary, alerts, on_window)
+                        self._score(ready, arrived, summary, stream, on_window)
                         pending = pending.take(slice(full, None))
             except (KeyboardInterrupt, Stopped):
                 pass  # Ctrl-C or SIGTERM (a service being stopped) ends detection cleanly; the summary still comes
+            finally:
+                stream.write(tracker.finish())  # the open incident closes: the alert file ends complete
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _score(self, frames: FrameTable, arrived: float, summary: Summary, alerts, on_window) -> None:
+    def _score(self, frames: FrameTable, arrived: float, summary: Summary, stream: _Stream, on_window) -> None:
         graphs = build_window_graphs(node_keys(frames, self.graph_node), self.window, self.window)
         with torch.inference_mode():
             if len(graphs) == 1:  # as ``apply`` prepares it, without a dataset around one window
                 x, id_token = self.preprocessing.prepare(graphs.x, graphs.can_id)
                 edge_index = torch.from_numpy(graphs.edge_index.astype(np.int64))
-                scores = self._score_one(torch.from_numpy(x), torch.from_numpy(id_token), edge_index)
+                batch = one_window_batch(torch.from_numpy(x), torch.from_numpy(id_token), edge_index)
+                scores = self._score_one(batch.x, batch.id_token, batch.edge_index)
             else:  # a chunk: one batched eager call is faster than the traced scorer window by window
-                scores = self.score([window_batch(self.preprocessing.apply(graphs))])
+                batch = window_batch(self.preprocessing.apply(graphs))
+                scores = self.score([batch])
         decided = time.perf_counter()
-        for index, score in enumerate(scores.tolist()):
-            alert = score >= self.threshold
+        alerting = scores >= self.threshold
+        node_scores, classes, confidences = [], [None] * len(scores), [None] * len(scores)
+        if alerting.any():  # only alerts name suspects and a class
+            node_scores = self.judge.node_scores(batch).tolist()
+            if self.judge.classify is not None:
+                classes, confidences = (values.tolist() for values in self.judge.classify(batch))
+        timed = graphs.timestamps  # without timestamps, start and end are the frames' positions in the capture
+        for index, (score, alert) in enumerate(zip(scores.tolist(), alerting.tolist())):
             summary.windows += 1
             summary.latencies_ms.append((decided - arrived) * 1000)
-            if alert:
-                summary.alerts += 1
-                if alerts is not None:
-                    rows = slice(graphs.node_ptr[index], graphs.node_ptr[index + 1])
-                    first, last = graphs.time_span[index].tolist()
-                    record = {  # without timestamps, start and end are the frames' positions in the capture
-                        "start": first if graphs.timestamps else int(first),
-                        "end": last if graphs.timestamps else int(last),
-                        "unit": "s" if graphs.timestamps else "frame",
-                        NODE_FIELDS[self.graph_node]: [f"{int(i):03X}" for i in graphs.can_id[rows]],
-                        "score": round(score, 6),
-                        "threshold": round(self.threshold, 6),
-                        "decision": "attack",
-                    }
-                    alerts.write(json.dumps(record) + "\n")
-                    alerts.flush()  # alerts are for watching live
+            rows = range(graphs.node_ptr[index], graphs.node_ptr[index + 1])
+            first, last = graphs.time_span[index].tolist()
+            window = WindowVerdict(
+                index=summary.windows - 1, start=first if timed else int(first), end=last if timed else int(last),
+                unit="s" if timed else "frame", frames=self.window, score=score, alert=alert,
+                node_scores={int(graphs.can_id[row]): node_scores[row] for row in rows} if alert else {},
+                attack_class=classes[index] if alert else None, class_confidence=confidences[index] if alert else None,
+            )
+            stream.window(window)
             if on_window is not None:
                 on_window(summary, alert)
 
@@ -194,11 +217,45 @@ class Detector:
         return self.score([one_window_batch(x, id_token, edge_index)])
 
 
+@attrs.define
+class _Stream:
+    """Where a detection's lines go: incident events always, alerting windows with ``verbose``;
+    each line flushed as written (alerts are for watching live)."""
+
+    sink: IO[str] | None
+    verbose: bool
+    tracker: IncidentTracker
+    summary: Summary
+    node_field: str  # what the window line calls its nodes: can_ids, j1939_sources or j1939_pgns
+    threshold: float
+
+    def window(self, window: WindowVerdict) -> None:
+        if window.alert:
+            self.summary.alert_windows += 1
+            if self.verbose:
+                self.write([{"event_type": "window", "start": window.start, "end": window.end, "unit": window.unit,
+                             self.node_field: [f"{can_id:03X}" for can_id in window.node_scores],
+                             "score": round(window.score, 6), "threshold": round(self.threshold, 6), "decision": "attack",
+                             "attack_class": window.attack_class,
+                             "class_confidence": None if window.class_confidence is None else round(window.class_confidence, 4),
+                             "suspects": suspects(window.node_scores)}])
+        self.write(self.tracker.update(window))
+
+    def write(self, events: list[dict[str, Any]]) -> None:
+        self.summary.incidents += sum(event["event_type"] == "incident_open" for event in events)
+        if self.sink is None:
+            return
+        for event in events:
+            self.sink.write(json.dumps(event) + "\n")
+            self.sink.flush()
+
+
+def _attack_classes(extra: dict[str, Any]) -> AttackClasses | None:
+    return AttackClasses.from_dict(extra["attack_classes"]) if "attack_classes" in extra else None
+
+
 def model_scorer(model, name: str) -> Callable:
     """``loader → one score per window`` of a GAT (P(attack)) or VGAE (reconstruction error), by its mode's own code."""
-    from kdcore.plugins.modes.autoencoder import AutoencoderMode
-    from kdcore.plugins.modes.normal import NormalMode
-
     if name == "gat":
         return lambda loader: NormalMode().attack_probabilities(model, loader)
     return lambda loader: AutoencoderMode().window_scores(model, loader)
@@ -252,61 +309,3 @@ def replay_chunks(table: FrameTable, window: int, real_time: bool) -> Iterator[C
         due = start_wall + (chunk.timestamp[-1] - start_time)
         time.sleep(max(0.0, due - time.perf_counter()))
         yield chunk, due  # a late replay (detection slower than the bus) counts as waiting
-
-
-def bus_chunks(
-    bus, window: int, timeout: float = 1.0, idle_limit: float | None = None, ended: threading.Event | None = None
-) -> Iterator[Chunk]:
-    """Frames from a python-can bus, one window's worth at a time as they arrive. Stops after
-    ``idle_limit`` seconds without a frame (None: never), or at the first wait for a frame once
-    ``ended`` is set (a feed that has sent its last frame)."""
-    rows: list[tuple] = []
-    idle = 0.0
-    while True:
-        message = bus.recv(timeout)
-        if message is None:
-            if ended is not None and ended.is_set():
-                break
-            idle += timeout
-            if idle_limit is not None and idle >= idle_limit:
-                break
-            continue
-        idle = 0.0
-        if message.is_error_frame or message.is_remote_frame:
-            continue
-        data = bytes(message.data[:8]).ljust(8, b"\0")
-        rows.append((message.timestamp, message.arbitration_id, min(message.dlc, 8), data))
-        if len(rows) == window:
-            yield _table(rows), time.perf_counter()
-            rows = []
-    if rows:
-        yield _table(rows), time.perf_counter()
-
-
-def feed_bus(bus, table: FrameTable, real_time: bool, stop: threading.Event) -> None:
-    """Send a capture's frames onto ``bus`` in time order, each at its recorded time after the first
-    (or as fast as possible), until done or ``stop`` is set. The frames keep their recorded
-    timestamps where the bus preserves them (python-can's ``virtual``: ``preserve_timestamps``)."""
-    import can
-
-    real_time = real_time and table.timestamps  # positions are no clock: as fast as possible
-    table = table.take(np.argsort(table.timestamp, kind="stable"))
-    start_wall = time.perf_counter()
-    start_time = table.timestamp[0] if len(table) else 0.0
-    for timestamp, can_id, dlc, payload in zip(table.timestamp.tolist(), table.can_id.tolist(), table.dlc.tolist(), table.payload):
-        if real_time:
-            wait = start_wall + (timestamp - start_time) - time.perf_counter()
-            # Waking at most every FEED_TICK (frames due meanwhile go together) leaves the detector
-            # the interpreter for longer stretches: a wake-up per frame slows its decisions.
-            if wait > 0 and stop.wait(max(wait, FEED_TICK)):
-                return
-        elif stop.is_set():
-            return
-        bus.send(can.Message(timestamp=timestamp, arbitration_id=can_id, is_extended_id=can_id > 0x7FF,
-                             dlc=dlc, data=bytes(payload[:dlc])))
-
-
-def _table(rows: list[tuple]) -> FrameTable:
-    timestamp, can_id, dlc, data = zip(*rows)
-    payload = np.frombuffer(b"".join(data), dtype=np.uint8).reshape(-1, 8)
-    return FrameTable.from_frames(np.array(timestamp), np.array(can_id), np.array(dlc), payload)

@@ -279,7 +279,7 @@ class Engine:
 
 
 def save_window_scores(path: Path, windows: dict[str, dict[str, Any]], threshold: float | None) -> None:
-    """Every test window's score, label and attack name, for curves and plots (``kdcore report``)."""
+    """Every test window's score, label, attack name and start (time, or frame position), for curves and plots (``kdcore report``)."""
     arrays = {f"{name}/{key}": np.asarray(values) for name, columns in windows.items() for key, values in columns.items()}
     with atomic_open(path, "wb") as handle:
         np.savez(handle, threshold=np.array(np.nan if threshold is None else threshold), **arrays)

@@ -18,13 +18,15 @@ import numpy as np
 import torch
 from torch_geometric.loader import DataLoader
 
+from kdcore.alert_metrics import alert_metrics
 from kdcore.data.captures import capture_files, ctt_folders
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.base import CaptureFormat
 from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.detect import Detector
 from kdcore.errors import KdcoreError
-from kdcore.metrics import detection_metrics, window_attack_names
+from kdcore.incidents import IncidentTracker
+from kdcore.metrics import alert_record, detection_metrics, window_attack_names
 from kdcore.threads import torch_threads
 
 BATCH_WINDOWS = 512
@@ -58,29 +60,37 @@ def _set_name(file: Path, given: Path) -> str:
 
 def evaluate(
     detector: Detector, data: Sequence[str | Path], capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "error",
-    progress: Callable[[Iterable], Iterable] = iter,
+    progress: Callable[[Iterable], Iterable] = iter, tracker: IncidentTracker | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """(metrics, windows): the run-like metrics of ``detector`` on ``data``, and every window's
-    score, label and attack name per test set (what ``scores.npz`` holds)."""
+    """(metrics, windows): the run-like metrics of ``detector`` on ``data``, with how well its
+    alerts localise and merge into incidents (``tracker``'s settings, ``detect``'s defaults if
+    None); and every window's score, label, attack name and start per test set (what ``scores.npz`` holds)."""
     window, stride = int(detector.data["window_size"]), int(detector.data.get("window_stride", detector.window))
     label_threshold = float(detector.data.get("label_threshold", 0.0))
-    per_set, windows = {}, {}
+    tracker = tracker or IncidentTracker()
+    per_set, windows, records = {}, {}, {}
     with torch_threads(1), torch.inference_mode():
         for name, files in progress(list(find_test_sets(data).items())):
-            scores, labels, attacks = [], [], []
+            scores, labels, attacks, starts = [], [], [], []
             for file in files:
                 table = node_keys(read_capture(file, capture_format, on_bad_rows), detector.graph_node)
-                prepared = detector.preprocessing.apply(build_window_graphs(table, window, stride, label_threshold))
+                graphs = build_window_graphs(table, window, stride, label_threshold)
+                prepared = detector.preprocessing.apply(graphs)
                 scores.append(detector.score(DataLoader(prepared, batch_size=BATCH_WINDOWS)).numpy())
                 labels.append(prepared.labels.numpy())
                 attacks.append(window_attack_names(prepared))
-            windows[name] = {"score": np.concatenate(scores), "label": np.concatenate(labels), "attack": np.concatenate(attacks)}
+                starts.append(graphs.time_span[:, 0])
+                records.setdefault(name, []).append(alert_record(prepared, scores[-1], detector.threshold, window,
+                                                                 detector.judge.node_scores, detector.judge.classify))
+            windows[name] = {"score": np.concatenate(scores), "label": np.concatenate(labels), "attack": np.concatenate(attacks),
+                             "start": np.concatenate(starts)}
     for name, columns in windows.items():
         if len(columns["label"]) == 0:
             raise KdcoreError(f"test set {name!r}: too few frames for a single window of {window}")
-        per_set[name] = _metrics(columns, detector.threshold)
+        per_set[name] = {**_metrics(columns, detector.threshold), **alert_metrics(records[name], tracker, detector.judge.class_names)}
     overall = _metrics({key: np.concatenate([columns[key] for columns in windows.values()]) for key in ("score", "label", "attack")},
                        detector.threshold)
+    overall.update(alert_metrics([record for parts in records.values() for record in parts], tracker, detector.judge.class_names))
     return {**overall, "threshold": detector.threshold, "test_sets": per_set}, windows
 
 

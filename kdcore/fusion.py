@@ -19,11 +19,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdcore.checkpoint import load_checkpoint
+from kdcore.classes import AttackClasses
 from kdcore.contracts import Evaluation
 from kdcore.data.graphset import labels_of
 from kdcore.errors import KdcoreError
 from kdcore.layout import RunLayout
-from kdcore.metrics import best_f1_threshold, evaluate_scores
+from kdcore.metrics import AlertJudge, best_f1_threshold, evaluate_scores
 from kdcore.plugins.modes.autoencoder import AutoencoderMode
 from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, find_inputs
 from kdcore.plugins.modes.normal import NormalMode
@@ -141,6 +142,15 @@ class FusionPredictor:
         return {"probability": probability, "p": p, "raw": raw, "v": v, "state": state, "action": action, "alpha": alpha,
                 "score": fused_score(alpha, p, v)}
 
+    def node_scores(self, batch) -> torch.Tensor:
+        """Per node: each input's node scores relative to its window's largest, mixed with the
+        weight the Q-network gives that input in that window (``s = α·p + (1 − α)·v``)."""
+        batch = batch.to(self.device)
+        alpha = self.decide(*self.inputs([batch]))["alpha"].to(self.device)[batch.batch]
+        gat = _relative(self._classifier.node_scores(self.gat, batch), batch.batch)
+        vgae = _relative(self._autoencoder.node_scores(self.vgae, batch), batch.batch)
+        return alpha * gat + (1 - alpha) * vgae
+
     def components(self, loader) -> dict[str, torch.Tensor]:
         return self.decide(*self.inputs(loader))
 
@@ -164,6 +174,14 @@ class FusionPredictor:
                        if "threshold" in fusion[name] else IDENTITY for name in ("vgae", "gat")}  # older: p as it is
         predictor = cls(models["vgae"], models["gat"], dqn, normalisers, tuple(fusion["actions"]), device)
         return predictor, float(checkpoint.extra["threshold"])
+
+
+def _relative(scores: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Scores divided by the largest magnitude in their window (a window of zeros stays zero)."""
+    from torch_geometric.utils import scatter
+
+    largest = scatter(scores.abs(), window, dim=0, reduce="max")[window]
+    return scores / largest.clamp_min(1e-12)
 
 
 def fit_normalisers(probability: torch.Tensor, raw: torch.Tensor, thresholds: dict[str, float]) -> dict[str, ScoreNormaliser]:
@@ -388,7 +406,10 @@ class FusionTraining:
         predictor.dqn = model.to("cpu").eval()
         val = predictor.decide(self.val["probability"], self.val["raw"])
         threshold = best_f1_threshold(val["score"], self.val["label"], run.config.target_fpr)
-        evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold)
+        gat = load_checkpoint(self.inputs["gat"].checkpoint).extra  # the fused detector's attack classes are its GAT's
+        classes = AttackClasses.from_dict(gat["attack_classes"]) if "attack_classes" in gat else None
+        judge = AlertJudge.of(predictor.node_scores, classes, lambda batch: NormalMode().window_embeddings(predictor.gat, batch))
+        evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold, judge=judge)
         histogram = torch.bincount(val["action"], minlength=len(self.actions)).tolist()
         fusion: dict[str, Any] = {
             "actions": list(self.actions),

@@ -1,4 +1,5 @@
-"""Detection metrics from per-window scores, through torchmetrics."""
+"""Detection metrics from per-window scores, through torchmetrics; the thresholds and attack
+classes fitted after training; and the judging of alerts on the test sets (``alert_metrics``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import attrs
 import numpy as np
 import torch
 from torch.utils.data import Subset
@@ -20,15 +22,21 @@ from torchmetrics.functional.classification import (
     binary_specificity,
 )
 
+from kdcore.alert_metrics import AlertRecord, alert_metrics
+from kdcore.classes import AttackClasses
 from kdcore.contracts import Evaluation
-from kdcore.data.graphset import drop_profile
+from kdcore.data.graphset import drop_profile, labels_of
+from kdcore.incidents import IncidentTracker, WindowVerdict
 
 if TYPE_CHECKING:
-    from kdcore.data.graphset import GraphSet
+    from kdcore.data.graphset import GraphSet, MappedGraphSet
     from kdcore.data.module import GraphDataModule
     from kdcore.run import Run
 
 Scorer = Callable[[DataLoader], torch.Tensor]  # one score per window, higher = more likely an attack
+Embedder = Callable[[object], torch.Tensor]  # a batch → one representation per window (``TrainingMode.window_embeddings``)
+NodeScorer = Callable[[object], torch.Tensor]  # a batch → one score per node (``TrainingMode.node_scores``)
+Classifier = Callable[[object], tuple[np.ndarray, np.ndarray]]  # a batch → (attack class, confidence) per window
 LATENCY_GRAPHS = 100
 
 
@@ -98,11 +106,47 @@ def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: fl
     return thresholds
 
 
-def evaluate_at_fitted_threshold(score: Scorer, run: Run) -> Evaluation:
+def evaluate_at_fitted_threshold(score: Scorer, run: Run, embed: Embedder | None = None,
+                                 node_scores: NodeScorer | None = None) -> Evaluation:
     """What the built-in modes evaluate: thresholds fitted on validation normal windows at the
-    run's ``target_fpr`` (``fitted_thresholds``, saved with the model), then ``evaluate_scores``."""
-    thresholds = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation)
-    return evaluate_scores(score, run.datamodule, thresholds["threshold"], thresholds)
+    run's ``target_fpr`` (``fitted_thresholds``, saved with the model), attack classes on the
+    model's window representation ``embed`` when the data names its attacks (saved as
+    ``attack_classes``), then ``evaluate_scores``, judging the alerts with ``node_scores``."""
+    extra: dict = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation)
+    classes = fit_attack_classes(embed, run.datamodule, run.config.representation) if embed is not None else {}
+    extra.update({key: fitted.to_dict() for key, fitted in classes.items()})
+    judge = AlertJudge.of(node_scores, classes.get("attack_classes"), embed) if node_scores is not None else None
+    return evaluate_scores(score, run.datamodule, extra["threshold"], extra, judge)
+
+
+def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representation: str) -> dict[str, AttackClasses]:
+    """``attack_classes`` (``kdcore.classes``) of the attack windows of the training and validation
+    splits; for the agnostic representation also ``roles_attack_classes``, of the same windows
+    judged without their profile, as another vehicle is judged (what ``kdcore calibrate`` switches
+    to). Empty where no attack is named."""
+    views = {"attack_classes": lambda batch: batch}
+    if representation == "agnostic":
+        views["roles_attack_classes"] = lambda batch: drop_profile(batch, 1.0)
+    embeddings, names = {key: [] for key in views}, []
+    for graphs in (datamodule.train_set, datamodule.val_set):
+        known = attack_names_of(graphs)
+        attacks = torch.nonzero(labels_of(graphs) == 1).view(-1).tolist()
+        if known is None or not attacks:
+            continue
+        for batch in datamodule.loader(Subset(graphs, attacks)):
+            names.append(np.asarray(known)[batch.attack_type.cpu().numpy()])
+            for key, view in views.items():
+                embeddings[key].append(embed(view(batch)).cpu().numpy())
+    if not names:
+        return {}
+    return {key: AttackClasses.fit(np.concatenate(values), np.concatenate(names)) for key, values in embeddings.items()}
+
+
+def attack_names_of(graphs) -> tuple[str, ...] | None:
+    """The attack names a split's ``attack_type`` indexes (None for graphs that carry none)."""
+    if isinstance(graphs, Subset):
+        return attack_names_of(graphs.dataset)
+    return getattr(graphs, "attack_names", None)
 
 
 def window_attack_names(graphs: GraphSet) -> np.ndarray:
@@ -120,20 +164,77 @@ def latency_ms_per_graph(score: Scorer, graphs) -> float:
     return (time.perf_counter() - started) * 1000 / len(sample)
 
 
-def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float, extra: dict | None = None) -> Evaluation:
+@attrs.frozen
+class AlertJudge:
+    """What judging a model's alerts needs (``alert_metrics``): its node scores and, if it has
+    attack classes, its classifier and their names."""
+
+    node_scores: NodeScorer
+    classify: Classifier | None = None
+    class_names: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, node_scores: NodeScorer, classes: AttackClasses | None, embed: Embedder | None) -> AlertJudge:
+        if classes is None or embed is None:
+            return cls(node_scores)
+        return cls(node_scores, lambda batch: classes.predict(embed(batch).cpu().numpy()), classes.names)
+
+
+def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float, extra: dict | None = None,
+                    judge: AlertJudge | None = None) -> Evaluation:
     """Metrics over all test sets together, and for each named test set on its own; ``extra``
-    is saved with the model beside the threshold."""
-    per_set, windows, all_scores, all_labels, all_names = {}, {}, [], [], []
+    is saved with the model beside the threshold. With a ``judge``, also how the alerts localise,
+    classify and merge into incidents (``alert_metrics``, with ``detect``'s incident settings)."""
+    per_set, windows, all_scores, all_labels, all_names, records = {}, {}, [], [], [], []
     for name, graphs in datamodule.test_sets.items():
         scores = score(datamodule.loader(graphs))
         labels, names = graphs.labels, window_attack_names(graphs)
         if len(labels):
             per_set[name] = detection_metrics(scores, labels, threshold, names)
-            windows[name] = {"score": scores.numpy(), "label": labels.numpy(), "attack": names}
+            windows[name] = {"score": scores.numpy(), "label": labels.numpy(), "attack": names, "start": graphs.time_span[:, 0].numpy()}
+            if judge is not None:
+                records.append(alert_record(graphs, scores.numpy(), threshold, datamodule.config.window_size, judge.node_scores,
+                                            judge.classify, datamodule.config.batch_size))
+                per_set[name].update(alert_metrics(records[-1:], IncidentTracker(), judge.class_names))
         all_scores.append(scores)
         all_labels.append(labels)
         all_names.append(names)
     metrics = detection_metrics(torch.cat(all_scores), torch.cat(all_labels), threshold, np.concatenate(all_names))
+    if records:
+        metrics.update(alert_metrics(records, IncidentTracker(), judge.class_names))
     first_set = next(iter(datamodule.test_sets.values()))
     metrics["latency_ms_per_graph"] = latency_ms_per_graph(score, first_set)
     return Evaluation(metrics=metrics, extra={**(extra or {}), "threshold": threshold}, per_set=per_set, windows=windows)
+
+
+def alert_record(graphs: GraphSet | MappedGraphSet, scores: np.ndarray, threshold: float, window: int, node_scores: NodeScorer,
+                 classify: Classifier | None = None, batch_size: int = 512) -> AlertRecord:
+    """The windows of ``graphs`` as ``kdcore detect`` judges them, in order: the alerting ones with
+    their nodes' scores and attack class; with every window's label and attacked IDs."""
+    alerting = np.flatnonzero(scores >= threshold).tolist()
+    per_node, classes = {}, {}
+    if alerting:
+        loader = DataLoader(Subset(graphs, alerting), batch_size=batch_size)
+        flat = torch.cat([node_scores(batch).cpu() for batch in loader]).tolist()
+        offset = 0
+        for index in alerting:
+            can_ids = graphs.window_nodes(index)[0].tolist()
+            per_node[index] = dict(zip(can_ids, flat[offset:offset + len(can_ids)]))
+            offset += len(can_ids)
+        if classify is not None:
+            names, confidences = (np.concatenate(column).tolist() for column in zip(*(classify(batch) for batch in loader)))
+            classes = dict(zip(alerting, zip(names, confidences)))
+    unit = "s" if graphs.timestamps else "frame"
+    labels = graphs.labels.numpy()
+    verdicts, attacked = [], []
+    for index, (score, (first, last)) in enumerate(zip(scores.tolist(), graphs.time_span.tolist())):
+        attack_class, confidence = classes.get(index, (None, None))
+        verdicts.append(WindowVerdict(index=index, start=first, end=last, unit=unit, frames=window, score=score,
+                                      alert=index in per_node, node_scores=per_node.get(index, {}),
+                                      attack_class=attack_class, class_confidence=confidence))
+        if labels[index]:
+            can_ids, node_attack = graphs.window_nodes(index)
+            attacked.append(frozenset(can_ids[node_attack].tolist()))
+        else:
+            attacked.append(frozenset())
+    return AlertRecord(verdicts, labels, window_attack_names(graphs), attacked)

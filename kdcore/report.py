@@ -95,7 +95,8 @@ def write_report(
         title = f"{dataset} · {model}"
         stem = f"{dataset}-{model}"
         sections += [f"## {title}", ""]
-        for kind, draw in (("curves", _plot_curves), ("scores", _plot_scores), ("confusion", _plot_confusion), ("training", _plot_training)):
+        for kind, draw in (("curves", _plot_curves), ("scores", _plot_scores), ("confusion", _plot_confusion),
+                           ("classes", _plot_classes), ("training", _plot_training)):
             name = f"plots/{stem}-{kind}.png"
             if draw(group, out / name, title):
                 sections += [f"![{title} {kind}]({name})", ""]
@@ -107,6 +108,11 @@ def write_report(
             for r in attack_rows:
                 sections.append(f"| {run_label(r)} | " + " | ".join(_fmt(r["per_attack_recall"].get(a)) for a in attacks) + " |")
             sections.append("")
+        sections += _alerts(group)
+    for dataset in sorted({row["dataset"] for row in rows}):
+        name = f"plots/{dataset}-timeline.png"
+        if _plot_timeline([row for row in rows if row["dataset"] == dataset], out / name, dataset):
+            sections += [f"## {dataset} · incidents", "", f"![{dataset} incident timeline]({name})", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(sections) + "\n")
     return report
@@ -125,6 +131,29 @@ def _per_test_set(group: list[dict[str, Any]]) -> list[str]:
             metrics = row.get("test_sets", {}).get(name)
             cells.append(" · ".join(_fmt(metrics[key]) for key in ("f1", "fpr", "auroc")) if metrics else "–")
         lines.append(f"| {run_label(row)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _alerts(group: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: how each run's alerts localise the attacked IDs per attack (top-1 · top-3 of
+    its detected attack windows), and how they merge into incidents."""
+    judged = [row for row in group if row.get("localisation")]
+    if not judged:
+        return []
+    attacks = sorted({attack for row in judged for attack in row["localisation"]["per_attack"]})
+    lines = ["Localisation, top-1 · top-3 suspects naming an attacked ID, per attack:", "",
+             "| run | " + " | ".join(attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
+    for row in judged:
+        per_attack = row["localisation"]["per_attack"]
+        lines.append(f"| {run_label(row)} | " + " | ".join(
+            f"{_fmt(per_attack[a]['top1'])} · {_fmt(per_attack[a]['top3'])}" if a in per_attack else "–" for a in attacks) + " |")
+    lines += ["", "Incidents (`kdcore detect`'s defaults):", "",
+              "| run | bursts | found | per burst | delay (windows) | false | false/h | top-1 | class accuracy |", "|---" * 10 + "|"]
+    for row in judged:
+        incidents = row["incidents"]
+        lines.append(f"| {run_label(row)} | " + " | ".join(_fmt(incidents[key]) for key in (
+            "bursts", "detected_bursts", "incidents_per_burst_median", "time_to_detect_windows_median", "false_incidents",
+            "false_incidents_per_hour")) + f" | {_fmt(incidents['localisation']['top1'])} | {_fmt(incidents.get('class_accuracy'))} |")
     return [*lines, ""]
 
 
@@ -243,6 +272,63 @@ def _plot_confusion(group, path: Path, title: str) -> bool:
                  xlabel="predicted", ylabel="true", title=run_label(row))
         axis.title.set_fontsize(8)
     figure.suptitle(f"Confusion matrices · {title}")
+    return _save(figure, path)
+
+
+def _plot_classes(group, path: Path, title: str) -> bool:
+    """Attack class confusion matrices of the detected attack windows, one per run that has classes."""
+    rows = [row for row in group if row.get("attack_classes")]
+    if not rows:
+        return False
+    figure, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4), squeeze=False)
+    for axis, row in zip(axes[0], rows):
+        report = row["attack_classes"]
+        matrix = np.asarray(report["confusion_matrix"])
+        axis.imshow(matrix, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            axis.text(j, i, str(value), ha="center", va="center", fontsize=8)
+        axis.set(xticks=range(len(report["classes"])), yticks=range(len(report["true"])), xlabel="predicted class",
+                 ylabel="true attack", title=f"{run_label(row)} · accuracy {_fmt(report['accuracy'])}")
+        axis.set_xticklabels(report["classes"], rotation=45, ha="right", fontsize=7)
+        axis.set_yticklabels(report["true"], fontsize=7)
+        axis.title.set_fontsize(8)
+    figure.suptitle(f"Attack classes · {title}")
+    return _save(figure, path)
+
+
+def _plot_timeline(rows: list[dict[str, Any]], path: Path, dataset: str) -> bool:
+    """One test set of the dataset (its first) over time: attack windows shaded, each run's
+    incidents drawn as bars, labelled with their top suspect."""
+    found = []
+    for row in rows:
+        listed = row.get("test_sets", {})
+        names = sorted(name for name, metrics in listed.items() if "incidents" in metrics)
+        scores = Path(row["run_dir"]) / "scores.npz"
+        if names and scores.is_file():
+            found.append((row, names[0], scores))
+    if not found:
+        return False
+    test_set = found[0][1]
+    found = [(row, scores) for row, name, scores in found if name == test_set]
+    with np.load(found[0][1], allow_pickle=False) as arrays:
+        if f"{test_set}/start" not in arrays.files:
+            return False
+        start, label = arrays[f"{test_set}/start"], arrays[f"{test_set}/label"]
+    figure, axis = plt.subplots(figsize=(11, 0.5 * len(found) + 1.4))
+    step = float(np.median(np.diff(start))) if len(start) > 1 else 1.0
+    attack = np.flatnonzero(label == 1)
+    for burst in np.split(attack, np.flatnonzero(np.diff(attack) > 1) + 1) if len(attack) else []:
+        axis.axvspan(start[burst[0]], start[burst[-1]] + step, color="tab:red", alpha=0.15, linewidth=0)
+    for y, (row, _) in enumerate(found):
+        for incident in row["test_sets"][test_set]["incidents"]["listed"]:
+            axis.plot([incident["start"], incident["end"]], [y, y], linewidth=6, solid_capstyle="butt", color="tab:blue")
+            if incident["suspects"]:
+                axis.text(incident["start"], y + 0.22, incident["suspects"][0]["can_id"], fontsize=6)
+    units = {incident["unit"] for row, _ in found for incident in row["test_sets"][test_set]["incidents"]["listed"]}
+    axis.set(yticks=range(len(found)), ylim=(-0.6, len(found) - 0.2), xlabel="frame" if units == {"frame"} else "time (s)",
+             title=f"Incidents · {dataset} · {test_set} (attack windows shaded, bars: incidents, label: top suspect)")
+    axis.set_yticklabels([run_label(row) for row, _ in found], fontsize=7)
+    axis.title.set_fontsize(9)
     return _save(figure, path)
 
 

@@ -22,7 +22,8 @@ from kdcore.data.formats.writers import write_csv
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.traffic import attack_intervals, inject
 from kdcore.data.windows import build_window_graphs
-from kdcore.detect import Detector, bus_chunks, feed_bus, one_window_batch, replay_chunks, window_batch
+from kdcore.bus import bus_chunks, feed_bus
+from kdcore.detect import Detector, one_window_batch, replay_chunks, window_batch
 from kdcore.export import TOLERANCE
 from kdcore.signals import Stopped
 
@@ -39,18 +40,20 @@ def test_replayed_alerts_cover_the_attack_windows(engine, teacher_root):
     detector = Detector(teacher_root / GAT, engine=engine)
     table = read_capture(teacher_root / DOS)
     alerts = io.StringIO()
-    summary = detector.detect(replay_chunks(table, detector.window, real_time=False), alerts)
+    summary = detector.detect(replay_chunks(table, detector.window, real_time=False), alerts, verbose=True)
 
     truth = build_window_graphs(table, detector.window, detector.window)
     assert summary.windows == len(truth) and summary.frames == len(table)
     records = [json.loads(line) for line in alerts.getvalue().splitlines()]
-    assert len(records) == summary.alerts > 0
+    records = [r for r in records if r["event_type"] == "window"]
+    assert len(records) == summary.alert_windows > 0
     attack_spans = {tuple(span) for span, label in zip(truth.time_span.tolist(), truth.y) if label}
     alerted = {(r["start"], r["end"]) for r in records}
     assert len(alerted & attack_spans) >= 0.8 * len(attack_spans), "most attack windows raise an alert"
     # a two-epoch tiny model, its threshold fitted on a dozen validation windows: some false alerts
     assert len(alerted - attack_spans) <= 0.35 * len(alerted), "few alerts on normal windows"
     assert all(r["decision"] == "attack" and r["score"] >= r["threshold"] and r["can_ids"] and r["unit"] == "s" for r in records)
+    assert all({s["can_id"] for s in r["suspects"]} <= set(r["can_ids"]) and r["suspects"] for r in records)
 
 
 def test_a_capture_without_timestamps_alerts_by_frame_position(engine, teacher_root):
@@ -58,13 +61,16 @@ def test_a_capture_without_timestamps_alerts_by_frame_position(engine, teacher_r
     table = read_capture(teacher_root / DOS).with_positions()
     started = time.perf_counter()
     alerts = io.StringIO()
-    summary = detector.detect(replay_chunks(table, detector.window, real_time=True), alerts)  # no clock: no waiting
+    summary = detector.detect(replay_chunks(table, detector.window, real_time=True), alerts, verbose=True)  # no clock: no waiting
     assert time.perf_counter() - started < table.timestamp[-1] / 10  # taken for seconds, the positions would take 1199 s
     records = [json.loads(line) for line in alerts.getvalue().splitlines()]
-    assert summary.windows == len(table) // detector.window and len(records) == summary.alerts > 0
+    windows = [r for r in records if r["event_type"] == "window"]
+    assert summary.windows == len(table) // detector.window and len(windows) == summary.alert_windows > 0
     window = detector.window
     assert all(r["unit"] == "frame" and isinstance(r["start"], int) and r["start"] % window == 0
-               and r["end"] == r["start"] + window - 1 for r in records)
+               and r["end"] == r["start"] + window - 1 for r in windows)
+    incidents = [r for r in records if r["event_type"] != "window"]
+    assert incidents and all(r["unit"] == "frame" and r["start"] % window == 0 and (r["end"] + 1) % window == 0 for r in incidents)
 
 
 def test_frames_from_a_python_can_bus(engine, teacher_root):
@@ -106,7 +112,9 @@ def test_detect_command(teacher_root, tmp_path):
                                       "--as-fast-as-possible", "--alerts", str(tmp_path / "alerts.jsonl")])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stderr.strip().splitlines()[-1])["summary"]
-    assert summary["alerts"] == len((tmp_path / "alerts.jsonl").read_text().splitlines())
+    events = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert summary["incidents"] == sum(e["event_type"] == "incident_open" for e in events) > 0
+    assert [e["event_type"] for e in events] == ["incident_open", "incident_close"] * summary["incidents"]
     both = CliRunner().invoke(app, ["detect", "--model", str(teacher_root / GAT)])
     assert both.exit_code == 2 and "exactly one of --bus" in both.stderr
     assert np.isfinite(summary["frames_per_s"])
@@ -120,9 +128,52 @@ def test_the_fused_detector_alerts_as_its_evaluation_decided(engine, teacher_roo
     fusion = engine.run(tiny_config(root, mode="fusion", model_size="teacher"))
     detector = Detector(fusion.checkpoint, engine=engine)
     table = read_capture(root / DOS)
-    summary = detector.detect(replay_chunks(table, detector.window, real_time=False))
+    alerts = io.StringIO()
+    summary = detector.detect(replay_chunks(table, detector.window, real_time=False), alerts)
     (tn, fp), (fn, tp) = fusion.metrics["test_sets"]["test_01_dos"]["confusion_matrix"]
-    assert summary.alerts == tp + fp and summary.windows == tn + fp + fn + tp
+    assert summary.alert_windows == tp + fp and summary.windows == tn + fp + fn + tp
+    opened = [event for event in map(json.loads, alerts.getvalue().splitlines()) if event["event_type"] == "incident_open"]
+    assert opened and all(event["suspects"][0]["can_id"] == "000" for event in opened), "the flooding ID leads every incident"
+
+
+@pytest.mark.parametrize("model", [GAT, VGAE], ids=["gat", "vgae"])
+def test_alerts_name_the_flooding_id_first(engine, teacher_root, model):
+    detector = Detector(teacher_root / model, engine=engine)
+    table = read_capture(teacher_root / DOS)
+    alerts = io.StringIO()
+    summary = detector.detect(replay_chunks(table, detector.window, real_time=False), alerts, verbose=True)
+    events = [json.loads(line) for line in alerts.getvalue().splitlines()]
+    truth = build_window_graphs(table, detector.window, detector.window)
+    attack_spans = {tuple(span) for span, label in zip(truth.time_span.tolist(), truth.y) if label}
+    attacked = [e for e in events if e["event_type"] == "window" and (e["start"], e["end"]) in attack_spans]
+    assert len(attacked) >= 5
+    assert np.mean([e["suspects"][0]["can_id"] == "000" for e in attacked]) >= 0.9, "top-1: the DoS ID"
+    opened = [e for e in events if e["event_type"] == "incident_open"]
+    closed = [e for e in events if e["event_type"] == "incident_close"]
+    assert len(opened) == len(closed) == summary.incidents > 0
+    assert [e["incident"] for e in opened] == [e["incident"] for e in closed] == list(range(1, summary.incidents + 1))
+    assert all(c["start"] == o["start"] and c["end"] >= o["end"] and c["windows"] >= o["windows"] for o, c in zip(opened, closed))
+    assert closed[0]["attack_class"] == "dos" and 0 < closed[0]["class_confidence"] <= 1  # the one attack it was trained on
+    assert summary.incidents <= 1 + 2, "the capture's one DoS burst, a false incident or two at most"
+
+
+def test_node_scores_explain_the_window_score(engine, teacher_root):
+    table = read_capture(teacher_root / DOS)
+    vgae, gat = Detector(teacher_root / VGAE, engine=engine), Detector(teacher_root / GAT, engine=engine)
+    batch = window_batch(vgae.preprocessing.apply(build_window_graphs(table, vgae.window, vgae.window)))
+    with torch.inference_mode():  # as detect calls them
+        errors = vgae.judge.node_scores(batch)
+        window_means = torch.zeros(batch.num_graphs).index_add_(0, batch.batch, errors) / torch.bincount(batch.batch)
+        assert torch.allclose(window_means, vgae.score([batch]), atol=1e-5), "the VGAE's score is its nodes' mean error"
+        attribution = gat.judge.node_scores(batch)
+    assert attribution.shape == (len(batch.x),) and torch.isfinite(attribution).all() and attribution.abs().sum() > 0
+    from kdcore.checkpoint import load_checkpoint
+    from kdcore.plugins.modes.normal import NormalMode
+
+    model = engine.load_model(load_checkpoint(teacher_root / GAT), teacher_root / GAT)
+    with torch.inference_mode():
+        assert torch.equal(NormalMode().node_scores(model, batch), attribution)
+    assert all(p.grad is None for p in model.parameters()), "attribution leaves the model's gradients alone"
 
 
 def test_a_window_batch_is_what_pyg_collation_gives(teacher_root):
@@ -209,9 +260,9 @@ def test_windows_scored_one_at_a_time_go_through_the_trace_and_alert_as_eager_sc
     score = detector.score
     detector.score = lambda loader: eager_calls.append(1) or score(loader)
     traced_alerts, eager_alerts = io.StringIO(), io.StringIO()
-    summary = detector.detect(_one_window_at_a_time(table, detector.window), traced_alerts)
-    eager.detect(_one_window_at_a_time(table, eager.window), eager_alerts)
-    assert summary.windows == len(table) // detector.window and summary.alerts > 0
+    summary = detector.detect(_one_window_at_a_time(table, detector.window), traced_alerts, verbose=True)
+    eager.detect(_one_window_at_a_time(table, eager.window), eager_alerts, verbose=True)
+    assert summary.windows == len(table) // detector.window and summary.alert_windows > 0
     assert traced_alerts.getvalue() == eager_alerts.getvalue()
     assert not eager_calls, "no window needed the eager scorer"
 
@@ -239,9 +290,9 @@ def test_a_wrong_or_failed_trace_falls_back_to_eager_scoring_with_one_warning(en
     table = read_capture(teacher_root / DOS)
     reference.score_window = None
     got, expected = io.StringIO(), io.StringIO()
-    summary = detector.detect(_one_window_at_a_time(table, detector.window), got)
-    reference.detect(_one_window_at_a_time(table, reference.window), expected)
-    assert summary.alerts > 0 and got.getvalue() == expected.getvalue()
+    summary = detector.detect(_one_window_at_a_time(table, detector.window), got, verbose=True)
+    reference.detect(_one_window_at_a_time(table, reference.window), expected, verbose=True)
+    assert summary.alert_windows > 0 and got.getvalue() == expected.getvalue()
 
 
 def test_a_traced_score_near_the_threshold_is_decided_by_the_eager_scorer(engine, teacher_root):
@@ -275,15 +326,15 @@ def test_a_fed_virtual_bus_is_scored_live_like_the_replay(engine, teacher_root):
     thread.start()
     live = io.StringIO()
     summary = detector.detect(bus_chunks(receiver, detector.window, timeout=0.05, ended=ended), live,
-                              on_window=lambda *_: decided.append(ended.is_set()))
+                              on_window=lambda *_: decided.append(ended.is_set()), verbose=True)
     thread.join()
     receiver.shutdown()
     sender.shutdown()
     replayed = io.StringIO()
-    detector.detect(replay_chunks(table, detector.window, real_time=False), replayed)
+    detector.detect(replay_chunks(table, detector.window, real_time=False), replayed, verbose=True)
     assert (summary.frames, summary.windows) == (len(table), len(table) // detector.window)
     assert decided.count(False) >= 0.8 * len(decided), "most windows are decided while the feed is still sending"
-    assert live.getvalue() == replayed.getvalue() and summary.alerts > 0
+    assert live.getvalue() == replayed.getvalue() and summary.alert_windows > 0
 
 
 def test_detect_feed_command(teacher_root, tmp_path):
@@ -294,7 +345,7 @@ def test_detect_feed_command(teacher_root, tmp_path):
                               "--feed", str(teacher_root / DOS), "--as-fast-as-possible", "--alerts", str(tmp_path / "fed.jsonl")])
     assert fed.exit_code == 0 and replayed.exit_code == 0, fed.output + replayed.output
     summary = json.loads(fed.stderr.strip().splitlines()[-1])["summary"]
-    assert summary["frames"] == len(read_capture(teacher_root / DOS)) and summary["alerts"] > 0
+    assert summary["frames"] == len(read_capture(teacher_root / DOS)) and summary["incidents"] > 0
     assert (tmp_path / "fed.jsonl").read_text() == (tmp_path / "replayed.jsonl").read_text()
     refused = runner.invoke(app, ["detect", "--model", str(teacher_root / GAT), "--bus", "socketcan:can0", "--feed", str(teacher_root / DOS)])
     assert refused.exit_code == 2 and "--feed sends frames onto a python-can virtual bus only" in refused.stderr
@@ -354,9 +405,10 @@ def real_students(engine, tmp_path_factory):
 
 def _detect(checkpoint, capture, alerts):
     result = CliRunner().invoke(app, ["detect", "--model", str(checkpoint), "--replay", str(capture),
-                                      "--as-fast-as-possible", "--alerts", str(alerts)])
+                                      "--as-fast-as-possible", "--alerts", str(alerts), "--verbose"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.stderr.strip().splitlines()[-1])["summary"], [json.loads(line) for line in alerts.read_text().splitlines()]
+    events = [json.loads(line) for line in alerts.read_text().splitlines()]
+    return json.loads(result.stderr.strip().splitlines()[-1])["summary"], [e for e in events if e["event_type"] == "window"]
 
 
 @needs_real
@@ -369,7 +421,7 @@ def test_real_attack_capture_alerts_cover_the_attack_intervals(real_students, tm
     table = read_capture(capture)
     spans = np.array([(a["start"], a["end"]) for a in alerts])
     intervals = attack_intervals(read_capture(CAMARO / name), seed)
-    assert summary["alerts"] == len(alerts) > 0 and len(intervals) >= 2
+    assert summary["alert_windows"] == len(alerts) > 0 and len(intervals) >= 2
     for start, end in intervals:
         attack_times = table.timestamp[(table.label == 1) & (table.timestamp >= start) & (table.timestamp < end)]
         inside_alert = ((attack_times[:, None] >= spans[:, 0]) & (attack_times[:, None] <= spans[:, 1])).any(axis=1)
@@ -385,7 +437,7 @@ def test_real_attack_capture_alerts_cover_the_attack_intervals(real_students, tm
 def test_real_normal_capture_false_alert_rate_matches_the_test_fpr(real_students, tmp_path, model):
     data, runs = real_students
     summary, _ = _detect(runs[model].checkpoint, data / "test_02_attack_free" / "normal-held-out.csv", tmp_path / "alerts.jsonl")
-    rate = summary["alerts"] / summary["windows"]
+    rate = summary["alert_windows"] / summary["windows"]
     own = runs[model].metrics["test_sets"]["test_02_attack_free"]
     assert summary["windows"] == own["windows"] > 100
     assert rate == pytest.approx(own["fpr"], abs=1e-6), "the same windows, the same decisions as the evaluation"

@@ -32,6 +32,23 @@ def test_a_dataset_folder_scores_as_the_run_scored_its_test_sets(engine, teacher
     assert metrics["f1"] == pytest.approx(trained["f1"]) and metrics["threshold"] == detector.threshold
 
 
+@pytest.mark.parametrize(("run", "checkpoint"), [(GAT, "gat_normal.pth"), (VGAE, "vgae_autoencoder.pth")])
+def test_alerts_are_judged_by_localisation_and_incidents(engine, teacher_root, run, checkpoint):
+    detector = Detector(teacher_root / run / "models" / checkpoint, engine=engine)
+    metrics, _ = evaluate(detector, [teacher_root / "data" / "tiny" / "test_01_dos"])
+    dos = metrics["test_sets"]["dos.csv"]
+    (tn, fp), (fn, tp) = dos["confusion_matrix"]
+    assert dos["localisation"]["count"] == tp > 0  # every detected attack window is judged
+    assert dos["localisation"]["top1"] >= 0.9 and dos["localisation"]["per_attack"]["dos"]["count"] == tp
+    incidents = dos["incidents"]
+    assert incidents["bursts"] == incidents["detected_bursts"] == 1  # the tiny test capture opens with one DoS burst
+    assert incidents["incidents_per_burst_median"] == 1.0 and incidents["time_to_detect_windows_median"] <= 2
+    assert incidents["localisation"]["top1"] == 1.0 and incidents["normal_hours"] > 0
+    assert metrics["incidents"]["bursts"] == incidents["bursts"]  # one capture: the overall figures are its own
+    classes = dos["attack_classes"]  # trained on DoS alone: every detected DoS window is DoS, or unknown at worst
+    assert classes["classes"] == ["dos", "unknown"] and sum(classes["confusion_matrix"][0]) == tp and classes["accuracy"] >= 0.8
+
+
 def test_every_capture_is_a_test_set_and_a_layout_reads_any_text(engine, teacher_root, tmp_path):
     dos = teacher_root / "data" / "tiny" / "test_01_dos" / "dos.csv"
     table = read_capture(dos)

@@ -34,8 +34,15 @@ def test_report_tables_and_plots(engine, teacher_root, tmp_path):
     written = json.loads((teacher_root / kd_student["run_dir"] / "metrics.json").read_text())["test_sets"]["test_02_fuzzy"]
     assert f"{written['f1']:.4f} · {written['fpr']:.4f} · {written['auroc']:.4f}" in text
 
+    # how the alerts localise (per attack) and merge into incidents, from the same metrics.json
+    overall = json.loads((teacher_root / kd_student["run_dir"] / "metrics.json").read_text())
+    per_attack = overall["localisation"]["per_attack"]["dos"]
+    assert "Localisation, top-1 · top-3" in text and f"{per_attack['top1']:.4f} · {per_attack['top3']:.4f}" in text
+    assert "| run | bursts | found |" in text and f"| {overall['incidents']['bursts']:,} | {overall['incidents']['detected_bursts']:,} |" in text
+
     plots = sorted((tmp_path / "report" / "plots").glob("*.png"))
-    assert {p.name for p in plots} >= {"tiny-gat-curves.png", "tiny-gat-scores.png", "tiny-gat-confusion.png", "tiny-gat-training.png"}
+    assert {p.name for p in plots} >= {"tiny-gat-curves.png", "tiny-gat-scores.png", "tiny-gat-confusion.png", "tiny-gat-training.png",
+                                       "tiny-gat-classes.png", "tiny-timeline.png"}
     for plot in plots:
         assert plot.read_bytes()[:8] == PNG_MAGIC
         assert f"plots/{plot.name}" in text

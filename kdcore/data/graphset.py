@@ -33,9 +33,18 @@ class GraphSet(Dataset):
         self.attack_type = torch.from_numpy(graphs.attack_type.astype(np.int64))
         self.time_span = torch.from_numpy(graphs.time_span)
         self.attack_names = graphs.attack_names
+        self.timestamps = graphs.timestamps
+        self.can_id = np.asarray(graphs.can_id)
+        self.node_attack = np.asarray(graphs.node_attack)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def window_nodes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw CAN ID of each node of window ``index`` (what alerts name), and whether any of
+        the node's frames is an attack frame."""
+        rows = slice(self.node_ptr[index], self.node_ptr[index + 1])
+        return self.can_id[rows], self.node_attack[rows]
 
     def __getitem__(self, index: int) -> Data:
         n0, n1 = self.node_ptr[index], self.node_ptr[index + 1]
@@ -80,6 +89,17 @@ class MappedGraphSet(Dataset):
     def time_span(self) -> torch.Tensor:
         """First and last frame time of every window, read on demand."""
         return torch.from_numpy(np.concatenate([np.asarray(p.time_span) for p in self.parts] or [np.zeros((0, 2))]))
+
+    @property
+    def timestamps(self) -> bool:
+        return all(part.timestamps for part in self.parts)
+
+    def window_nodes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """As ``GraphSet.window_nodes``, read from the window's part."""
+        which = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        part, window = self.parts[which], index - int(self.offsets[which])
+        rows = slice(int(part.node_ptr[window]), int(part.node_ptr[window + 1]))
+        return np.asarray(part.can_id[rows]), np.asarray(part.node_attack[rows])
 
     def __getitem__(self, index: int) -> Data:
         index = int(index)

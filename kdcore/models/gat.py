@@ -61,9 +61,14 @@ class GAT(nn.Module):
         )
 
     def forward(self, x, id_token, edge_index, batch) -> torch.Tensor:
-        h = torch.cat([x, self.id_embedding(id_token)], dim=-1)
+        return self.classifier(self.embed(x, id_token, edge_index, batch))
+
+    def embed(self, x, id_token, edge_index, batch, id_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Each window's pooled node representation: what the classifier decides on. ``id_features``
+        stands in for the ID embedding's output (attribution differentiates with respect to it)."""
+        h = torch.cat([x, self.id_embedding(id_token) if id_features is None else id_features], dim=-1)
         layers = []
         for conv in self.convs:
             h = torch.relu(run_layer(conv, h, edge_index, checkpointed=self.gradient_checkpointing and self.training))
             layers.append(h)
-        return self.classifier(global_mean_pool(self.jump(layers), batch))
+        return global_mean_pool(self.jump(layers), batch)

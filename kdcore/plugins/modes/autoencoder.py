@@ -58,11 +58,32 @@ class AutoencoderMode(TrainingMode):
                 scores.append(graph_scores(outputs, batch.x, batch.id_token, batch.batch, batch.num_graphs).cpu())
         return torch.cat(scores) if scores else torch.empty(0)
 
+    def node_scores(self, model, batch) -> torch.Tensor:
+        """Each node's reconstruction error: the window's score is their mean."""
+        import torch
+
+        model.eval()
+        batch = batch.to(next(model.parameters()).device)
+        with torch.no_grad():
+            return node_errors(self.outputs(model, batch), batch.x, batch.id_token)
+
+    def window_embeddings(self, model, batch) -> torch.Tensor:
+        """The mean of the window's node latents."""
+        import torch
+        from torch_geometric.nn import global_mean_pool
+
+        model.eval()
+        batch = batch.to(next(model.parameters()).device)
+        with torch.no_grad():
+            return global_mean_pool(self.outputs(model, batch)["z"].float(), batch.batch)
+
     def evaluate(self, model, run):
         """Threshold: the score that ``target_fpr`` of validation normal windows reach; then detect on the test split."""
         from kdcore.metrics import evaluate_at_fitted_threshold
 
-        return evaluate_at_fitted_threshold(lambda loader: self.window_scores(model, loader), run)
+        return evaluate_at_fitted_threshold(lambda loader: self.window_scores(model, loader), run,
+                                            lambda batch: self.window_embeddings(model, batch),
+                                            lambda batch: self.node_scores(model, batch))
 
 
 def graph_scores(outputs, x, id_token, batch, num_graphs: int) -> torch.Tensor:
@@ -73,12 +94,17 @@ def graph_scores(outputs, x, id_token, batch, num_graphs: int) -> torch.Tensor:
     spoofed ID repeats one transition), so adding the edge error ranked attacks below normal
     windows (docs/transfer.md).
     """
-    import torch.nn.functional as F
     from torch_geometric.utils import scatter
 
+    return scatter(node_errors(outputs, x, id_token), batch, dim=0, dim_size=num_graphs, reduce="mean")
+
+
+def node_errors(outputs, x, id_token) -> torch.Tensor:
+    """Per node: feature MSE + CAN-ID cross-entropy."""
+    import torch.nn.functional as F
+
     node_error = F.mse_loss(outputs["recon"].float(), x, reduction="none").mean(-1)
-    node_error = node_error + F.cross_entropy(outputs["canid_logits"].float(), id_token, reduction="none")
-    return scatter(node_error, batch, dim=0, dim_size=num_graphs, reduce="mean")
+    return node_error + F.cross_entropy(outputs["canid_logits"].float(), id_token, reduction="none")
 
 
 @hookimpl

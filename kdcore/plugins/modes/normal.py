@@ -61,11 +61,40 @@ class NormalMode(TrainingMode):
             ]
         return torch.cat(probabilities) if probabilities else torch.empty(0)
 
+    def node_scores(self, model, batch) -> torch.Tensor:
+        """Gradient × input of each window's attack log-odds, summed over each node's input — its
+        features and its ID embedding: the share of the decision a node carries, to first order
+        (docs/deployment.md measures how often it names the attacked ID). Works inside
+        ``torch.inference_mode``."""
+        import torch
+
+        model.eval()
+        batch = batch.to(next(model.parameters()).device)
+        with torch.inference_mode(False), torch.enable_grad():
+            x = batch.x.clone().requires_grad_(True)  # clones: inference tensors cannot be saved for backward
+            id_token = batch.id_token.clone()
+            ids = model.id_embedding(id_token).detach().requires_grad_(True)
+            pooled = model.embed(x, id_token, batch.edge_index.clone(), batch.batch.clone(), id_features=ids)
+            logits = model.classifier(pooled).float()
+            gradients = torch.autograd.grad((logits[:, 1] - logits[:, 0]).sum(), [x, ids])
+        return ((gradients[0] * x).sum(-1) + (gradients[1] * ids).sum(-1)).detach()
+
+    def window_embeddings(self, model, batch) -> torch.Tensor:
+        """The pooled representation the GAT's classifier decides on."""
+        import torch
+
+        model.eval()
+        batch = batch.to(next(model.parameters()).device)
+        with torch.no_grad():
+            return model.embed(batch.x, batch.id_token, batch.edge_index, batch.batch).float()
+
     def evaluate(self, model, run):
         """Threshold: P(attack) that ``target_fpr`` of validation normal windows reach; then detect on the test split."""
         from kdcore.metrics import evaluate_at_fitted_threshold
 
-        return evaluate_at_fitted_threshold(lambda loader: self.attack_probabilities(model, loader), run)
+        return evaluate_at_fitted_threshold(lambda loader: self.attack_probabilities(model, loader), run,
+                                            lambda batch: self.window_embeddings(model, batch),
+                                            lambda batch: self.node_scores(model, batch))
 
 
 @hookimpl

@@ -1,0 +1,105 @@
+"""Alerting windows merged into incidents, and how alerts are judged against labels."""
+
+import attrs
+import numpy as np
+import pytest
+
+from kdcore.alert_metrics import AlertRecord, alert_metrics, bursts
+from kdcore.incidents import IncidentTracker, WindowVerdict, suspects
+
+INCIDENT_FIELDS = {"event_type", "incident", "start", "end", "unit", "windows", "frames", "peak_score", "attack_class",
+                   "class_confidence", "suspects"}
+
+
+def stream(alerts: str, node_scores=None, frames=100, period=0.05):
+    """Windows from a pattern: '#' alerts, '.' does not; each window ``period`` seconds long."""
+    return [WindowVerdict(index=i, start=i * period, end=(i + 1) * period - 0.001, unit="s", frames=frames,
+                          score=0.9 if mark == "#" else 0.1, alert=mark == "#",
+                          node_scores=(node_scores or {0x0C5: 2.0, 0x100: 1.0}) if mark == "#" else {})
+            for i, mark in enumerate(alerts)]
+
+
+def test_an_incident_opens_after_alerts_in_a_row_survives_short_gaps_and_closes_after_a_quiet_one():
+    tracker = IncidentTracker(open_after=2, quiet_windows=3)
+    events = [(window.index, event) for window in stream("#..##.##...#.###") for event in tracker.update(window)]
+    events += [(None, event) for event in tracker.finish()]
+    assert [(i, e["event_type"]) for i, e in events] == [
+        (4, "incident_open"), (10, "incident_close"),  # the lone alert at 0 opens nothing; the gap at 5 is short
+        (14, "incident_open"), (None, "incident_close"),  # closed when the stream ends
+    ]
+    first_close = events[1][1]
+    assert set(first_close) == INCIDENT_FIELDS
+    assert (first_close["incident"], first_close["windows"], first_close["frames"]) == (1, 4, 500)  # windows 3-7, the quiet 5 included
+    assert first_close["start"] == pytest.approx(0.15) and first_close["end"] == pytest.approx(0.399)
+    assert events[2][1]["incident"] == 2 and events[2][1]["windows"] == 2
+
+
+def test_suspects_rank_ids_by_their_share_of_each_windows_evidence():
+    windows = stream("###", node_scores={0x0C5: 4.0, 0x100: 1.0, 0x7FF: -3.0})
+    windows[1] = WindowVerdict(1, 0.05, 0.099, "s", 100, 0.95, True, {0x100: 10.0, 0x0C5: 5.0})
+    (opened,) = IncidentTracker(open_after=3).run(windows)[:1]
+    ranked = opened["suspects"]
+    assert [s["can_id"] for s in ranked] == ["0C5", "100", "7FF"]
+    # 0C5 leads windows 0 and 2 (1 each) and has half of window 1's top: (1 + 0.5 + 1) / 3
+    assert ranked[0]["score"] == pytest.approx(2.5 / 3, abs=1e-4) and ranked[1]["score"] == pytest.approx(1.5 / 3, abs=1e-4)
+    assert opened["peak_score"] == pytest.approx(0.95)
+    assert suspects({0x1: 1.0, 0x2: 3.0, 0x3: 2.0}, limit=2) == [{"can_id": "002", "score": 3.0}, {"can_id": "003", "score": 2.0}]
+
+
+def test_bursts_merge_attack_windows_closer_than_the_quiet_gap():
+    labels = np.array([0, 1, 1, 0, 1, 0, 0, 0, 0, 1, 1, 0])
+    assert bursts(labels, quiet_windows=3) == [(1, 4), (9, 10)]
+    assert bursts(labels, quiet_windows=1) == [(1, 2), (4, 4), (9, 10)]
+    assert bursts(np.zeros(5, int), 3) == []
+
+
+def test_alert_metrics_count_incidents_per_burst_delays_false_incidents_and_localisation():
+    pattern = ".##.........##....#####..."
+    labels = np.array([int(c) for c in "01100000000000000111110000"])
+    windows = stream(pattern)
+    attacked = [frozenset({0x0C5}) if label else frozenset() for label in labels]
+    record = AlertRecord(windows, labels, np.where(labels == 1, "dos", "normal"), attacked)
+    metrics = alert_metrics([record], IncidentTracker(open_after=2, quiet_windows=3))
+    incidents = metrics["incidents"]
+    assert (incidents["bursts"], incidents["detected_bursts"], incidents["incidents_per_burst_median"]) == (2, 2, 1.0)
+    # burst 1 starts at 1, its incident opens at 2; burst 2 starts at 17, the incident (18-22) opens at 19
+    assert incidents["time_to_detect_windows_median"] == 1.5
+    assert incidents["false_incidents"] == 1  # windows 12-13
+    normal_seconds = sum(w.end - w.start for w, label in zip(windows, labels) if label == 0)
+    assert incidents["false_incidents_per_hour"] == pytest.approx(3600 / normal_seconds)
+    assert incidents["localisation"] == {"count": 2, "top1": 1.0, "top3": 1.0}
+    assert metrics["localisation"]["count"] == 6 and metrics["localisation"]["top1"] == 1.0  # alerting attack windows
+    assert metrics["localisation"]["per_attack"]["dos"]["top1"] == 1.0
+
+
+def test_a_wrong_top_suspect_counts_against_top_1_only():
+    labels = np.array([1, 1, 1])
+    windows = stream("###", node_scores={0x100: 3.0, 0x0C5: 2.0, 0x200: 1.0})
+    record = AlertRecord(windows, labels, np.array(["spoof"] * 3), [frozenset({0x0C5})] * 3)
+    metrics = alert_metrics([record], IncidentTracker())
+    assert (metrics["localisation"]["top1"], metrics["localisation"]["top3"]) == (0.0, 1.0)
+
+
+def test_an_incidents_class_is_the_one_its_windows_favour():
+    windows = [attrs.evolve(window, attack_class=name, class_confidence=confidence)
+               for window, (name, confidence) in zip(stream("####"), [("dos", 0.9), ("spoof", 0.6), ("dos", 0.8), ("unknown", 0.7)])]
+    (opened, closed) = IncidentTracker(open_after=2).run(windows)
+    assert (opened["attack_class"], opened["class_confidence"]) == ("dos", 0.45)  # 0.9 of two windows
+    assert (closed["attack_class"], closed["class_confidence"]) == ("dos", pytest.approx(1.7 / 4))
+    (plain, _) = IncidentTracker(open_after=2).run(stream("##"))
+    assert plain["attack_class"] is None and plain["class_confidence"] is None  # a model without attack classes
+
+
+def test_alert_metrics_judge_classes_and_count_unknown_right_for_an_unseen_attack():
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+    attacks = np.array(["dos"] * 3 + ["normal"] * 6 + ["replay"] * 3)
+    predicted = ["dos", "spoof", "dos", None, None, None, None, None, None, "unknown", "unknown", "dos"]
+    windows = [attrs.evolve(window, attack_class=name, class_confidence=None if name is None else 0.9)
+               for window, name in zip(stream("###......###"), predicted)]
+    record = AlertRecord(windows, labels, attacks, [frozenset({0x0C5})] * 12)
+    metrics = alert_metrics([record], IncidentTracker(), classes=("dos", "spoof"))
+    report = metrics["attack_classes"]
+    assert report["classes"] == ["dos", "spoof", "unknown"] and report["true"] == ["dos", "replay"]
+    assert report["confusion_matrix"] == [[2, 1, 0], [1, 0, 2]]
+    assert report["accuracy"] == pytest.approx(2 / 3) and report["unseen_as_unknown"] == pytest.approx(2 / 3)
+    assert metrics["incidents"]["class_accuracy"] == 1.0  # dos, then unknown for the replay no class knows
