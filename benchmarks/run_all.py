@@ -4,8 +4,8 @@
 
 The headline keys come first — ``graph_build_frames_per_s``, ``kd_overhead_ratio``,
 ``kd_overhead_ratio_cached``, ``student_infer_speedup``, ``peak_rss_mib_1m_frames``, ``cli_startup_s``,
-``data_inspect_68k_rows_s``, and the transfer keys (``transfer_min_auroc_before``, ``transfer_min_f1_after``,
-``transfer_max_fpr_after``, ``calibration_seconds_max``, ``road_min_f1_gat``) — then each
+``data_inspect_68k_rows_s``, ``soak_rss_growth``, ``soak_frames_per_s``, and the transfer keys (``transfer_min_auroc_before``, ``transfer_min_f1_after``,
+``transfer_max_fpr_after``, ``calibration_seconds_max``, ``road_min_f1_gat``, ``localisation_min_top1``) — then each
 script's full output under its own name, and the machine. Each script runs in a fresh process, so
 one's memory does not count against the next; they run one after another, so they do not compete
 for cores.
@@ -30,10 +30,12 @@ SCRIPTS = {
     "training": ["bench_train.py"],
     "large": ["bench_large.py"],
     "detect": ["bench_detect.py"],  # reads experiments/demo
+    "soak": ["bench_soak.py"],  # reads experiments/demo
     "transfer": ["bench_transfer.py"],  # reads ../shared/data/real; skipped without it
 }
 DEMO_ROOT = Path("experiments/demo")
-TRANSFER_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer_max_fpr_after", "calibration_seconds_max", "road_min_f1_gat")
+TRANSFER_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer_max_fpr_after", "calibration_seconds_max", "road_min_f1_gat",
+                 "localisation_min_top1")
 
 
 def run_script(args: list[str]) -> dict:
@@ -81,7 +83,7 @@ def main() -> None:
     for name, script in SCRIPTS.items():
         if args.only and name not in args.only:
             continue
-        if name == "detect":
+        if name in ("detect", "soak"):
             ensure_demo(DEMO_ROOT)
         print(f"benchmarks/{script[0]} ...", file=sys.stderr, flush=True)
         results[name] = run_script(script)
@@ -101,6 +103,8 @@ def main() -> None:
         "peak_rss_mib_1m_frames": large.get("peak_rss_mib_1m_frames"),
         "cli_startup_s": startup.get("cli_startup_s"),
         "data_inspect_68k_rows_s": startup.get("data_inspect_68k_rows_s"),
+        "soak_rss_growth": results.get("soak", {}).get("rss_growth"),
+        "soak_frames_per_s": results.get("soak", {}).get("frames_per_s"),
         **{key: results.get("transfer", {}).get(key) for key in TRANSFER_KEYS},
         **results,
         "machine": machine(),
