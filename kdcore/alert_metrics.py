@@ -1,7 +1,7 @@
 """How useful a detector's alerts are on labelled traffic: does the top suspect name an attacked
 CAN ID, does each attack burst give one incident, how soon, and how many incidents are false.
 
-``evaluate`` collects an ``AlertRecord`` per capture (its windows in order, as ``detect`` judged
+``kdcore evaluate`` and a run's evaluation collect an ``AlertRecord`` per capture (its windows in order, as ``detect`` judged
 them, with their labels and attacked IDs) and ``alert_metrics`` sums them up. A *burst* is a run
 of attack windows, runs less than the tracker's quiet gap apart counted as one (the gap that keeps
 one incident open). numpy only: no model is needed.
@@ -16,7 +16,7 @@ import attrs
 import numpy as np
 
 from kdcore.classes import UNKNOWN, class_report
-from kdcore.incidents import IncidentTracker, WindowVerdict, suspects
+from kdcore.incidents import Incident, IncidentTracker, WindowVerdict, suspects
 
 LISTED_INCIDENTS = 100  # incidents listed per test set (for the report's timeline), the first ones
 
@@ -71,25 +71,24 @@ def alert_metrics(records: Sequence[AlertRecord], tracker: IncidentTracker, clas
             if label == 0:
                 normal_seconds += window.end - window.start
             timed &= window.unit == "s"
-        spans = _incident_spans(record.windows, tracker)
-        listed += [event for *_, event in spans][: LISTED_INCIDENTS - len(listed)]
-        found = bursts(record.labels, tracker.quiet_windows)
-        for first, last in found:
-            overlapping = [span for span in spans if span[0] <= last and span[1] >= first]
+        incidents = replayed_incidents(record.windows, tracker)
+        listed += [{**incident.event("incident_close"), "suspects": suspects(incident.ranked(), 3)}
+                   for incident, _ in incidents[: LISTED_INCIDENTS - len(listed)]]
+        for first, last in bursts(record.labels, tracker.quiet_windows):
+            overlapping = [opened for incident, opened in incidents if incident.first.index <= last and incident.last.index >= first]
             per_burst.append(len(overlapping))
             if overlapping:
-                opened = max(overlapping[0][2] - first, 0)  # an incident already open when the burst began: no delay
-                delays.append(opened)
-                delay_seconds.append(max(record.windows[overlapping[0][2]].end - record.windows[first].start, 0.0))
-        for first, last, _, ranked, attack_class, _ in spans:
-            truth = [i for i in range(first, last + 1) if record.labels[i] == 1]
+                delays.append(max(overlapping[0] - first, 0))  # an incident already open when the burst began: no delay
+                delay_seconds.append(max(record.windows[overlapping[0]].end - record.windows[first].start, 0.0))
+        for incident, _ in incidents:
+            truth = [i for i in range(incident.first.index, incident.last.index + 1) if record.labels[i] == 1]
             if not truth:
                 false_incidents += 1
                 continue
-            incident_hits.append(_top_hits(ranked, frozenset().union(*(record.attacked[i] for i in truth))))
+            incident_hits.append(_top_hits(incident.ranked(), frozenset().union(*(record.attacked[i] for i in truth))))
             attacks, counts = np.unique(record.attacks[truth], return_counts=True)
             attack = attacks[counts.argmax()]
-            incident_classes.append(attack_class == (attack if classes is None or attack in classes else UNKNOWN))
+            incident_classes.append(incident.attack_class()[0] == (attack if classes is None or attack in classes else UNKNOWN))
     hours = normal_seconds / 3600 if timed else None
     reports = {}
     if classes is not None:
@@ -114,15 +113,13 @@ def alert_metrics(records: Sequence[AlertRecord], tracker: IncidentTracker, clas
     }
 
 
-def _incident_spans(windows: list[WindowVerdict], tracker: IncidentTracker) -> list[tuple]:
-    """(first window, last window, the window that opened it, its suspects' scores, its class, its
-    close line with three suspects) per incident,
-    replaying ``windows`` (indexed from 0) through a fresh tracker with ``tracker``'s settings."""
+def replayed_incidents(windows: list[WindowVerdict], tracker: IncidentTracker) -> list[tuple[Incident, int]]:
+    """Every incident of ``windows`` (indexed from 0), replayed through a fresh tracker with
+    ``tracker``'s settings, with the index of the window that opened it."""
     replay = IncidentTracker(open_after=tracker.open_after, quiet_windows=tracker.quiet_windows)
     incidents = []
     for window in windows:
         if any(event["event_type"] == "incident_open" for event in replay.update(window)):
             incidents.append((replay.current, window.index))
     replay.finish()
-    return [(incident.first.index, incident.last.index, opened, incident.ranked(), incident.attack_class()[0],
-             {**incident.event("incident_close"), "suspects": suspects(incident.ranked(), 3)}) for incident, opened in incidents]
+    return incidents

@@ -66,9 +66,9 @@ class ResilientBus:
     then twice as long each try, up to ``RECONNECT_WAIT[1]``. ``recv`` never raises for a failing
     bus: it returns None, as a quiet bus does."""
 
-    def __init__(self, open: Callable[[], Any], events: BusEvents, wait: tuple[float, float] = RECONNECT_WAIT):
-        self._open, self.events, self._wait_range = open, events, wait
-        self.bus = open()  # the first open fails loudly: a wrong channel is a setup error, not an outage
+    def __init__(self, opener: Callable[[], Any], events: BusEvents, wait: tuple[float, float] = RECONNECT_WAIT):
+        self._open, self.events, self._wait_range = opener, events, wait
+        self.bus = opener()  # the first open fails loudly: a wrong channel is a setup error, not an outage
         self._wait, self._down_since = wait[0], 0.0
 
     def recv(self, timeout: float | None = None):

@@ -57,6 +57,8 @@ def relative(node_scores: dict[int, float]) -> dict[int, float]:
 
 @attrs.define
 class Incident:
+    """An incident as it grows: its alerting windows, their peak, suspects and class votes."""
+
     number: int
     first: WindowVerdict
     last: WindowVerdict

@@ -264,13 +264,7 @@ def _plot_confusion(group, path: Path, title: str) -> bool:
         return False
     figure, axes = plt.subplots(1, len(rows), figsize=(3 * len(rows), 3), squeeze=False)
     for axis, row in zip(axes[0], rows):
-        matrix = np.asarray(row["confusion_matrix"])
-        axis.imshow(matrix, cmap="Blues")
-        for (i, j), value in np.ndenumerate(matrix):
-            axis.text(j, i, str(value), ha="center", va="center", fontsize=9)
-        axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["normal", "attack"], yticklabels=["normal", "attack"],
-                 xlabel="predicted", ylabel="true", title=run_label(row))
-        axis.title.set_fontsize(8)
+        _matrix(axis, row["confusion_matrix"], ["normal", "attack"], ["normal", "attack"], "predicted", "true", run_label(row))
     figure.suptitle(f"Confusion matrices · {title}")
     return _save(figure, path)
 
@@ -283,17 +277,22 @@ def _plot_classes(group, path: Path, title: str) -> bool:
     figure, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4), squeeze=False)
     for axis, row in zip(axes[0], rows):
         report = row["attack_classes"]
-        matrix = np.asarray(report["confusion_matrix"])
-        axis.imshow(matrix, cmap="Blues")
-        for (i, j), value in np.ndenumerate(matrix):
-            axis.text(j, i, str(value), ha="center", va="center", fontsize=8)
-        axis.set(xticks=range(len(report["classes"])), yticks=range(len(report["true"])), xlabel="predicted class",
-                 ylabel="true attack", title=f"{run_label(row)} · accuracy {_fmt(report['accuracy'])}")
-        axis.set_xticklabels(report["classes"], rotation=45, ha="right", fontsize=7)
-        axis.set_yticklabels(report["true"], fontsize=7)
-        axis.title.set_fontsize(8)
+        _matrix(axis, report["confusion_matrix"], report["classes"], report["true"], "predicted class", "true attack",
+                f"{run_label(row)} · accuracy {_fmt(report['accuracy'])}")
+        axis.set_xticklabels(report["classes"], rotation=45, ha="right")
     figure.suptitle(f"Attack classes · {title}")
     return _save(figure, path)
+
+
+def _matrix(axis, matrix, columns: list[str], rows: list[str], xlabel: str, ylabel: str, title: str) -> None:
+    """A confusion matrix drawn with its counts."""
+    matrix = np.asarray(matrix)
+    axis.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        axis.text(j, i, str(value), ha="center", va="center", fontsize=8)
+    axis.set(xticks=range(len(columns)), yticks=range(len(rows)), xticklabels=columns, yticklabels=rows,
+             xlabel=xlabel, ylabel=ylabel, title=title)
+    axis.title.set_fontsize(8)
 
 
 def _plot_timeline(rows: list[dict[str, Any]], path: Path, dataset: str) -> bool:
