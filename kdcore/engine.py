@@ -255,6 +255,7 @@ class Engine:
             "model": config.model,
             "model_size": config.model_size,
             "dataset": config.dataset,
+            "seed": config.seed,
             "distillation": config.distillation,
             "strategy": config.distillation_strategy if config.use_knowledge_distillation else None,
             "teacher": config.teacher_model_path if config.use_knowledge_distillation else None,

@@ -33,16 +33,22 @@ class StageResult:
 
 
 def study_stages(base: RunConfig, datasets: Iterable[str]) -> list[Stage]:
-    """The plan's study for each dataset, in dependency order."""
+    """The plan's study for each dataset — and with ``base.seeds``, for each seed, in its own
+    ``{experiment_root}/seed-{seed}`` — in dependency order."""
     stages: list[Stage] = []
-    for dataset in datasets:
-        config = attrs.evolve(base, dataset=dataset, use_knowledge_distillation=False, distillation_strategy=None)
+    studies = [(dataset, seed) for dataset in datasets for seed in (base.seeds or (None,))]
+    for dataset, seed in studies:
+        config = attrs.evolve(base, dataset=dataset, use_knowledge_distillation=False, distillation_strategy=None, seeds=())
+        prefix = dataset
+        if seed is not None:
+            config = attrs.evolve(config, seed=seed, experiment_root=str(Path(base.experiment_root) / f"seed-{seed}"))
+            prefix = f"{dataset}/seed-{seed}"
         teacher = attrs.evolve(config, model_size="teacher")
         student = attrs.evolve(config, model_size="student")
         kd = attrs.evolve(student, use_knowledge_distillation=True)
 
         def stage(name: str, run: RunConfig | None, *needs: str) -> None:
-            stages.append(Stage(f"{dataset}/{name}", run, tuple(f"{dataset}/{need}" for need in needs)))
+            stages.append(Stage(f"{prefix}/{name}", run, tuple(f"{prefix}/{need}" for need in needs)))
 
         stage("vgae-teacher", attrs.evolve(teacher, mode="autoencoder"))
         stage("gat-teacher", attrs.evolve(teacher, mode="curriculum"), "vgae-teacher")

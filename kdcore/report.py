@@ -25,9 +25,11 @@ from torchmetrics.functional.classification import binary_precision_recall_curve
 
 from kdcore.atomic import atomic_open, atomic_write_text  # noqa: E402
 from kdcore.errors import KdcoreError  # noqa: E402
+from kdcore.seeds import across_seeds, kd_gains  # noqa: E402
 
 COLUMNS = {  # key in the row → heading
     "dataset": "dataset",
+    "seed": "seed",
     "model": "model",
     "model_size": "size",
     "mode": "mode",
@@ -40,19 +42,20 @@ COLUMNS = {  # key in the row → heading
 }
 TEXT_COLUMNS = ("dataset", "model", "model_size", "mode", "kd")
 TABLE_KEYS = (
-    "dataset", "model", "model_size", "mode", "kd", "accuracy", "precision", "recall", "f1", "auroc", "fpr",
+    "dataset", "seed", "model", "model_size", "mode", "kd", "accuracy", "precision", "recall", "f1", "auroc", "fpr",
     "params", "checkpoint_bytes", "latency_ms_per_graph", "kd_gain_f1", "per_attack_recall",
 )
 
 
 def run_label(row: dict[str, Any]) -> str:
     kd = "" if row["kd"] == "-" else f" + {row['kd']}"
-    return f"{row['model']} {row['model_size']}{kd} ({row['mode']})"
+    seed = f" · seed {row['seed']}" if row.get("several_seeds") else ""  # a study over several seeds
+    return f"{row['model']} {row['model_size']}{kd} ({row['mode']}){seed}"
 
 
 def collect_runs(experiment_root: str | Path) -> list[dict[str, Any]]:
     """One row per complete run (a ``metrics.json`` written last), teachers before students,
-    with ``kd_gain_f1`` = F1(student + KD) − F1(student without KD) of the same model and mode."""
+    with ``kd_gain_f1`` = F1(student + KD) − F1(student without KD) of the same model, mode and seed."""
     root = Path(experiment_root)
     if not root.is_dir():
         raise KdcoreError(f"experiment root not found: {root}")
@@ -64,11 +67,16 @@ def collect_runs(experiment_root: str | Path) -> list[dict[str, Any]]:
     size_order = {"teacher": 0, "student": 1}
     model_order = {"vgae": 0, "gat": 1, "dqn": 2}  # the study's order: detectors, then their fusion
     rows.sort(key=lambda r: (
-        r["dataset"], model_order.get(r["model"], 3), r["model"], size_order.get(r["model_size"], 2), r["kd"] != "-", r["mode"]
+        r["dataset"], model_order.get(r["model"], 3), r["model"], size_order.get(r["model_size"], 2), r["kd"] != "-", r["mode"],
+        r.get("seed") or 0,
     ))
-    plain_students = {(r["dataset"], r["model"], r["mode"]): r["f1"] for r in rows if r["model_size"] == "student" and r["kd"] == "-"}
+    several_seeds = len({r.get("seed") for r in rows}) > 1
     for row in rows:
-        key = (row["dataset"], row["model"], row["mode"])
+        row["several_seeds"] = several_seeds
+    plain_students = {(r["dataset"], r["model"], r["mode"], r.get("seed")): r["f1"] for r in rows
+                      if r["model_size"] == "student" and r["kd"] == "-"}
+    for row in rows:
+        key = (row["dataset"], row["model"], row["mode"], row.get("seed"))
         if row["model_size"] == "student" and row["kd"] != "-" and key in plain_students:
             row["kd_gain_f1"] = row["f1"] - plain_students[key]
     return rows
@@ -90,7 +98,7 @@ def write_report(
     markdown_table = _markdown(rows)
     atomic_write_text(out / "runs.md", markdown_table)
 
-    sections = ["# kdcore report", "", f"Runs under `{Path(experiment_root)}`.", "", markdown_table]
+    sections = ["# kdcore report", "", f"Runs under `{Path(experiment_root)}`.", "", markdown_table, *_seeds(rows, out)]
     for (dataset, model), group in _groups(rows):
         title = f"{dataset} · {model}"
         stem = f"{dataset}-{model}"
@@ -116,6 +124,29 @@ def write_report(
     report = out / "report.md"
     atomic_write_text(report, "\n".join(sections) + "\n")
     return report
+
+
+def _seeds(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    """Markdown lines, and ``seeds.json``: mean ± std over seeds of every run repeated with several,
+    and the KD gain against the seed-to-seed noise (``kdcore.seeds``)."""
+    summary, gains = across_seeds(rows), kd_gains(rows)
+    if not summary:
+        return []
+    atomic_write_text(out / "seeds.json", json.dumps({"across_seeds": summary, "kd_gains": gains}, indent=2) + "\n")
+    shown = ("f1", "auroc", "fpr", "precision", "recall")
+    lines = ["## Across seeds", "", "Mean ± standard deviation over the seeds (`seeds.json` has every metric, and every test set):", "",
+             "| dataset | model | size | mode | KD | seeds | " + " | ".join(shown) + " |", "|---" * (6 + len(shown)) + "|"]
+    for entry in summary:
+        cells = [f"{entry[key]['mean']:.4f} ± {entry[key]['std']:.4f}" if entry[key]["mean"] is not None else "–" for key in shown]
+        lines.append(f"| {entry['dataset']} | {entry['model']} | {entry['model_size']} | {entry['mode']} | {entry['kd']} | "
+                     f"{', '.join(map(str, entry['seeds']))} | " + " | ".join(cells) + " |")
+    if gains:
+        lines += ["", "KD gain in F1 (student + KD − plain student, paired by seed; p: exact sign-flip test, two-sided):", "",
+                  "| dataset | model | mode | KD | seeds | gain | p | more than noise |", "|---" * 8 + "|"]
+        for gain in gains:
+            lines.append(f"| {gain['dataset']} | {gain['model']} | {gain['mode']} | {gain['kd']} | {', '.join(map(str, gain['seeds']))} | "
+                         f"{gain['mean']:+.4f} ± {gain['std']:.4f} | {gain['p_value']:.3f} | {'yes' if gain['exceeds_noise'] else 'no'} |")
+    return ["", *lines, ""]
 
 
 def _per_test_set(group: list[dict[str, Any]]) -> list[str]:
@@ -175,7 +206,7 @@ def _fmt(value: Any) -> str:
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:
-    keys = ("dataset", "model", "model_size", "mode", "kd", "accuracy", "precision", "recall", "f1", "auroc", "fpr",
+    keys = ("dataset", "seed", "model", "model_size", "mode", "kd", "accuracy", "precision", "recall", "f1", "auroc", "fpr",
             "params", "checkpoint_bytes", "latency_ms_per_graph", "kd_gain_f1")
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(_fmt(row.get(key)) for key in keys) + " |" for row in rows]

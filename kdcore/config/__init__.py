@@ -38,6 +38,11 @@ def _unit_interval(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be in [0, 1], got {value!r}")
 
 
+def _distinct(instance, attribute, values) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{attribute.name} must not repeat a value, got {list(values)!r}")
+
+
 def _one_of(choices):
     def check(instance, attribute, value):
         if value not in choices:
@@ -58,6 +63,9 @@ class RunConfig:
     modality: str = "automotive"
     experiment_root: str = "experiments"
     seed: int = 42
+    # ``kdcore pipeline`` only: run the whole study once per seed, each in
+    # {experiment_root}/seed-{seed}/, and let the report aggregate them. Empty: once, with ``seed``.
+    seeds: tuple[int, ...] = attrs.field(default=(), converter=tuple, validator=_distinct)
 
     # Data: windows of frames become graphs; see docs/formats.md and docs/datasets.md.
     capture_format: str | None = None  # None: detected from each file's content
