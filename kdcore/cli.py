@@ -351,6 +351,7 @@ def pipeline(
     datasets: Optional[str] = typer.Option(None, "--datasets", help="Several datasets, comma-separated (overrides --dataset)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="The dataset folder; with --datasets, the folder holding one folder per dataset."),
     experiment_root: Optional[str] = typer.Option(None, "--experiment-root", help="Root folder of all artifacts."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Run the study once per seed, comma-separated (config key seeds); the report aggregates them."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the stages in order, and which are complete, without running."),
     config_file: Optional[Path] = ConfigOption,
     settings: list[str] = SetOption,
@@ -362,6 +363,8 @@ def pipeline(
     names = [name.strip() for name in (datasets or dataset).split(",") if name.strip()]
     try:
         overrides = _overrides(settings, config_file=config_file, experiment_root=experiment_root)
+        if seeds is not None:
+            overrides["seeds"] = _seed_list(seeds)
         base = _config(config_file, overrides)
         stages = study_stages(base, names)
         if data_root:
@@ -371,13 +374,14 @@ def pipeline(
                 for s in stages
             ]
         runner = Pipeline(_engine(), stages, base.experiment_root)
+        width = max(28, *(len(stage.name) for stage in stages))
         if dry_run:
             for number, result in enumerate(runner.dry_run(), 1):
                 needs = f"  (after {', '.join(result.stage.needs)})" if result.stage.needs and result.stage.config else ""
-                typer.echo(f"{number:2d}. {result.stage.name:<28} {result.status:<9} {result.detail}{needs}")
+                typer.echo(f"{number:2d}. {result.stage.name:<{width}} {result.status:<9} {result.detail}{needs}")
             return
         with stop_on(signal.SIGINT):
-            results = runner.run(lambda r: typer.echo(f"{r.stage.name:<28} {r.status:<19} {r.detail}"))
+            results = runner.run(lambda r: typer.echo(f"{r.stage.name:<{width}} {r.status:<19} {r.detail}"))
     except KdcoreError as error:
         _fail(error)
     bad = [r for r in results if r.status in ("failed", "blocked")]
@@ -410,6 +414,13 @@ def export(
                f"{report.max_abs_diff:.2g} over {report.windows} windows")
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects integers separated by commas, got {text!r}") from None
+
+
 @app.command()
 def evaluate(
     model: Path = typer.Argument(..., help="A kdcore checkpoint of a GAT, a VGAE or a fused detector."),
@@ -419,6 +430,8 @@ def evaluate(
     layout: Optional[Path] = LayoutOption,
     on_bad_rows: str = BadRowsOption,
     as_json: bool = typer.Option(False, "--json", help="Print only the metrics, as JSON (progress goes to stderr)."),
+    open_after: int = typer.Option(OPEN_AFTER, "--open-after", min=1, help="As in detect: alerting windows in a row that open an incident."),
+    quiet_windows: int = typer.Option(QUIET_WINDOWS, "--quiet-windows", min=1, help="As in detect: windows without an alert that close an incident."),
 ) -> None:
     """Score a trained model on labelled data it was not trained with: metrics overall and per test set."""
     from rich.progress import track
@@ -435,6 +448,7 @@ def evaluate(
         metrics, windows = evaluate_model(
             detector, data, _capture_format(capture_format, layout), on_bad_rows,
             lambda sets: track(sets, description="evaluating", console=progress_console, transient=True),
+            IncidentTracker(open_after, quiet_windows),
         )
     except KdcoreError as error:
         _fail(error)

@@ -93,3 +93,12 @@ def test_bad_input_is_one_line(teacher_root, tmp_path):
     model = str(teacher_root / GAT / "models" / "gat_normal.pth")
     too_short = runner.invoke(app, ["evaluate", model, str(short)])
     assert too_short.exit_code == 2 and "too few frames for a single window" in too_short.stderr
+
+
+def test_the_incident_settings_are_detects(teacher_root):
+    model, dos = str(teacher_root / GAT / "models" / "gat_normal.pth"), str(teacher_root / "data" / "tiny" / "test_01_dos")
+    runner = CliRunner()
+    default = json.loads(runner.invoke(app, ["evaluate", model, dos, "--json"]).stdout)["incidents"]
+    strict = json.loads(runner.invoke(app, ["evaluate", model, dos, "--json", "--open-after", "50"]).stdout)["incidents"]
+    assert default["detected_bursts"] == 1 and strict["detected_bursts"] == 0  # the burst is 6 windows: never 50 in a row
+    assert strict["listed"] == [] and strict["bursts"] == default["bursts"] == 1
