@@ -666,17 +666,34 @@ def build_ctt_dataset(
     def capture(index: int, seconds: float) -> FrameTable:
         return profile.generate(seconds, seed=seed, capture=index)
 
-    def attacked(index: int, seconds: float, attack: str) -> FrameTable:
-        target = targets[index % len(targets)] if attack in ("spoof", "suspend") else None
-        return inject(capture(index, seconds), attack, seed=seed * 1000 + index, target_id=target)
+    def attacked(index: int, seconds: float, attack: str, into_validation: bool = False) -> FrameTable:
+        table, target = capture(index, seconds), targets[index % len(targets)] if attack in ("spoof", "suspend") else None
+        intervals = attack_intervals(table, seed * 1000 + index)
+        if into_validation:
+            intervals = _reaching_validation(intervals, float(table.timestamp[0]), float(table.timestamp[-1]))
+        return inject(table, attack, seed=seed * 1000 + index, intervals=intervals, target_id=target)
 
     folders: dict[str, dict[str, FrameTable]] = {"train_01_attack_free": {"attack-free-1.csv": capture(0, seconds_train)}}
     folders["train_02_with_attacks"] = {
-        f"{attack}-1.csv": attacked(1 + i, seconds_attack, attack) for i, attack in enumerate(attacks)
+        f"{attack}-1.csv": attacked(1 + i, seconds_attack, attack, into_validation=True) for i, attack in enumerate(attacks)
     }
     for i, attack in enumerate(attacks):
         folders[f"test_{i + 1:02d}_{attack}"] = {f"{attack}-1.csv": attacked(1 + len(attacks) + i, seconds_test, attack)}
     return profile, folders
+
+
+VALIDATION_SHARE = 0.15  # the default val_fraction: the end of each training capture that validates
+
+
+def _reaching_validation(intervals: list[tuple[float, float]], t0: float, t1: float) -> list[tuple[float, float]]:
+    """The bursts, the last moved later when needed so that it ends inside the capture's last
+    ``VALIDATION_SHARE``: the validation split then holds attack windows, which fusion (and
+    thresholds fitted for F1) need, whatever the seed."""
+    start_of_validation, end = t0 + (1 - VALIDATION_SHARE) * (t1 - t0), t0 + 0.95 * (t1 - t0)
+    *earlier, (a, b) = intervals
+    if b > start_of_validation:
+        return intervals
+    return [*earlier, (end - (b - a), end)]
 
 
 def write_ctt_dataset(out_dir: str | Path, *, seed: int = 0, **options) -> dict:
