@@ -55,6 +55,11 @@ class AttackClasses:
         unknown = (confidence < MIN_CONFIDENCE) | (nearest[:, 0] > self.radius)
         return np.where(unknown, UNKNOWN, np.asarray(self.names)[distance.argmin(axis=1)]), confidence
 
+    @classmethod
+    def saved_in(cls, extra: dict[str, Any]) -> AttackClasses | None:
+        """The classes saved with a checkpoint (its ``extra``); None for one saved without."""
+        return cls.from_dict(extra["attack_classes"]) if "attack_classes" in extra else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "means": self.means.tolist(), "center": self.center.tolist(),
                 "scale": self.scale.tolist(), "radius": self.radius}

@@ -106,14 +106,12 @@ class Detector:
         if checkpoint.model == "dqn":
             predictor, _ = FusionPredictor.from_checkpoint(engine, checkpoint_path)
             self.score: Callable = predictor.scores
-            gat = load_checkpoint(checkpoint.extra["fusion"]["gat"]["path"])  # the fused detector's classes are its GAT's
-            self.judge = AlertJudge.of(predictor.node_scores, _attack_classes(gat.extra),
-                                       lambda batch: NormalMode().window_embeddings(predictor.gat, batch))
+            self.judge = predictor.alert_judge(load_checkpoint(checkpoint.extra["fusion"]["gat"]["path"]).extra)
             return
         model = engine.load_model(checkpoint, checkpoint_path)
         mode = NormalMode() if checkpoint.model == "gat" else AutoencoderMode()
         self.score = model_scorer(model, checkpoint.model)
-        self.judge = AlertJudge.of(lambda batch: mode.node_scores(model, batch), _attack_classes(checkpoint.extra),
+        self.judge = AlertJudge.of(lambda batch: mode.node_scores(model, batch), AttackClasses.saved_in(checkpoint.extra),
                                    lambda batch: mode.window_embeddings(model, batch))
         self.score_window = self._traced(WindowScore(model), sample_windows(checkpoint))
 
@@ -248,10 +246,6 @@ class _Stream:
         for event in events:
             self.sink.write(json.dumps(event) + "\n")
             self.sink.flush()
-
-
-def _attack_classes(extra: dict[str, Any]) -> AttackClasses | None:
-    return AttackClasses.from_dict(extra["attack_classes"]) if "attack_classes" in extra else None
 
 
 def model_scorer(model, name: str) -> Callable:

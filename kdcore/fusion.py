@@ -151,6 +151,12 @@ class FusionPredictor:
         vgae = _relative(self._autoencoder.node_scores(self.vgae, batch), batch.batch)
         return alpha * gat + (1 - alpha) * vgae
 
+    def alert_judge(self, gat_extra: dict[str, Any]) -> AlertJudge:
+        """How the fused detector's alerts name suspects (``node_scores``) and their attack class:
+        the classes saved with its GAT (``gat_extra``), on the GAT's representation."""
+        return AlertJudge.of(self.node_scores, AttackClasses.saved_in(gat_extra),
+                             lambda batch: self._classifier.window_embeddings(self.gat, batch))
+
     def components(self, loader) -> dict[str, torch.Tensor]:
         return self.decide(*self.inputs(loader))
 
@@ -406,9 +412,7 @@ class FusionTraining:
         predictor.dqn = model.to("cpu").eval()
         val = predictor.decide(self.val["probability"], self.val["raw"])
         threshold = best_f1_threshold(val["score"], self.val["label"], run.config.target_fpr)
-        gat = load_checkpoint(self.inputs["gat"].checkpoint).extra  # the fused detector's attack classes are its GAT's
-        classes = AttackClasses.from_dict(gat["attack_classes"]) if "attack_classes" in gat else None
-        judge = AlertJudge.of(predictor.node_scores, classes, lambda batch: NormalMode().window_embeddings(predictor.gat, batch))
+        judge = predictor.alert_judge(load_checkpoint(self.inputs["gat"].checkpoint).extra)
         evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold, judge=judge)
         histogram = torch.bincount(val["action"], minlength=len(self.actions)).tolist()
         fusion: dict[str, Any] = {
