@@ -345,6 +345,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects integers separated by commas, got {text!r}") from None
+
+
 @app.command()
 def pipeline(
     dataset: str = typer.Option("synthetic", "--dataset", help="Dataset to study."),
@@ -412,13 +419,6 @@ def export(
         return
     typer.echo(f"{report.format}: {report.path} ({report.bytes:,} bytes); max |difference| vs PyTorch "
                f"{report.max_abs_diff:.2g} over {report.windows} windows")
-
-
-def _seed_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds expects integers separated by commas, got {text!r}") from None
 
 
 @app.command()
@@ -504,7 +504,7 @@ def detect(
     layout: Optional[Path] = LayoutOption,
     feed: Optional[Path] = typer.Option(None, "--feed", help="With --bus virtual:CHANNEL: send this capture onto that bus meanwhile (a live demo)."),
     as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible", help="Replay or feed without waiting for recorded times."),
-    alerts: Optional[Path] = typer.Option(None, "--alerts", help="Write alerts here as JSON lines (default: stdout)."),
+    alerts: Optional[Path] = typer.Option(None, "--alerts", help="Write the incident lines (and window lines, --verbose) here as JSON (default: stdout)."),
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="With --bus: stop after this many seconds without a frame."),
     open_after: int = typer.Option(OPEN_AFTER, "--open-after", min=1, help="Alerting windows in a row that open an incident."),
     quiet_windows: int = typer.Option(QUIET_WINDOWS, "--quiet-windows", min=1, help="Windows in a row without an alert that close an incident."),
