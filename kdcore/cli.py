@@ -225,6 +225,46 @@ def _print_alert_metrics(metrics: dict[str, Any]) -> None:
 
 
 @app.command()
+def tune(
+    mode: str = typer.Option(None, help="Training mode to tune (trained through Lightning: not fusion)."),
+    kd: str = typer.Option(None, "--kd", help="Distil with this strategy (turns KD on, and tunes temperature and alpha by default)."),
+    model_size: str = typer.Option(None, help="teacher or student."),
+    dataset: str = typer.Option(None, help="Dataset name (default: synthetic)."),
+    data_root: str = typer.Option(None, help="Folder holding the dataset."),
+    experiment_root: str = typer.Option(None, help="Root folder of all artifacts (trials go to tune/STUDY/trial-N/)."),
+    trials: int = typer.Option(8, "--trials", min=1, help="Trials the study should hold when this process stops (all processes together)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite:///EXPERIMENT_ROOT/tune/optuna.db)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default: mode, size, KD strategy and dataset)."),
+    space: Optional[Path] = typer.Option(None, "--space", dir_okay=False, help="Search space TOML (default: learning rate, and with KD temperature and alpha)."),
+    best_out: Optional[Path] = typer.Option(None, "--best-out", help="Where to write the best config TOML (default: EXPERIMENT_ROOT/tune/STUDY/best.toml)."),
+    config_file: Optional[Path] = ConfigOption,
+    settings: list[str] = SetOption,
+) -> None:
+    """Search config values with Optuna on the validation split; writes the best config and a report."""
+    from kdcore import tune as tuning
+
+    _quiet_libraries()
+    try:
+        overrides = _overrides(settings, config_file=config_file, mode=mode, kd=kd, model_size=model_size, dataset=dataset,
+                               data_root=data_root, experiment_root=experiment_root)
+        base = _config(config_file, overrides)
+        engine = _engine()
+        parameters = tuning.load_space(space) if space else tuning.default_space(base)
+        name = study or f"{base.mode}-{base.model_size}-{base.distillation_strategy or base.distillation}-{base.dataset}"
+        with stop_on(signal.SIGINT):
+            result = tuning.tune(engine, base, parameters, trials, storage or tuning.default_storage(base), name)
+        folder = Path(base.experiment_root) / "tune" / name
+        best_out = best_out or folder / "best.toml"
+        tuning.write_best_config(result, base, best_out)
+        report = tuning.write_tune_report(result, folder / "report")
+    except KdcoreError as error:
+        _fail(error)
+    typer.echo(f"study {name}: {len(result.trials)} trials; best {result.best_trial.number}, val_loss {result.best_value:.6g}, "
+               + ", ".join(f"{key}={value!r}" for key, value in result.best_trial.params.items()))
+    typer.echo(f"best config: {best_out} · report: {report}")
+
+
+@app.command()
 def validate(
     config_file: Optional[Path] = ConfigOption,
     settings: list[str] = SetOption,
