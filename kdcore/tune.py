@@ -142,6 +142,9 @@ def tune(engine: Engine, base: RunConfig, space: list[Parameter], trials: int, s
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)], n_trials=trials)
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raise KdcoreError(f"study {study_name}: no trial completed ({len(study.trials)} pruned or failed; see their runs under "
+                          f"{Path(base.experiment_root) / 'tune' / study_name})")
     return study
 
 

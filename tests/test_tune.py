@@ -55,3 +55,19 @@ def test_without_a_teacher_tune_fails_before_any_trial(teacher_root, tmp_path):
                              "--data-root", str(teacher_root / "data" / "tiny"), "--experiment-root", str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "no teacher found" in result.stderr and not (tmp_path / "tune" / "optuna.db").exists()
+
+
+def test_a_study_whose_every_run_fails_says_so(engine, tmp_path, monkeypatch):
+    from conftest import tiny_config
+    from kdcore.errors import KdcoreError
+    from kdcore.tune import default_space, tune
+
+    def failing(config, callbacks=()):
+        raise KdcoreError("train_loss is nan at step 3")
+
+    monkeypatch.setattr(engine, "run", failing)
+    base = tiny_config(tmp_path, mode="normal", model_size="student")
+    with pytest.raises(KdcoreError, match=r"study broken: no trial completed \(2 pruned or failed"):
+        tune(engine, base, default_space(base), 2, f"sqlite:///{tmp_path / 'optuna.db'}", "broken")
+    trials = optuna.load_study(study_name="broken", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
