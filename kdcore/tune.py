@@ -24,6 +24,7 @@ A search space is a TOML table per config key (docs/tuning.md)::
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,10 +125,7 @@ def tune(engine: Engine, base: RunConfig, space: list[Parameter], trials: int, s
     optuna, PruningCallback = _optuna()
     base = attrs.evolve(base, **shared_inputs(engine, base))
     Path(base.experiment_root, "tune").mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=study_name, storage=storage, direction="minimize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=base.seed), pruner=optuna.pruners.MedianPruner(n_warmup_steps=1),
-    )
+    study = _create_or_load(optuna, study_name, storage, base.seed)
 
     def objective(trial: optuna.Trial) -> float:
         config = trial_config(base, study_name, trial.number, {p.name: p.suggest(trial) for p in space})
@@ -146,6 +144,23 @@ def tune(engine: Engine, base: RunConfig, space: list[Parameter], trials: int, s
         raise KdcoreError(f"study {study_name}: no trial completed ({len(study.trials)} pruned or failed; see their runs under "
                           f"{Path(base.experiment_root) / 'tune' / study_name})")
     return study
+
+
+def _create_or_load(optuna, study_name: str, storage: str, seed: int, tries: int = 10):
+    """The study, created or joined. Workers started together race to create a new storage's
+    tables, and all but one fail; the losers try again once the tables are there."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(tries):
+        try:
+            return optuna.create_study(
+                study_name=study_name, storage=storage, direction="minimize", load_if_exists=True,
+                sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner(n_warmup_steps=1),
+            )
+        except SQLAlchemyError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def write_best_config(study: optuna.Study, base: RunConfig, out: str | Path) -> RunConfig:
