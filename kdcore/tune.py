@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from kdcore.engine import Engine
 
 KINDS = ("float", "int", "categorical")
+NOT_SEARCHED = ("experiment_root", "progress_bar", "seeds")  # where and how trials run
 INSTALL = "kdcore tune needs Optuna: pip install 'kdcore[tune]'"
 
 
@@ -68,6 +69,8 @@ def parse_space(table: dict[str, Any], where: str) -> list[Parameter]:
     for name, spec in table.items():
         if name not in FIELD_NAMES:
             raise ConfigError(f"{where}: {name!r} is not a config key")
+        if name in NOT_SEARCHED:
+            raise ConfigError(f"{where}: {name!r} is set by kdcore tune itself, not searched")
         if not isinstance(spec, dict) or spec.get("type") not in KINDS:
             raise ConfigError(f"{where}: [{name}] needs type = one of {', '.join(KINDS)}")
         if spec["type"] == "categorical":

@@ -21,6 +21,7 @@ def test_a_search_space_names_config_keys_with_sound_ranges():
                            ({"learning_rate": {"type": "uniform"}}, "needs type = one of float, int, categorical"),
                            ({"learning_rate": {"type": "float", "low": 1, "high": 1}}, "needs numbers low < high"),
                            ({"window_size": {"type": "categorical", "choices": []}}, "needs a non-empty choices list"),
+                           ({"experiment_root": {"type": "categorical", "choices": ["a"]}}, "set by kdcore tune itself"),
                            ({}, "the search space is empty")]:
         with pytest.raises(ConfigError, match=message):
             parse_space(table, "space.toml")
