@@ -100,6 +100,9 @@ class Engine:
 
     def plan(self, config: RunConfig) -> RunPlan:
         """Resolve names and defaults and validate everything, without reading data or building models."""
+        from kdcore.tracking import check_packages
+
+        check_packages(config)
         config, mode, strategy = self._resolve(config)
         mode.check(config)
         self.datasets.get(config.dataset)

@@ -303,11 +303,14 @@ class FusionTraining:
         """Plain torch DQN: ε-greedy acting on chunks of the validation stream, replay, double-DQN
         targets from a soft-updated target network, Huber loss, Adam. On one CPU thread: the
         network is tiny, and more threads only add contention (and thread-count-dependent sums)."""
+        from kdcore.tracking import log_history
+
         if self.predictor is None:
             self.prepare(run)
         with torch_threads(1):
             self._train(run)
         self._write_log(run.layout.logs / "metrics.csv")
+        log_history(run, self.history)
 
     def _train(self, run):
         config, model = run.config, run.model

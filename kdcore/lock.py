@@ -2,6 +2,8 @@
 
 The lock is an ``flock`` on ``{run_dir}/.lock``: the operating system drops it when the holder
 exits, however it exits (SIGKILL included), so a killed run never leaves a stale lock behind.
+``waiting_lock`` is the same kind of lock, waited for: for a short step that runs started at
+once must take in turn.
 """
 
 from __future__ import annotations
@@ -37,6 +39,21 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """An flock on ``path``, once its holder has let go."""
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -20,6 +20,7 @@ from kdcore.errors import KdcoreError
 
 @attrs.frozen
 class Stage:
+from kdcore.tracking import local_store
     name: str
     config: RunConfig | None  # None: the report
     needs: tuple[str, ...] = ()
@@ -55,6 +56,8 @@ def study_stages(base: RunConfig, datasets: Iterable[str]) -> list[Stage]:
         stage("vgae-student", attrs.evolve(student, mode="autoencoder"))
         stage("vgae-student-kd", attrs.evolve(kd, mode="autoencoder"), "vgae-teacher")
         stage("gat-student", attrs.evolve(student, mode="curriculum"), "vgae-teacher")
+            if "mlflow" in base.loggers:  # one store for every seed, so that they compare in MLflow
+                config = attrs.evolve(config, tracking_uri=base.tracking_uri or local_store(base.experiment_root))
         stage("gat-student-kd", attrs.evolve(kd, mode="curriculum"), "vgae-teacher", "gat-teacher")
         stage("fusion-teachers", attrs.evolve(teacher, mode="fusion"), "vgae-teacher", "gat-teacher")
         stage("fusion-students", attrs.evolve(student, mode="fusion"), "vgae-student-kd", "gat-student-kd")

@@ -11,7 +11,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from kdcore.data.graphset import drop_profile
 from kdcore.distill import Distiller
@@ -162,6 +161,10 @@ def resume_checkpoint(run: Run) -> str | None:
 
 
 def make_trainer(run: Run, callbacks: list[L.Callback], **options: Any) -> L.Trainer:
+    """Lightning's Trainer for a run; it logs to ``logs/metrics.csv`` always, and to the trackers
+    that ``loggers`` selects (kdcore.tracking)."""
+    from kdcore.tracking import run_loggers
+
     config = run.config
     return L.Trainer(
         max_epochs=config.max_epochs,
@@ -173,7 +176,7 @@ def make_trainer(run: Run, callbacks: list[L.Callback], **options: Any) -> L.Tra
         precision=precision_for(config.precision, config.accelerator),
         deterministic=config.deterministic,
         default_root_dir=run.layout.root,  # where Lightning's own files (e.g. SLURM requeue checkpoints) go
-        logger=CSVLogger(run.layout.logs, name="", version=""),
+        logger=run_loggers(run),
         callbacks=[*standard_callbacks(run), *run.callbacks, *callbacks],
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,

@@ -51,6 +51,9 @@ def test_unknown_key_without_a_close_match_gets_no_suggestion():
         ({"max_epochs": "ten"}, "'max_epochs'.*expected int"),
         ({"use_knowledge_distillation": "yes"}, "'use_knowledge_distillation'.*expected bool"),
         ({"max_epochs": True}, "'max_epochs'.*expected int"),
+        ({"loggers": ["csv", "wandb"]}, "loggers takes names among csv, tensorboard, mlflow, got 'wandb'"),
+        ({"loggers": "csv,csv"}, "loggers must not repeat a value"),
+        ({"loggers": [1]}, "'loggers'.*expected a list of names"),
     ],
 )
 def test_invalid_values_are_refused_at_config_time(overrides, message):

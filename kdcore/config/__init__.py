@@ -26,6 +26,7 @@ else:  # pragma: no cover
 
 MODEL_SIZES = ("teacher", "student")
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed")
+LOGGERS = ("csv", "tensorboard", "mlflow")  # kdcore.tracking builds them
 
 
 def _positive(instance, attribute, value):
@@ -49,6 +50,27 @@ def _one_of(choices):
             raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
 
     return check
+
+
+def _each_one_of(choices):
+    def check(instance, attribute, values):
+        for value in values:
+            if value not in choices:
+                suggestion = closest(value, choices)
+                hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+                raise ValueError(f"{attribute.name} takes names among {', '.join(choices)}, got {value!r}{hint}")
+
+    return check
+
+
+def _names(value: Any, _type: Any = None) -> tuple[str, ...]:
+    """A list of names, or one string of comma-separated names, so that the command line
+    needs no TOML quoting: ``--set loggers=csv,tensorboard``."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise TypeError("expected a list of names")
+    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +111,11 @@ class RunConfig:
     val_fraction: float = attrs.field(default=0.15, validator=_unit_interval)
     test_fraction: float = attrs.field(default=0.15, validator=_unit_interval)  # single captures only
     cache_dir: str | None = None  # None: {experiment_root}/cache/graphs
+
+    # Experiment tracking (docs/tracking.md). The CSV log (logs/metrics.csv), which ``kdcore
+    # report`` reads, is always written; "tensorboard" and "mlflow" add those trackers.
+    loggers: tuple[str, ...] = attrs.field(default=("csv",), converter=_names, validator=[_distinct, _each_one_of(LOGGERS)])
+    tracking_uri: str | None = None  # MLflow's; None: sqlite:///{experiment_root}/mlflow.db
 
     # Knowledge distillation: a toggle over any mode, not a mode.
     use_knowledge_distillation: bool = False
@@ -163,6 +190,7 @@ _converter.register_structure_hook(bool, _strict(bool, (bool,)))
 _converter.register_structure_hook(int, _strict(int, (int,)))
 _converter.register_structure_hook(float, _strict(float, (int, float)))
 _converter.register_structure_hook(str, _strict(str, (str,)))
+_converter.register_structure_hook_func(lambda kind: kind == tuple[str, ...], _names)
 
 
 def _check_keys(data: dict[str, Any], where: str) -> None:
