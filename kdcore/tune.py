@@ -125,9 +125,21 @@ def default_storage(base: RunConfig) -> str:
 def tune(engine: Engine, base: RunConfig, space: list[Parameter], trials: int, storage: str, study_name: str) -> optuna.Study:
     """Run trials of ``study_name`` in ``storage`` until the study holds ``trials`` finished ones
     (counting those of other processes on the same storage); returns the study."""
-    optuna, PruningCallback = _optuna()
+    base = prepare(engine, base)
+    run_trials(engine, base, space, trials, storage, study_name)
+    return finished_study(base, storage, study_name)
+
+
+def prepare(engine: Engine, base: RunConfig) -> RunConfig:
+    """The base config every worker starts from, its shared inputs made once, here."""
     base = attrs.evolve(base, **shared_inputs(engine, base))
     Path(base.experiment_root, "tune").mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def run_trials(engine: Engine, base: RunConfig, space: list[Parameter], trials: int, storage: str, study_name: str) -> None:
+    """One worker: take trials of the shared study until it holds ``trials`` finished ones."""
+    optuna, PruningCallback = _optuna()
     study = _create_or_load(optuna, study_name, storage, base.seed)
 
     def objective(trial: optuna.Trial) -> float:
@@ -143,10 +155,49 @@ def tune(engine: Engine, base: RunConfig, space: list[Parameter], trials: int, s
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)], n_trials=trials)
+
+
+def finished_study(base: RunConfig, storage: str, study_name: str) -> optuna.Study:
+    """The study once its workers stopped; one with no completed trial is an error naming where its runs are."""
+    optuna, _ = _optuna()
+    study = optuna.load_study(study_name=study_name, storage=storage)
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         raise KdcoreError(f"study {study_name}: no trial completed ({len(study.trials)} pruned or failed; see their runs under "
                           f"{Path(base.experiment_root) / 'tune' / study_name})")
     return study
+
+
+def trial_seeded_sampler(optuna, seed: int) -> optuna.samplers.BaseSampler:
+    """TPE seeded by ``seed + trial number`` rather than once per process: workers sharing a study
+    all start from the same seed, and a TPE seeded once would draw the same values in each of them
+    (trials 0 and 1 alike); one worker still repeats its study exactly."""
+
+    class TrialSeeded(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.samplers: dict[int, optuna.samplers.TPESampler] = {}
+
+        def _for(self, trial) -> optuna.samplers.TPESampler:
+            if trial.number not in self.samplers:
+                self.samplers[trial.number] = optuna.samplers.TPESampler(seed=seed + trial.number)
+            return self.samplers[trial.number]
+
+        def infer_relative_search_space(self, study, trial):
+            return self._for(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._for(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial) -> None:
+            self._for(trial).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self._for(trial).after_trial(study, trial, state, values)
+            del self.samplers[trial.number]
+
+    return TrialSeeded()
 
 
 def _create_or_load(optuna, study_name: str, storage: str, seed: int, tries: int = 10):
@@ -158,7 +209,7 @@ def _create_or_load(optuna, study_name: str, storage: str, seed: int, tries: int
         try:
             return optuna.create_study(
                 study_name=study_name, storage=storage, direction="minimize", load_if_exists=True,
-                sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner(n_warmup_steps=1),
+                sampler=trial_seeded_sampler(optuna, seed), pruner=optuna.pruners.MedianPruner(n_warmup_steps=1),
             )
         except SQLAlchemyError:
             if attempt == tries - 1:

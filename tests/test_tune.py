@@ -40,6 +40,8 @@ def test_two_workers_share_one_study_and_the_best_config_reproduces_its_trial(en
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers)), "no trial run twice"
+    values = [t.params["learning_rate"] for t in study.trials]
+    assert len(values) == len(set(values)), "workers seeded alike drew the same values"
     assert 4 <= len(finished) <= 5  # the two workers stop at 4; one may have started a trial as the other finished the 4th
     assert {(tmp_path / "runs" / "tune" / "shared" / f"trial-{t.number}").is_dir() for t in finished} == {True}
 
