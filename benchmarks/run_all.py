@@ -4,7 +4,7 @@
 
 The headline keys come first — ``graph_build_frames_per_s``, ``kd_overhead_ratio``,
 ``kd_overhead_ratio_cached``, ``student_infer_speedup``, ``peak_rss_mib_1m_frames``, ``cli_startup_s``,
-``data_inspect_68k_rows_s``, ``soak_rss_growth``, ``soak_frames_per_s``, and the transfer keys (``transfer_min_auroc_before``, ``transfer_min_f1_after``,
+``data_inspect_68k_rows_s``, ``soak_rss_growth``, ``soak_frames_per_s``, ``study_parallel_speedup``, and the transfer keys (``transfer_min_auroc_before``, ``transfer_min_f1_after``,
 ``transfer_max_fpr_after``, ``calibration_seconds_max``, ``road_min_f1_gat``, ``localisation_min_top1``) — then each
 script's full output under its own name, and the machine. Each script runs in a fresh process, so
 one's memory does not count against the next; they run one after another, so they do not compete
@@ -32,6 +32,7 @@ SCRIPTS = {
     "detect": ["bench_detect.py"],  # reads experiments/demo
     "soak": ["bench_soak.py"],  # reads experiments/demo
     "transfer": ["bench_transfer.py"],  # reads ../shared/data/real; skipped without it
+    "study": ["bench_study.py"],
 }
 DEMO_ROOT = Path("experiments/demo")
 TRANSFER_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer_max_fpr_after", "calibration_seconds_max", "road_min_f1_gat",
@@ -105,6 +106,7 @@ def main() -> None:
         "data_inspect_68k_rows_s": startup.get("data_inspect_68k_rows_s"),
         "soak_rss_growth": results.get("soak", {}).get("rss_growth"),
         "soak_frames_per_s": results.get("soak", {}).get("frames_per_s"),
+        "study_parallel_speedup": results.get("study", {}).get("study_parallel_speedup"),
         **{key: results.get("transfer", {}).get(key) for key in TRANSFER_KEYS},
         **results,
         "machine": machine(),

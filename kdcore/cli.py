@@ -9,7 +9,6 @@ import json
 import logging
 import signal
 import sys
-import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +21,7 @@ from rich.table import Table
 
 from kdcore.errors import ConfigError, KdcoreError
 from kdcore.incidents import OPEN_AFTER, QUIET_WINDOWS, IncidentTracker
+from kdcore.quiet import quiet_libraries
 from kdcore.signals import Stopped, stop_on
 
 app = typer.Typer(
@@ -32,6 +32,11 @@ app = typer.Typer(
 )
 console = Console()
 DEPRECATED_KD_MODE = "knowledge_distillation"
+
+
+class Executor(str, Enum):
+    sequential = "sequential"
+    ray = "ray"
 
 
 class Distillation(str, Enum):
@@ -50,15 +55,6 @@ def _plugins():
     from kdcore.manager import Plugins
 
     return Plugins()
-
-
-def _quiet_libraries() -> None:
-    """Keep the terminal for kdcore's own messages: Lightning's banners and tips are noise here."""
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
 
 def _fail(error: Exception) -> None:
@@ -165,7 +161,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train one model, evaluate it, and write its artifacts."""
-    _quiet_libraries()
+    quiet_libraries()
     try:
         overrides = _overrides(
             settings, config_file=config_file, mode=mode, kd=kd, distillation=distillation, model=model, teacher=teacher,
@@ -237,13 +233,16 @@ def tune(
     study: Optional[str] = typer.Option(None, "--study", help="Study name (default: mode, size, KD strategy and dataset)."),
     space: Optional[Path] = typer.Option(None, "--space", dir_okay=False, help="Search space TOML (default: learning rate, and with KD temperature and alpha)."),
     best_out: Optional[Path] = typer.Option(None, "--best-out", help="Where to write the best config TOML (default: EXPERIMENT_ROOT/tune/STUDY/best.toml)."),
+    executor: Executor = typer.Option(Executor.sequential, "--executor", help="sequential: trials one after another in this process; ray: --workers Ray tasks share the study."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --executor ray: workers taking trials at once (default: as many as the cluster has CPUs for)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: join this running Ray cluster (auto, HOST:PORT); unset: a local Ray instance."),
     config_file: Optional[Path] = ConfigOption,
     settings: list[str] = SetOption,
 ) -> None:
     """Search config values with Optuna on the validation split; writes the best config and a report."""
     from kdcore import tune as tuning
 
-    _quiet_libraries()
+    quiet_libraries()
     try:
         overrides = _overrides(settings, config_file=config_file, mode=mode, kd=kd, model_size=model_size, dataset=dataset,
                                data_root=data_root, experiment_root=experiment_root)
@@ -251,8 +250,16 @@ def tune(
         engine = _engine()
         parameters = tuning.load_space(space) if space else tuning.default_space(base)
         name = study or f"{base.mode}-{base.model_size}-{base.distillation_strategy or base.distillation}-{base.dataset}"
+        storage = storage or tuning.default_storage(base)
         with stop_on(signal.SIGINT):
-            result = tuning.tune(engine, base, parameters, trials, storage or tuning.default_storage(base), name)
+            if executor is Executor.ray:
+                from kdcore.ray_executor import tune_on_ray
+
+                result = tune_on_ray(tuning.prepare(engine, base), parameters, trials, storage, name, workers=workers, address=ray_address)
+            elif workers or ray_address:
+                raise ConfigError("--workers and --ray-address need --executor ray")
+            else:
+                result = tuning.tune(engine, base, parameters, trials, storage, name)
         folder = Path(base.experiment_root) / "tune" / name
         best_out = best_out or folder / "best.toml"
         tuning.write_best_config(result, base, best_out)
@@ -270,7 +277,7 @@ def validate(
     settings: list[str] = SetOption,
 ) -> None:
     """Check a config against the installed plugins without training."""
-    _quiet_libraries()
+    quiet_libraries()
     try:
         plan = _engine().plan(_config(config_file, _overrides(settings, config_file=config_file)))
     except KdcoreError as error:
@@ -392,6 +399,10 @@ def _seed_list(text: str) -> list[int]:
         raise ConfigError(f"--seeds expects integers separated by commas, got {text!r}") from None
 
 
+def _took(result) -> str:
+    return f"{result.seconds:6.1f} s  " if result.seconds is not None else ""
+
+
 @app.command()
 def pipeline(
     dataset: str = typer.Option("synthetic", "--dataset", help="Dataset to study."),
@@ -399,6 +410,8 @@ def pipeline(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="The dataset folder; with --datasets, the folder holding one folder per dataset."),
     experiment_root: Optional[str] = typer.Option(None, "--experiment-root", help="Root folder of all artifacts."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Run the study once per seed, comma-separated (config key seeds); the report aggregates them."),
+    executor: Executor = typer.Option(Executor.sequential, "--executor", help="sequential: one stage after another here; ray: independent stages at once as Ray tasks (pip install 'kdcore[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: join this running Ray cluster (auto, HOST:PORT); unset: a local Ray instance."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the stages in order, and which are complete, without running."),
     config_file: Optional[Path] = ConfigOption,
     settings: list[str] = SetOption,
@@ -406,7 +419,7 @@ def pipeline(
     """The whole study: teachers → students with and without KD → fusion → report; complete stages are skipped."""
     from kdcore.pipeline import Pipeline, study_stages
 
-    _quiet_libraries()
+    quiet_libraries()
     names = [name.strip() for name in (datasets or dataset).split(",") if name.strip()]
     try:
         overrides = _overrides(settings, config_file=config_file, experiment_root=experiment_root)
@@ -427,8 +440,14 @@ def pipeline(
                 needs = f"  (after {', '.join(result.stage.needs)})" if result.stage.needs and result.stage.config else ""
                 typer.echo(f"{number:2d}. {result.stage.name:<{width}} {result.status:<9} {result.detail}{needs}")
             return
+        if executor is Executor.ray:
+            from kdcore.ray_executor import RayExecutor
+
+            runner = RayExecutor(runner, address=ray_address)
+        elif ray_address:
+            raise ConfigError("--ray-address needs --executor ray")
         with stop_on(signal.SIGINT):
-            results = runner.run(lambda r: typer.echo(f"{r.stage.name:<{width}} {r.status:<19} {r.detail}"))
+            results = runner.run(lambda r: typer.echo(f"{r.stage.name:<{width}} {r.status:<19} {_took(r)}{r.detail}"))
     except KdcoreError as error:
         _fail(error)
     bad = [r for r in results if r.status in ("failed", "blocked")]
@@ -447,7 +466,7 @@ def export(
     """Export a model for deployment, checked against PyTorch on sample windows."""
     from kdcore.export import export_checkpoint
 
-    _quiet_libraries()
+    quiet_libraries()
     try:
         report = export_checkpoint(checkpoint, format, out)
     except KdcoreError as error:
@@ -481,7 +500,7 @@ def evaluate(
     from kdcore.engine import save_window_scores
     from kdcore.evaluate import evaluate as evaluate_model
 
-    _quiet_libraries()
+    quiet_libraries()
     progress_console = Console(stderr=True)
     try:
         detector = Detector(model)
@@ -522,7 +541,7 @@ def calibrate(
     """Fit a trained detector to a vehicle from a short attack-free recording of it (no labels needed)."""
     from kdcore.calibrate import calibrate as calibrate_model
 
-    _quiet_libraries()
+    quiet_libraries()
     try:
         record = calibrate_model(model, normal, out, target_fpr, _capture_format(capture_format, layout), on_bad_rows)
     except KdcoreError as error:
@@ -558,7 +577,7 @@ def detect(
     from kdcore.bus import BusEvents, ResilientBus, bus_chunks, feed_bus, open_bus
     from kdcore.detect import Detector, replay_chunks
 
-    _quiet_libraries()
+    quiet_libraries()
     if (bus is None) == (replay is None):
         _fail(KdcoreError("give exactly one of --bus INTERFACE[:CHANNEL] and --replay FILE"))
     if feed is not None and (bus or "").partition(":")[0] != "virtual":

@@ -4,10 +4,14 @@ Each stage is one ``Engine.run``. A stage whose artifacts are complete (its ``me
 exists) is skipped, so an interrupted pipeline continues where it stopped; the stage that was
 interrupted resumes from its ``last.ckpt``. A failing stage stops its dependants, which are
 reported as blocked, and the stages that do not depend on it still run.
+
+``Pipeline.run`` carries the stages out one after another in this process; ``kdcore.ray_executor``
+runs the same DAG as Ray tasks, deciding each stage through the same ``Pipeline.decide``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -16,11 +20,11 @@ import attrs
 from kdcore.config import RunConfig
 from kdcore.engine import Engine
 from kdcore.errors import KdcoreError
+from kdcore.tracking import local_store
 
 
 @attrs.frozen
 class Stage:
-from kdcore.tracking import local_store
     name: str
     config: RunConfig | None  # None: the report
     needs: tuple[str, ...] = ()
@@ -31,6 +35,15 @@ class StageResult:
     stage: Stage
     status: str  # "done", "skipped (complete)", "failed", "blocked", "planned", "complete"
     detail: str = ""
+    started: float | None = None  # time.time() when the stage began and ended, where it ran
+    finished: float | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.started is None or self.finished is None else self.finished - self.started
+
+
+OnStage = Callable[[StageResult], None]
 
 
 def study_stages(base: RunConfig, datasets: Iterable[str]) -> list[Stage]:
@@ -43,6 +56,8 @@ def study_stages(base: RunConfig, datasets: Iterable[str]) -> list[Stage]:
         prefix = dataset
         if seed is not None:
             config = attrs.evolve(config, seed=seed, experiment_root=str(Path(base.experiment_root) / f"seed-{seed}"))
+            if "mlflow" in base.loggers:  # one store for every seed, so that they compare in MLflow
+                config = attrs.evolve(config, tracking_uri=base.tracking_uri or local_store(base.experiment_root))
             prefix = f"{dataset}/seed-{seed}"
         teacher = attrs.evolve(config, model_size="teacher")
         student = attrs.evolve(config, model_size="student")
@@ -56,8 +71,6 @@ def study_stages(base: RunConfig, datasets: Iterable[str]) -> list[Stage]:
         stage("vgae-student", attrs.evolve(student, mode="autoencoder"))
         stage("vgae-student-kd", attrs.evolve(kd, mode="autoencoder"), "vgae-teacher")
         stage("gat-student", attrs.evolve(student, mode="curriculum"), "vgae-teacher")
-            if "mlflow" in base.loggers:  # one store for every seed, so that they compare in MLflow
-                config = attrs.evolve(config, tracking_uri=base.tracking_uri or local_store(base.experiment_root))
         stage("gat-student-kd", attrs.evolve(kd, mode="curriculum"), "vgae-teacher", "gat-teacher")
         stage("fusion-teachers", attrs.evolve(teacher, mode="fusion"), "vgae-teacher", "gat-teacher")
         stage("fusion-students", attrs.evolve(student, mode="fusion"), "vgae-student-kd", "gat-student-kd")
@@ -90,34 +103,45 @@ class Pipeline:
             StageResult(s, "complete" if self.is_complete(s) else "planned", self._where(s)) for s in self.stages
         ]
 
-    def run(self, on_stage: Callable[[StageResult], None] = lambda result: None) -> list[StageResult]:
+    def decide(self, stage: Stage, results: dict[str, StageResult]) -> StageResult | None:
+        """The result a stage gets without running — blocked by a failed need, or complete — or
+        None when it must run. Every need must already have its result."""
+        failed = [need for need in stage.needs if results[need].status in ("failed", "blocked")]
+        if failed and stage.config is not None:
+            return StageResult(stage, "blocked", f"needs {', '.join(failed)}")
+        if self.is_complete(stage):
+            return StageResult(stage, "skipped (complete)", self._where(stage))
+        return None
+
+    def run(self, on_stage: OnStage = lambda result: None) -> list[StageResult]:
         results: dict[str, StageResult] = {}
         for stage in self.stages:
-            failed = [need for need in stage.needs if results[need].status in ("failed", "blocked")]
-            if failed and stage.config is not None:
-                result = StageResult(stage, "blocked", f"needs {', '.join(failed)}")
-            elif self.is_complete(stage):
-                result = StageResult(stage, "skipped (complete)", self._where(stage))
-            else:
-                result = self._run(stage)
+            result = self.decide(stage, results) or run_stage(self.engine, stage, self.experiment_root)
             results[stage.name] = result
             on_stage(result)
         return list(results.values())
-
-    def _run(self, stage: Stage) -> StageResult:
-        from kdcore.report import write_report
-
-        try:
-            if stage.config is None:
-                return StageResult(stage, "done", str(write_report(self.experiment_root)))
-            result = self.engine.run(attrs.evolve(stage.config, resume=True))
-            return StageResult(stage, "done", f"F1 {result.metrics['f1']:.4f} · {result.run_dir}")
-        except KdcoreError as error:
-            return StageResult(stage, "failed", str(error))
-        except Exception as error:  # noqa: BLE001 - a broken stage must not take the others down
-            return StageResult(stage, "failed", f"{type(error).__name__}: {error}")
 
     def _where(self, stage: Stage) -> str:
         if stage.config is None:
             return str(self.experiment_root / "report" / "report.md")
         return str(self.engine.layout_for(stage.config).root)
+
+
+def run_stage(engine: Engine, stage: Stage, experiment_root: str | Path) -> StageResult:
+    """Carry one stage out; whatever goes wrong becomes a ``failed`` result, never an exception,
+    so a broken stage cannot take the others down."""
+    from kdcore.report import write_report
+
+    started = time.time()
+    try:
+        if stage.config is None:
+            detail = str(write_report(Path(experiment_root)))
+        else:
+            result = engine.run(attrs.evolve(stage.config, resume=True))
+            detail = f"F1 {result.metrics['f1']:.4f} · {result.run_dir}"
+        status = "done"
+    except KdcoreError as error:
+        status, detail = "failed", str(error)
+    except Exception as error:  # noqa: BLE001
+        status, detail = "failed", f"{type(error).__name__}: {error}"
+    return StageResult(stage, status, detail, started, time.time())

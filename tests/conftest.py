@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import warnings
 
 import pytest
@@ -39,12 +41,18 @@ class TinyCAN(CaptureDataset):
 
     def data_root(self) -> Path:
         root = Path(self.config.experiment_root) / "data" / "tiny"
-        if not root.is_dir():
+        if not root.is_dir():  # written aside and renamed: stages running at once may both get here
             rng = np.random.default_rng(0)
-            write_csv(tiny_capture(rng, 3000), root / "train_01_attack_free" / "normal.csv")
-            write_csv(tiny_capture(rng, 3000, "dos"), root / "train_02_with_attacks" / "dos.csv")
-            write_csv(tiny_capture(rng, 1200, "dos"), root / "test_01_dos" / "dos.csv")
-            write_csv(tiny_capture(rng, 1200, "fuzzy"), root / "test_02_fuzzy" / "fuzzy.csv")
+            root.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".tiny.", dir=root.parent))
+            write_csv(tiny_capture(rng, 3000), staging / "train_01_attack_free" / "normal.csv")
+            write_csv(tiny_capture(rng, 3000, "dos"), staging / "train_02_with_attacks" / "dos.csv")
+            write_csv(tiny_capture(rng, 1200, "dos"), staging / "test_01_dos" / "dos.csv")
+            write_csv(tiny_capture(rng, 1200, "fuzzy"), staging / "test_02_fuzzy" / "fuzzy.csv")
+            try:
+                staging.rename(root)
+            except OSError:
+                shutil.rmtree(staging)
         return root
 
 

@@ -38,6 +38,10 @@ def generate_into(root: Path, **options: Any) -> None:
         write_ctt_dataset(staging, **options)
         if ctt_folders(root) is None:  # another process may have finished first
             shutil.rmtree(root, ignore_errors=True)
-            staging.rename(root)
+            try:
+                staging.rename(root)
+            except OSError:  # ... or finished just now, between the check and the rename
+                if ctt_folders(root) is None:
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
