@@ -183,26 +183,34 @@ class Detector:
                 scores = self.score([batch])
         decided = time.perf_counter()
         alerting = scores >= self.threshold
-        node_scores, classes, confidences = [], [None] * len(scores), [None] * len(scores)
-        if alerting.any():  # only alerts name suspects and a class
-            node_scores = self.judge.node_scores(batch).tolist()
-            if self.judge.classify is not None:
-                classes, confidences = (values.tolist() for values in self.judge.classify(batch))
+        judged = self._judge_alerts(batch, alerting.nonzero().flatten()) if alerting.any() else {}
         timed = graphs.timestamps  # without timestamps, start and end are the frames' positions in the capture
         for index, (score, alert) in enumerate(zip(scores.tolist(), alerting.tolist())):
             summary.windows += 1
             summary.latencies_ms.append((decided - arrived) * 1000)
-            rows = range(graphs.node_ptr[index], graphs.node_ptr[index + 1])
             first, last = graphs.time_span[index].tolist()
+            node_scores, attack_class, confidence = judged.get(index, ([], None, None))
+            can_ids = graphs.can_id[graphs.node_ptr[index]:graphs.node_ptr[index + 1]].tolist()
             window = WindowVerdict(
                 index=summary.windows - 1, start=first if timed else int(first), end=last if timed else int(last),
                 unit="s" if timed else "frame", frames=self.window, score=score, alert=alert,
-                node_scores={int(graphs.can_id[row]): node_scores[row] for row in rows} if alert else {},
-                attack_class=classes[index] if alert else None, class_confidence=confidences[index] if alert else None,
+                node_scores=dict(zip(can_ids, node_scores)), attack_class=attack_class, class_confidence=confidence,
             )
             stream.window(window)
             if on_window is not None:
                 on_window(summary, alert)
+
+    def _judge_alerts(self, batch: Batch, alerts: torch.Tensor) -> dict[int, tuple[list[float], str | None, float | None]]:
+        """Suspects and attack class of each alerting window, by its index in the chunk. Only the
+        alerting windows go through attribution (a backward pass) and the classifier: on a bus
+        where alerts are rare, a chunk with one alert pays for one window, not for the chunk."""
+        judged = batch if len(alerts) == batch.num_graphs else select_windows(batch, alerts)
+        node_scores = self.judge.node_scores(judged).tolist()
+        classes = confidences = [None] * len(alerts)
+        if self.judge.classify is not None:
+            classes, confidences = (values.tolist() for values in self.judge.classify(judged))
+        ptr = judged.ptr.tolist()
+        return {index: (node_scores[ptr[k]:ptr[k + 1]], classes[k], confidences[k]) for k, index in enumerate(alerts.tolist())}
 
     def _score_one(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """One window through the traced scorer if there is one. A traced score within the
@@ -284,6 +292,16 @@ def window_batch(prepared: GraphSet) -> Batch:
     graph_of_node = torch.repeat_interleave(torch.arange(len(node_ptr) - 1), node_ptr.diff())
     return Batch(x=prepared.x, id_token=prepared.id_token, edge_index=prepared.edge_index + edge_offset,
                  batch=graph_of_node, ptr=node_ptr)
+
+
+def select_windows(batch: Batch, windows: torch.Tensor) -> Batch:
+    """The given windows of a batch, in their order, as a batch of their own (windows share no
+    edges, so each keeps its nodes and edges whole)."""
+    keep = torch.isin(batch.batch, windows)
+    renumbered = torch.cumsum(keep, 0) - 1
+    sizes = batch.ptr.diff()[windows]
+    return Batch(x=batch.x[keep], id_token=batch.id_token[keep], edge_index=renumbered[batch.edge_index[:, keep[batch.edge_index[0]]]],
+                 batch=torch.repeat_interleave(torch.arange(len(windows)), sizes), ptr=torch.cat([sizes.new_zeros(1), sizes.cumsum(0)]))
 
 
 def replay_chunks(table: FrameTable, window: int, real_time: bool) -> Iterator[Chunk]:

@@ -23,7 +23,7 @@ from kdcore.data.preprocess import Preprocessing
 from kdcore.data.traffic import attack_intervals, inject
 from kdcore.data.windows import build_window_graphs
 from kdcore.bus import bus_chunks, feed_bus
-from kdcore.detect import Detector, one_window_batch, replay_chunks, window_batch
+from kdcore.detect import Detector, one_window_batch, replay_chunks, select_windows, window_batch
 from kdcore.export import TOLERANCE
 from kdcore.signals import Stopped
 
@@ -190,6 +190,23 @@ def test_a_window_batch_is_what_pyg_collation_gives(teacher_root):
     assert one.num_graphs == 1
     for key in ("x", "id_token", "edge_index", "batch", "ptr"):
         assert torch.equal(one[key], expected[key]), key
+
+
+def test_alerting_windows_are_judged_alone_as_they_would_be_in_the_whole_chunk(engine, teacher_root):
+    table = read_capture(teacher_root / DOS)
+    gat = Detector(teacher_root / GAT, engine=engine)
+    prepared = gat.preprocessing.apply(build_window_graphs(table, gat.window, gat.window))
+    batch, chosen = window_batch(prepared), torch.tensor([1, 4, 5])
+    alone = select_windows(batch, chosen)
+    expected = Batch.from_data_list([prepared[i] for i in chosen.tolist()])
+    for key in ("x", "id_token", "edge_index", "batch", "ptr"):
+        assert torch.equal(alone[key], expected[key]), key
+    with torch.inference_mode():
+        whole, judged = gat.judge.node_scores(batch), gat.judge.node_scores(alone)
+        whole_classes, judged_classes = gat.judge.classify(batch), gat.judge.classify(alone)
+    rows = torch.cat([torch.arange(batch.ptr[i], batch.ptr[i + 1]) for i in chosen.tolist()])
+    assert torch.allclose(whole[rows], judged, atol=1e-6), "a window's suspects do not depend on the other windows of its chunk"
+    assert list(judged_classes[0]) == [whole_classes[0][i] for i in chosen.tolist()]
 
 
 def test_detection_runs_on_one_torch_thread_and_restores_the_setting(engine, teacher_root):
