@@ -446,8 +446,14 @@ def pipeline(
             runner = RayExecutor(runner, address=ray_address)
         elif ray_address:
             raise ConfigError("--ray-address needs --executor ray")
+        def report(result) -> None:
+            typer.echo(f"{result.stage.name:<{width}} {result.status:<19} {_took(result)}{result.detail}")
+
         with stop_on(signal.SIGINT):
-            results = runner.run(lambda r: typer.echo(f"{r.stage.name:<{width}} {r.status:<19} {_took(r)}{r.detail}"))
+            if executor is Executor.ray:  # stages run at once: say which were handed to Ray
+                results = runner.run(report, on_start=lambda stage: typer.echo(f"{stage.name:<{width}} submitted"))
+            else:
+                results = runner.run(report)
     except KdcoreError as error:
         _fail(error)
     bad = [r for r in results if r.status in ("failed", "blocked")]

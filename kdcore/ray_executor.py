@@ -121,9 +121,11 @@ class RayExecutor:
                 raise KdcoreError(f"stage {stage.name!r}: num_nodes={stage.config.num_nodes}, but under --executor ray "
                                   "a stage runs on one node; set num_nodes=1 or use the sequential executor")
 
-    def run(self, on_stage: OnStage = lambda result: None) -> list[StageResult]:
+    def run(self, on_stage: OnStage = lambda result: None, on_start: Callable[[Stage], None] = lambda stage: None) -> list[StageResult]:
+        """Each stage's result goes to ``on_stage`` as it comes; ``on_start`` hears of each task
+        submitted (it may wait for room in the cluster), since several stages run at once."""
         with ray_session(self.address) as ray:
-            results = self._run_tasks(ray, on_stage)
+            results = self._run_tasks(ray, on_stage, on_start)
         root = self.pipeline.experiment_root
         for stage in self.pipeline.stages:
             if stage.config is None:
@@ -131,7 +133,7 @@ class RayExecutor:
                 on_stage(results[stage.name])
         return [results[stage.name] for stage in self.pipeline.stages]
 
-    def _run_tasks(self, ray: Any, on_stage: OnStage) -> dict[str, StageResult]:
+    def _run_tasks(self, ray: Any, on_stage: OnStage, on_start: Callable[[Stage], None]) -> dict[str, StageResult]:
         task = ray.remote(train_stage)
         capacity = ray.cluster_resources()
         root = str(Path(self.pipeline.experiment_root).resolve())
@@ -159,6 +161,7 @@ class RayExecutor:
                     ref = task.options(**resources, max_retries=self.retries, retry_exceptions=False,
                                        name=stage.name).remote(self.engine_factory, worker_stage, root)
                     running[ref] = stage
+                    on_start(stage)
                 if not running:
                     break
                 done, _ = ray.wait(list(running), num_returns=1)

@@ -60,7 +60,10 @@ def test_independent_stages_run_at_once_and_give_the_sequential_metrics(local_ra
         ]
 
     stages = study(tmp_path / "ray")
-    results = {r.stage.name: r for r in RayExecutor(Pipeline(engine, stages, tmp_path / "ray"), engine_factory=tiny_engine).run()}
+    submitted = []
+    executor = RayExecutor(Pipeline(engine, stages, tmp_path / "ray"), engine_factory=tiny_engine)
+    results = {r.stage.name: r for r in executor.run(on_start=lambda stage: submitted.append(stage.name))}
+    assert sorted(submitted) == ["broken", "gat-normal", "vgae-teacher"], "a blocked stage is never handed to Ray"
     assert results["broken"].status == "failed" and "no-such-teacher.pth" in results["broken"].detail
     assert results["after-broken"].status == "blocked" and results["after-broken"].detail == "needs broken"
     vgae, gat = results["vgae-teacher"], results["gat-normal"]
