@@ -38,6 +38,8 @@ from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.detect import model_scorer
 from kdcore.errors import KdcoreError
 from kdcore.metrics import threshold_at_fpr
+from kdcore.plugins.modes.autoencoder import check_score
+from kdcore.plugins.modes.fusion import DECISION_LINE
 from kdcore.threads import torch_threads
 
 MIN_WINDOWS = 20  # clean windows needed to fit the scaling and a threshold on
@@ -115,6 +117,7 @@ def _checkpoint(path: Path) -> Checkpoint:
     checkpoint = load_checkpoint(path)
     if checkpoint.model not in ("gat", "vgae", "dqn") or "preprocessing" not in checkpoint.extra.get("data", {}):
         raise KdcoreError(f"{path}: not a GAT, VGAE or fusion checkpoint trained by kdcore on captures")
+    check_score(checkpoint, path)
     return checkpoint
 
 
@@ -139,6 +142,8 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         threshold = threshold_at_fpr(model_scorer(engine.load_model(checkpoint, model), checkpoint.model)(loader), target_fpr)
     trained = training_thresholds(checkpoint)
     floor = trained.get("roles_threshold", trained["threshold"]) if preprocessing.representation == "agnostic" else trained["threshold"]
+    if checkpoint.model == "dqn":  # the inputs now sit at 0.5 at this vehicle's own thresholds: another scale than in training
+        floor = min(floor, DECISION_LINE)
     return {
         **read,
         "windows": len(graphs),

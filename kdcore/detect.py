@@ -46,7 +46,7 @@ from kdcore.errors import KdcoreError
 from kdcore.export import TOLERANCE, OneWindow, sample_windows
 from kdcore.incidents import IncidentTracker, WindowVerdict, suspects
 from kdcore.metrics import AlertJudge
-from kdcore.plugins.modes.autoencoder import AutoencoderMode
+from kdcore.plugins.modes.autoencoder import AutoencoderMode, check_score
 from kdcore.plugins.modes.normal import NormalMode
 from kdcore.signals import Stopped
 from kdcore.threads import torch_threads
@@ -96,6 +96,7 @@ class Detector:
         data = checkpoint.extra.get("data", {})
         if checkpoint.model not in ("gat", "vgae", "dqn") or "preprocessing" not in data:
             raise KdcoreError(f"{checkpoint_path}: not a GAT, VGAE or fusion checkpoint trained by kdcore on captures")
+        check_score(checkpoint, checkpoint_path)
         self.config = checkpoint.config  # the run that trained it
         self.data = data  # what the model was trained on: window settings, graph nodes, vocabulary and scaling
         self.window = int(data["window_size"])
@@ -273,9 +274,7 @@ class WindowScore(OneWindow):
         outputs = super().forward(x, id_token, edge_index)
         if not self.vgae:
             return torch.softmax(outputs[0].float(), -1)[:, 1]
-        recon, canid_logits, neighbor_logits, _ = outputs
-        named = {"recon": recon, "canid_logits": canid_logits, "neighbor_logits": neighbor_logits}
-        return graph_scores(named, x, id_token, torch.zeros_like(id_token), 1)
+        return graph_scores({"recon": outputs[0]}, x, torch.zeros_like(id_token), 1)
 
 
 def one_window_batch(x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> Batch:

@@ -68,9 +68,7 @@ class FusedWindow(nn.Module):
         from kdcore.fusion import fused_score, fusion_state, log_odds
 
         batch = torch.zeros_like(id_token)
-        cont_out, canid_logits, neighbor_logits, _, _ = self.vgae(x, id_token, edge_index, batch)
-        outputs = {"recon": cont_out, "canid_logits": canid_logits, "neighbor_logits": neighbor_logits}
-        raw = graph_scores(outputs, x, id_token, batch, 1)
+        raw = graph_scores({"recon": self.vgae(x, id_token, edge_index, batch)[0]}, x, batch, 1)
         v = self.normalisers["vgae"](raw)
         p = self.normalisers["gat"](log_odds(torch.softmax(self.gat(x, id_token, edge_index, batch).float(), -1)[:, 1]))
         alpha = self.actions[self.dqn(fusion_state(p, v)).argmax(-1)]
@@ -110,6 +108,9 @@ def export_checkpoint(path: str | Path, format: str, out: str | Path, engine=Non
 
         module = FusedWindow(FusionPredictor.from_checkpoint(engine, path)[0])
     elif checkpoint.model in ("gat", "vgae"):
+        from kdcore.plugins.modes.autoencoder import check_score
+
+        check_score(checkpoint, path)
         module = OneWindow(engine.load_model(checkpoint, path))
     else:
         raise KdcoreError(f"{path}: export supports gat, vgae and fusion (dqn) checkpoints, not {checkpoint.model!r}")

@@ -25,7 +25,7 @@ from kdcore.data.graphset import labels_of
 from kdcore.errors import KdcoreError
 from kdcore.layout import RunLayout
 from kdcore.metrics import AlertJudge, best_f1_threshold, evaluate_scores
-from kdcore.plugins.modes.autoencoder import AutoencoderMode
+from kdcore.plugins.modes.autoencoder import AutoencoderMode, check_score
 from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, find_inputs
 from kdcore.plugins.modes.normal import NormalMode
 from kdcore.threads import torch_threads
@@ -175,7 +175,9 @@ class FusionPredictor:
         models = {}
         for name in ("vgae", "gat"):
             input_path = fusion[name]["path"]
-            models[name] = engine.load_model(load_checkpoint(input_path), input_path)
+            input_checkpoint = load_checkpoint(input_path)
+            check_score(input_checkpoint, input_path)
+            models[name] = engine.load_model(input_checkpoint, input_path)
         normalisers = {name: ScoreNormaliser(**{k: fusion[name][k] for k in ("median", "scale", "threshold")})
                        if "threshold" in fusion[name] else IDENTITY for name in ("vgae", "gat")}  # older: p as it is
         predictor = cls(models["vgae"], models["gat"], dqn, normalisers, tuple(fusion["actions"]), device)
@@ -271,6 +273,7 @@ class FusionTraining:
         models, thresholds = {}, {}
         for name, layout in self.inputs.items():
             checkpoint = load_checkpoint(layout.checkpoint)
+            check_score(checkpoint, layout.checkpoint)
             thresholds[name] = float(checkpoint.extra["threshold"])
             if checkpoint.model != name:
                 raise KdcoreError(f"fusion input {layout.checkpoint} is a {checkpoint.model!r} model, not {name!r}")

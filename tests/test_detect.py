@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import attrs
 import can
 import numpy as np
 import pytest
@@ -461,3 +462,20 @@ def test_real_normal_capture_false_alert_rate_matches_the_test_fpr(real_students
     overall = runs[model].metrics["fpr"]
     tolerance = 3 * np.sqrt(overall * (1 - overall) / summary["windows"]) + 1 / summary["windows"]
     assert abs(rate - overall) <= tolerance, f"{model}: false alert rate {rate:.4f}, test FPR {overall:.4f}"
+
+
+def test_a_vgae_scored_the_old_way_is_refused_where_its_thresholds_would_be_used(engine, teacher_root, tmp_path):
+    from kdcore.calibrate import calibrate
+    from kdcore.checkpoint import load_checkpoint, save_checkpoint
+    from kdcore.errors import CheckpointError
+    from kdcore.export import export_checkpoint
+
+    checkpoint = load_checkpoint(teacher_root / VGAE)
+    assert checkpoint.extra["score"] == "feature-error"
+    old = tmp_path / "old.pth"
+    save_checkpoint(old, attrs.evolve(checkpoint, extra={k: v for k, v in checkpoint.extra.items() if k != "score"}))
+    for use in (lambda: Detector(old, engine=engine), lambda: export_checkpoint(old, "onnx", tmp_path / "old.onnx", engine),
+                lambda: calibrate(old, [teacher_root / DOS], tmp_path / "calibrated.pth")):
+        with pytest.raises(CheckpointError, match="old.pth: this VGAE was trained when its window score also counted"):
+            use()
+    assert not (tmp_path / "old.onnx").exists() and not (tmp_path / "calibrated.pth").exists()

@@ -178,7 +178,7 @@ def test_students_export(tmp_path, format):
     for model_class in MODELS:
         model = model_class(num_node_features=preprocessing.num_features, num_ids=preprocessing.num_ids, **model_class.sizes["student"])
         path = tmp_path / f"{model_class.name}.pth"
-        extra = {"data": {"preprocessing": preprocessing.to_dict(), "window_size": 50}}
+        extra = {"data": {"preprocessing": preprocessing.to_dict(), "window_size": 50}, "score": "feature-error"}
         save_checkpoint(path, Checkpoint(model=model_class.name, hparams=model.hparams, state_dict=model.state_dict(), extra=extra))
         report = export_checkpoint(path, format, tmp_path / f"{model_class.name}.{format}", engine=Engine(load_entry_points=False))
         assert report.max_abs_diff <= TOLERANCE and report.windows > 1
