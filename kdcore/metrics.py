@@ -81,7 +81,9 @@ def threshold_at_fpr(normal_scores: torch.Tensor, target_fpr: float) -> float:
 def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor, target_fpr: float) -> float:
     """Among the thresholds that keep these windows' false-positive rate at ``target_fpr`` or
     below (at or above ``threshold_at_fpr`` of their normal ones), the one with the best F1; of
-    equally good ones, the lowest (the most sensitive the validation windows allow)."""
+    equally good ones, the lowest (the most sensitive the validation windows allow): just above
+    the highest window left out, not at the lowest window flagged — where normal and attack
+    windows are apart, that is the gap's lower end, not its upper one."""
     floor = threshold_at_fpr(scores[labels == 0], target_fpr)
     order = torch.argsort(scores.double(), descending=True, stable=True)
     s, y = scores.double()[order], labels.long()[order]
@@ -89,8 +91,12 @@ def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor, target_fpr: fl
     f1 = 2 * tp / (tp + fp + y.sum()).clamp(min=1)  # predicting the first k + 1 windows as attacks
     last_of_ties = torch.cat([s[1:] < s[:-1], torch.tensor([True])])
     f1 = torch.where(last_of_ties & (s >= floor), f1.double(), torch.tensor(-1.0, dtype=torch.float64))
-    best = torch.nonzero(f1 == f1.max()).view(-1)[-1]
-    return float(s[int(best)]) if float(f1.max()) >= 0 else floor
+    if float(f1.max()) < 0:
+        return floor
+    best = int(torch.nonzero(f1 == f1.max()).view(-1)[-1])
+    ranked = scores[order]  # in the scores' own precision, in which they will be compared
+    left_out = float(torch.nextafter(ranked[best + 1], ranked[best])) if best + 1 < len(s) else floor
+    return max(floor, left_out)
 
 
 def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: float, representation: str) -> dict[str, float]:

@@ -270,3 +270,15 @@ def test_calibrating_fusion_calibrates_its_inputs_and_its_fused_threshold(engine
     scores = detector.score(DataLoader(detector.preprocessing.apply(build_window_graphs(
         node_keys(read_capture(clean), "can_id"), detector.window, detector.window)), batch_size=64))
     assert float((scores >= threshold).float().mean()) <= 0.05 + 1 / len(scores)
+
+
+def test_the_fused_threshold_is_the_lowest_that_flags_the_best_windows():
+    from kdcore.metrics import best_f1_threshold
+
+    scores, labels = torch.tensor([0.1, 0.2, 0.3, 0.8, 0.9]), torch.tensor([0, 0, 0, 1, 1])
+    threshold = best_f1_threshold(scores, labels, target_fpr=0.0)
+    assert 0.3 < threshold < 0.31, "the gap's lower end: every attack flagged, no normal window"
+    assert ((scores >= threshold) == labels.bool()).all()
+    overlapping = torch.tensor([0.1, 0.85, 0.3, 0.8, 0.9])  # a normal window among the attacks
+    threshold = best_f1_threshold(overlapping, labels, target_fpr=0.0)
+    assert 0.85 < threshold <= 0.9, "no normal window flagged at target_fpr 0"
