@@ -1,8 +1,8 @@
 """``--executor ray``: the study's DAG, or a search's workers, as Ray tasks on this machine or a cluster.
 
-``kdcore pipeline``: this process keeps the DAG. A stage is submitted once each of its needs has a result, and is
-decided by ``Pipeline.decide`` exactly as the sequential executor decides it: a complete stage is
-skipped, a stage whose need failed is blocked. Each task asks Ray for the CPUs and GPUs its run
+``kdcore pipeline``: this process keeps the DAG. A stage is submitted once each of its needs has
+a result, and is decided by ``Pipeline.decide`` exactly as the sequential executor decides it: a
+complete stage is skipped, a stage whose need failed is blocked. Each task asks Ray for the CPUs and GPUs its run
 uses. A task whose worker dies (killed, out of memory, its node lost) is retried by Ray; a stage
 that raises is not — it would fail the same way again — and is reported failed. The report is
 written here once every stage has a result.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def ray_session(address: str | None) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def cancelled_on_exit(ray: Any, refs: Iterator[Any]) -> Iterator[None]:
+def cancelled_on_exit(ray: Any, refs: Iterable[Any]) -> Iterator[None]:
     """Stop the tasks still running when the block is left by an exception (Ctrl-C included)."""
     try:
         yield
