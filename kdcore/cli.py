@@ -121,6 +121,7 @@ def _config(config_file: Optional[Path], overrides: dict[str, Any]):
 SHOWN_METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "fpr")
 SetOption = typer.Option([], "--set", help="Override a config key: --set max_epochs=1 (repeatable).")
 ConfigOption = typer.Option(None, "--config", help="TOML file of config keys.", dir_okay=False)
+RayAddressOption = typer.Option(None, "--ray-address", help="With --executor ray: join this running Ray cluster (auto, HOST:PORT); unset: a local Ray instance.")
 FormatOption = typer.Option(None, "--format", help="Capture format (default: detected from content).")
 BadRowsOption = typer.Option("error", "--on-bad-rows", help="error: stop at the first malformed row; skip: count and skip.")
 LayoutOption = typer.Option(
@@ -235,7 +236,7 @@ def tune(
     best_out: Optional[Path] = typer.Option(None, "--best-out", help="Where to write the best config TOML (default: EXPERIMENT_ROOT/tune/STUDY/best.toml)."),
     executor: Executor = typer.Option(Executor.sequential, "--executor", help="sequential: trials one after another in this process; ray: --workers Ray tasks share the study."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --executor ray: workers taking trials at once (default: as many as the cluster has CPUs for)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: join this running Ray cluster (auto, HOST:PORT); unset: a local Ray instance."),
+    ray_address: Optional[str] = RayAddressOption,
     config_file: Optional[Path] = ConfigOption,
     settings: list[str] = SetOption,
 ) -> None:
@@ -411,7 +412,7 @@ def pipeline(
     experiment_root: Optional[str] = typer.Option(None, "--experiment-root", help="Root folder of all artifacts."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Run the study once per seed, comma-separated (config key seeds); the report aggregates them."),
     executor: Executor = typer.Option(Executor.sequential, "--executor", help="sequential: one stage after another here; ray: independent stages at once as Ray tasks (pip install 'kdcore[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: join this running Ray cluster (auto, HOST:PORT); unset: a local Ray instance."),
+    ray_address: Optional[str] = RayAddressOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the stages in order, and which are complete, without running."),
     config_file: Optional[Path] = ConfigOption,
     settings: list[str] = SetOption,
