@@ -10,7 +10,8 @@ below the threshold fitted in training on the same footing (for an agnostic mode
 windows judged by roles alone): a short recording can show that a vehicle's normal traffic scores
 higher than the validation traffic did, but its few minutes (often at idle) cannot show that the
 vehicle's driving scores lower; measured, a lowered threshold raised false positives on the same
-vehicle's other recordings (docs/transfer.md). The weights are not touched; the result is an
+vehicle's other recordings (docs/transfer.md). The weights are not touched (an agnostic VGAE
+takes the error scale it fitted in training on windows judged by roles); the result is an
 ordinary checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
 detector calibrates its VGAE and GAT (written next to it), their normalisations and its fused
 threshold together.
@@ -114,10 +115,15 @@ def calibrate(
 
 
 def _checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint to calibrate; an agnostic VGAE's with the error scale of windows judged by
+    roles (``roles_error_scale``), as the new vehicle will be judged."""
     checkpoint = load_checkpoint(path)
     if checkpoint.model not in ("gat", "vgae", "dqn") or "preprocessing" not in checkpoint.extra.get("data", {}):
         raise KdcoreError(f"{path}: not a GAT, VGAE or fusion checkpoint trained by kdcore on captures")
     check_score(checkpoint, path)
+    if "roles_error_scale" in checkpoint.extra:
+        scale = torch.tensor(checkpoint.extra["roles_error_scale"], dtype=checkpoint.state_dict["error_scale"].dtype)
+        checkpoint = attrs.evolve(checkpoint, state_dict={**checkpoint.state_dict, "error_scale": scale})
     return checkpoint
 
 
@@ -194,7 +200,7 @@ def _calibrate_fusion(engine, model: Path, checkpoint: Checkpoint, graphs: Windo
         thresholds[name] = record["threshold"]
         _save(input_out, input_checkpoint, record)
         fusion[name] = {**fusion[name], "path": str(input_out)}
-    predictor, _ = FusionPredictor.from_checkpoint(engine, model)
+    predictor, _ = FusionPredictor.from_checkpoint(engine, model, inputs={name: fusion[name]["path"] for name in ("vgae", "gat")})
     probability, raw = predictor.inputs(loader)
     predictor.normalisers = fit_normalisers(probability, raw, thresholds)  # 0.5 at each calibrated input's threshold
     for name, normaliser in predictor.normalisers.items():

@@ -274,7 +274,7 @@ class WindowScore(OneWindow):
         outputs = super().forward(x, id_token, edge_index)
         if not self.vgae:
             return torch.softmax(outputs[0].float(), -1)[:, 1]
-        return graph_scores({"recon": outputs[0]}, x, torch.zeros_like(id_token), 1)
+        return graph_scores({"recon": outputs[0]}, x, self.model.error_scale, torch.zeros_like(id_token), 1)
 
 
 def one_window_batch(x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> Batch:

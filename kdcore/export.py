@@ -68,7 +68,7 @@ class FusedWindow(nn.Module):
         from kdcore.fusion import fused_score, fusion_state, log_odds
 
         batch = torch.zeros_like(id_token)
-        raw = graph_scores({"recon": self.vgae(x, id_token, edge_index, batch)[0]}, x, batch, 1)
+        raw = graph_scores({"recon": self.vgae(x, id_token, edge_index, batch)[0]}, x, self.vgae.error_scale, batch, 1)
         v = self.normalisers["vgae"](raw)
         p = self.normalisers["gat"](log_odds(torch.softmax(self.gat(x, id_token, edge_index, batch).float(), -1)[:, 1]))
         alpha = self.actions[self.dqn(fusion_state(p, v)).argmax(-1)]

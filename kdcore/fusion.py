@@ -164,9 +164,10 @@ class FusionPredictor:
         return self.components(loader)["score"]
 
     @classmethod
-    def from_checkpoint(cls, engine, path: str | Path, device: str = "cpu") -> tuple[FusionPredictor, float]:
+    def from_checkpoint(cls, engine, path: str | Path, device: str = "cpu",
+                        inputs: dict[str, str] | None = None) -> tuple[FusionPredictor, float]:
         """The predictor saved in a fusion checkpoint (its inputs are reloaded from their recorded
-        paths), and its decision threshold."""
+        paths, or from ``inputs``' paths by name), and its decision threshold."""
         checkpoint = load_checkpoint(path)
         fusion = checkpoint.extra.get("fusion")
         if fusion is None:
@@ -174,7 +175,7 @@ class FusionPredictor:
         dqn = engine.load_model(checkpoint, path)
         models = {}
         for name in ("vgae", "gat"):
-            input_path = fusion[name]["path"]
+            input_path = (inputs or {}).get(name, fusion[name]["path"])
             input_checkpoint = load_checkpoint(input_path)
             check_score(input_checkpoint, input_path)
             models[name] = engine.load_model(input_checkpoint, input_path)

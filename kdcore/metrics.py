@@ -99,26 +99,28 @@ def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor, target_fpr: fl
     return max(floor, left_out)
 
 
-def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: float, representation: str) -> dict[str, float]:
+def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: float, representation: str,
+                      roles_score: Scorer | None = None) -> dict[str, float]:
     """``threshold``: the score ``target_fpr`` of the validation normal windows reach. For the
     agnostic representation also ``roles_threshold``: the same for those windows judged without
     their profile, as a vehicle the model was not trained on is judged — the floor ``kdcore
-    calibrate`` keeps for another vehicle."""
+    calibrate`` keeps for another vehicle — scored by ``roles_score`` where the model scores
+    such windows its own way (the VGAE's error scale), else by ``score``."""
     loader = datamodule.loader(datamodule.normal(datamodule.val_set))
     thresholds = {"threshold": threshold_at_fpr(score(loader), target_fpr)}
     if representation == "agnostic":
         without = (drop_profile(batch, 1.0) for batch in loader)
-        thresholds["roles_threshold"] = threshold_at_fpr(score(without), target_fpr)
+        thresholds["roles_threshold"] = threshold_at_fpr((roles_score or score)(without), target_fpr)
     return thresholds
 
 
 def evaluate_at_fitted_threshold(score: Scorer, run: Run, embed: Embedder | None = None,
-                                 node_scores: NodeScorer | None = None) -> Evaluation:
+                                 node_scores: NodeScorer | None = None, roles_score: Scorer | None = None) -> Evaluation:
     """What the built-in modes evaluate: thresholds fitted on validation normal windows at the
     run's ``target_fpr`` (``fitted_thresholds``, saved with the model), attack classes on the
     model's window representation ``embed`` when the data names its attacks (saved as
     ``attack_classes``), then ``evaluate_scores``, judging the alerts with ``node_scores``."""
-    extra: dict = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation)
+    extra: dict = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation, roles_score)
     classes = fit_attack_classes(embed, run.datamodule, run.config.representation) if embed is not None else {}
     extra.update({key: fitted.to_dict() for key, fitted in classes.items()})
     judge = AlertJudge.of(node_scores, classes.get("attack_classes"), embed) if node_scores is not None else None

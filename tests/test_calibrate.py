@@ -95,6 +95,18 @@ def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_t
     assert again["trained"] == record["trained"]  # calibrating twice keeps the training floor, not the first calibration's
 
 
+def test_an_agnostic_vgae_calibrates_to_the_error_scale_of_windows_judged_by_roles(engine, teacher_root, recordings, tmp_path):
+    trained = load_checkpoint(teacher_root / VGAE)
+    out = tmp_path / "calibrated.pth"
+    calibrate(teacher_root / VGAE, [recordings / "clean.csv"], out, engine=engine)
+    calibrated = load_checkpoint(out)
+    assert torch.equal(calibrated.state_dict["error_scale"], torch.tensor(trained.extra["roles_error_scale"]))
+    assert not torch.equal(calibrated.state_dict["error_scale"], trained.state_dict["error_scale"])
+    assert all(torch.equal(calibrated.state_dict[k], v) for k, v in trained.state_dict.items() if k != "error_scale"), "weights untouched"
+    calibrate(out, [recordings / "clean.csv"], tmp_path / "twice.pth", engine=engine)
+    assert torch.equal(load_checkpoint(tmp_path / "twice.pth").state_dict["error_scale"], calibrated.state_dict["error_scale"])
+
+
 def test_a_recording_with_attacks_or_too_few_frames_is_refused(engine, teacher_root, recordings, tmp_path):
     out = tmp_path / "calibrated.pth"
     with pytest.raises(KdcoreError, match=r"dos\.csv: carries \d+ attack-labelled frames; calibrate on attack-free traffic only"):

@@ -469,13 +469,15 @@ def test_a_vgae_scored_the_old_way_is_refused_where_its_thresholds_would_be_used
     from kdcore.checkpoint import load_checkpoint, save_checkpoint
     from kdcore.errors import CheckpointError
     from kdcore.export import export_checkpoint
+    from kdcore.plugins.modes.autoencoder import SCORE
 
     checkpoint = load_checkpoint(teacher_root / VGAE)
-    assert checkpoint.extra["score"] == "feature-error"
+    assert checkpoint.extra["score"] == SCORE
     old = tmp_path / "old.pth"
-    save_checkpoint(old, attrs.evolve(checkpoint, extra={k: v for k, v in checkpoint.extra.items() if k != "score"}))
-    for use in (lambda: Detector(old, engine=engine), lambda: export_checkpoint(old, "onnx", tmp_path / "old.onnx", engine),
-                lambda: calibrate(old, [teacher_root / DOS], tmp_path / "calibrated.pth")):
-        with pytest.raises(CheckpointError, match="old.pth: this VGAE was trained when its window score also counted"):
-            use()
+    for extra in ({k: v for k, v in checkpoint.extra.items() if k != "score"}, {**checkpoint.extra, "score": "feature-error"}):
+        save_checkpoint(old, attrs.evolve(checkpoint, extra=extra))
+        for use in (lambda: Detector(old, engine=engine), lambda: export_checkpoint(old, "onnx", tmp_path / "old.onnx", engine),
+                    lambda: calibrate(old, [teacher_root / DOS], tmp_path / "calibrated.pth")):
+            with pytest.raises(CheckpointError, match="old.pth: this VGAE was trained with another window score"):
+                use()
     assert not (tmp_path / "old.onnx").exists() and not (tmp_path / "calibrated.pth").exists()

@@ -85,7 +85,7 @@ OLD_TEACHER_HPARAMS = {
 @pytest.mark.parametrize(("features", "num_ids"), [(14, 67), (21, 150)])
 def test_teachers_have_the_parameters_they_always_had(model_class, features, num_ids):
     teacher = build(model_class, "teacher", num_ids, features)
-    shapes = {name: tuple(tensor.shape) for name, tensor in teacher.state_dict().items()}
+    shapes = {name: tuple(tensor.shape) for name, tensor in teacher.named_parameters()}
     assert shapes == TEACHER_SHAPES[model_class.name](features, num_ids)
 
 
@@ -95,8 +95,11 @@ def test_an_old_teacher_checkpoint_loads_and_computes_the_same(model_class, tmp_
     torch.manual_seed(0)
     old = model_class(**hparams).eval()
     path = tmp_path / "teacher.pth"
-    save_checkpoint(path, Checkpoint(model=model_class.name, hparams=dict(hparams), state_dict=old.state_dict()))
+    weights = {name: tensor for name, tensor in old.state_dict().items() if name != "error_scale"}  # saved before the VGAE's error scale
+    save_checkpoint(path, Checkpoint(model=model_class.name, hparams=dict(hparams), state_dict=weights))
     loaded = Engine(load_entry_points=False).load_model(load_checkpoint(path), path)
+    if model_class.name == "vgae":
+        assert torch.equal(loaded.error_scale, torch.ones(14)), "an old VGAE loads with its error scale at ones"
     x, id_token, edge_index = torch.randn(6, 14), torch.tensor([0, 1, 5, 66, 5, 2]), torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 5]])
     batch = torch.zeros(6, dtype=torch.long)
     for want, got in zip(_outputs(old, x, id_token, edge_index, batch), _outputs(loaded, x, id_token, edge_index, batch)):
@@ -173,12 +176,13 @@ def test_students_export(tmp_path, format):
     from kdcore.data.traffic import generate_traffic
     from kdcore.data.windows import build_window_graphs
     from kdcore.export import TOLERANCE, export_checkpoint
+    from kdcore.plugins.modes.autoencoder import SCORE
 
     preprocessing = Preprocessing.fit(build_window_graphs(generate_traffic(5.0, seed=0), 50, 50))
     for model_class in MODELS:
         model = model_class(num_node_features=preprocessing.num_features, num_ids=preprocessing.num_ids, **model_class.sizes["student"])
         path = tmp_path / f"{model_class.name}.pth"
-        extra = {"data": {"preprocessing": preprocessing.to_dict(), "window_size": 50}, "score": "feature-error"}
+        extra = {"data": {"preprocessing": preprocessing.to_dict(), "window_size": 50}, "score": SCORE}
         save_checkpoint(path, Checkpoint(model=model_class.name, hparams=model.hparams, state_dict=model.state_dict(), extra=extra))
         report = export_checkpoint(path, format, tmp_path / f"{model_class.name}.{format}", engine=Engine(load_entry_points=False))
         assert report.max_abs_diff <= TOLERANCE and report.windows > 1

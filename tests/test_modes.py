@@ -62,6 +62,33 @@ def test_autoencoder_threshold_is_saved_with_the_model(engine, teacher_root):
     assert isinstance(threshold, float) and threshold > 0
 
 
+def test_the_vgae_error_scale_is_each_features_normal_error_floored():
+    from torch_geometric.data import Data
+
+    from kdcore.plugins.modes.autoencoder import ERROR_SCALE_FLOOR, fit_error_scale, node_errors
+
+    class Zeros:  # a mode whose model reconstructs every feature as 0: each error is the feature squared
+        def outputs(self, model, batch):
+            return {"recon": torch.zeros_like(batch.x)}
+
+    x = torch.randn(2000, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([2.0, 0.5, 0.0])
+    scale = fit_error_scale(Zeros(), torch.nn.Linear(1, 1), [Data(x=part) for part in x.split(500)])
+    squares = (x**2).mean(0)
+    assert torch.allclose(scale[:2], squares[:2]), "each feature's mean squared error on the windows given"
+    assert scale[2] == pytest.approx(ERROR_SCALE_FLOOR * float(squares.mean())), "a feature that never errs is floored"
+    scaled = node_errors({"recon": torch.zeros_like(x)}, x, scale)
+    per_feature = ((x**2) / scale).mean(0)
+    assert torch.allclose(per_feature[:2], torch.ones(2)) and torch.allclose(scaled, ((x**2) / scale).mean(-1))
+
+
+def test_an_agnostic_vgae_saves_the_error_scale_of_both_views(engine, teacher_root):
+    checkpoint = load_checkpoint(teacher_root / "automotive/tiny/unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth")
+    scale, roles = checkpoint.state_dict["error_scale"], torch.tensor(checkpoint.extra["roles_error_scale"])
+    assert scale.shape == roles.shape and (scale > 0).all() and (roles > 0).all()
+    assert not torch.allclose(scale, torch.ones_like(scale)), "fitted, not left at its initial ones"
+    assert not torch.allclose(scale, roles), "windows judged by roles alone err differently"
+
+
 def test_same_seed_same_metrics_and_weights(engine, tmp_path):
     first = engine.run(tiny_config(tmp_path / "a", mode="normal", max_epochs=2))
     second = engine.run(tiny_config(tmp_path / "b", mode="normal", max_epochs=2))

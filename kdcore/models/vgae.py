@@ -23,6 +23,10 @@ class VGAE(nn.Module):
     ``Linear(latent_dim, num_ids)`` of its own: ``canid_logits = canid_projection(z) @ id_embedding.weight.T``,
     so each CAN ID costs ``embedding_dim`` parameters instead of ``embedding_dim + latent_dim + 1``.
     The student is tied, the teacher is not (its parameters, and old checkpoints, are as before).
+
+    ``error_scale`` (a buffer, saved with the weights) is each feature's mean squared
+    reconstruction error on normal windows, fitted after training: the anomaly score weighs a
+    feature's error by how much that feature errs on normal traffic (``kdcore.plugins.modes.autoencoder``).
     """
 
     name: ClassVar[str] = "vgae"
@@ -70,6 +74,7 @@ class VGAE(nn.Module):
             self.canid_projection = nn.Linear(latent_dim, embedding_dim)
         else:
             self.canid_head = nn.Linear(latent_dim, num_ids)
+        self.register_buffer("error_scale", torch.ones(num_node_features))
 
     def forward(self, x, id_token, edge_index, batch=None):
         checkpointed = self.gradient_checkpointing and self.training
@@ -81,6 +86,12 @@ class VGAE(nn.Module):
         pairs = self.neighbor_pairs(edge_index, x.size(0))
         neighbor_logits = (z[pairs[0]] * z[pairs[1]]).sum(dim=-1)
         return self.feature_head(z), self.canid_logits(z), neighbor_logits, z, kl_loss
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A checkpoint saved before ``error_scale`` existed loads with it at ones: such a VGAE can
+        still teach a student, and its scores are refused where thresholds matter (``check_score``)."""
+        state_dict.setdefault(f"{prefix}error_scale", torch.ones_like(self.error_scale))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def canid_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Scores of every CAN ID for each node, ``(nodes, num_ids)``."""
