@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from kdcore.checkpoint import Checkpoint
     from kdcore.config import RunConfig
     from kdcore.run import Run
 
@@ -79,6 +80,12 @@ class TrainingMode:
     def window_embeddings(self, model: nn.Module, batch: Any) -> torch.Tensor | None:
         """Per window of ``batch``: the model's representation of it, on which attack classes are
         told apart (``kdcore.classes``); None: the mode has none."""
+        return None
+
+    def stale(self, checkpoint: Checkpoint) -> str | None:
+        """Why a checkpoint this mode wrote earlier no longer fits this version of it (its scores,
+        thresholds or inputs were made another way), or None. ``kdcore pipeline`` runs a stage
+        with a stale checkpoint again instead of skipping it."""
         return None
 
     def accepts_model(self, model_name: str) -> bool:

@@ -22,11 +22,11 @@ from kdcore.checkpoint import load_checkpoint
 from kdcore.classes import AttackClasses
 from kdcore.contracts import Evaluation
 from kdcore.data.graphset import labels_of
-from kdcore.errors import KdcoreError
+from kdcore.errors import CheckpointError, KdcoreError
 from kdcore.layout import RunLayout
 from kdcore.metrics import AlertJudge, best_f1_threshold, evaluate_scores
-from kdcore.plugins.modes.autoencoder import AutoencoderMode, check_score
-from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, find_inputs
+from kdcore.plugins.modes.autoencoder import SCORE, AutoencoderMode, check_score
+from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, FusionMode, find_inputs
 from kdcore.plugins.modes.normal import NormalMode
 from kdcore.threads import torch_threads
 
@@ -172,6 +172,9 @@ class FusionPredictor:
         fusion = checkpoint.extra.get("fusion")
         if fusion is None:
             raise KdcoreError(f"{path}: not a fusion checkpoint (no 'fusion' entry in its extra data)")
+        reason = FusionMode().stale(checkpoint)
+        if reason:
+            raise CheckpointError(f"{path}: {reason}")
         dqn = engine.load_model(checkpoint, path)
         models = {}
         for name in ("vgae", "gat"):
@@ -426,7 +429,7 @@ class FusionTraining:
             "actions": list(self.actions),
             "state_features": list(STATE_FEATURES),
             "decision": "score >= threshold, score = alpha * p_gat + (1 - alpha) * v_vgae",
-            "vgae": {"path": str(self.inputs["vgae"].checkpoint), **attrs.asdict(predictor.normalisers["vgae"])},
+            "vgae": {"path": str(self.inputs["vgae"].checkpoint), "score": SCORE, **attrs.asdict(predictor.normalisers["vgae"])},
             "gat": {"path": str(self.inputs["gat"].checkpoint), **attrs.asdict(predictor.normalisers["gat"])},
             "val_action_counts": histogram,
             "val_mean_alpha": float(val["alpha"].mean()),

@@ -1,8 +1,8 @@
 """The whole study as one DAG: teachers → students with and without KD → fusion → report.
 
 Each stage is one ``Engine.run``. A stage whose artifacts are complete (its ``metrics.json``
-exists) is skipped, so an interrupted pipeline continues where it stopped; the stage that was
-interrupted resumes from its ``last.ckpt``. A failing stage stops its dependants, which are
+exists, and its mode does not call its checkpoint stale) is skipped, so an interrupted pipeline
+continues where it stopped; the stage that was interrupted resumes from its ``last.ckpt``. A failing stage stops its dependants, which are
 reported as blocked, and the stages that do not depend on it still run.
 
 ``Pipeline.run`` carries the stages out one after another in this process; ``kdcore.ray_executor``
@@ -19,7 +19,8 @@ import attrs
 
 from kdcore.config import RunConfig
 from kdcore.engine import Engine
-from kdcore.errors import KdcoreError
+from kdcore.checkpoint import load_checkpoint
+from kdcore.errors import CheckpointError, KdcoreError
 from kdcore.tracking import local_store
 
 
@@ -94,9 +95,18 @@ class Pipeline:
             known.add(stage.name)
 
     def is_complete(self, stage: Stage) -> bool:
+        """Its artifacts are all there and its checkpoint is not stale: an earlier version of
+        its mode made it another way (``TrainingMode.stale``), e.g. a VGAE scored otherwise."""
         if stage.config is None:
             return False  # the report is cheap: always rewritten from what is there
-        return self.engine.layout_for(stage.config).is_complete()
+        layout = self.engine.layout_for(stage.config)
+        if not layout.is_complete():
+            return False
+        try:
+            checkpoint = load_checkpoint(layout.checkpoint)
+        except CheckpointError:
+            return False  # unreadable: train it again
+        return self.engine.modes.get(stage.config.mode)().stale(checkpoint) is None
 
     def dry_run(self) -> list[StageResult]:
         return [

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -82,7 +83,7 @@ def test_fusion_trains_and_writes_complete_artifacts(engine, fusion_root, fusion
     fusion = checkpoint.extra["fusion"]
     assert isinstance(checkpoint.extra["threshold"], float)
     assert fusion["actions"] == list(ACTIONS) and fusion["state_features"] == list(STATE_FEATURES)
-    assert set(fusion["vgae"]) == {"path", "median", "scale", "threshold"} and fusion["vgae"]["scale"] > 0
+    assert set(fusion["vgae"]) == {"path", "score", "median", "scale", "threshold"} and fusion["vgae"]["scale"] > 0
     assert fusion["vgae"]["path"].endswith("unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth")
     assert fusion["gat"]["path"].endswith("supervised/gat/teacher/no-kd/curriculum/models/gat_curriculum.pth")
     vgae = load_checkpoint(fusion["vgae"]["path"]).extra
@@ -105,6 +106,21 @@ def test_the_decision_is_the_fused_score_against_the_threshold(engine, fusion_ro
         labels = graphs.labels.long()
         matrix = [[int(((labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
         assert matrix == fusion_run.metrics["test_sets"][name]["confusion_matrix"], name
+
+
+def test_a_fusion_trained_on_another_vgae_score_is_refused(engine, fusion_run, tmp_path):
+    from kdcore.checkpoint import save_checkpoint
+    from kdcore.errors import CheckpointError
+    from kdcore.plugins.modes.fusion import FusionMode
+
+    checkpoint = load_checkpoint(fusion_run.checkpoint)
+    assert FusionMode().stale(checkpoint) is None
+    fusion = checkpoint.extra["fusion"]
+    old = attrs.evolve(checkpoint, extra={**checkpoint.extra, "fusion": {**fusion, "vgae": {k: v for k, v in fusion["vgae"].items() if k != "score"}}})
+    save_checkpoint(tmp_path / "old.pth", old)
+    assert "another window score" in FusionMode().stale(old)
+    with pytest.raises(CheckpointError, match="old.pth: its VGAE input's scores were normalised under another window score"):
+        FusionPredictor.from_checkpoint(engine, tmp_path / "old.pth")
 
 
 def test_fusion_f1_is_at_least_that_of_the_weaker_input(fusion_run, record_property):

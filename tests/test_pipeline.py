@@ -56,6 +56,32 @@ def test_an_interrupted_stage_resumes_and_the_rest_is_skipped(engine, tmp_path):
     assert interrupted.is_complete()
 
 
+def test_a_stage_an_older_version_wrote_otherwise_runs_again(engine, tmp_path):
+    import torch
+
+    from kdcore.checkpoint import load_checkpoint, save_checkpoint
+    from kdcore.plugins.modes.autoencoder import SCORE
+
+    stages = tiny_study(tmp_path)[:2]  # the VGAE teacher, and the curriculum GAT it guides
+    pipeline = Pipeline(engine, stages, tmp_path)
+    pipeline.run()
+    vgae = engine.layout_for(stages[0].config)
+    old = load_checkpoint(vgae.checkpoint)  # as the version before the error scale wrote it
+    save_checkpoint(vgae.checkpoint, attrs.evolve(
+        old, state_dict={k: v for k, v in old.state_dict.items() if k != "error_scale"}, extra={**old.extra, "score": "feature-error"}))
+    last = vgae.root / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    del state["state_dict"]["model.error_scale"]
+    torch.save(state, last)
+    assert [r.status for r in pipeline.dry_run()] == ["planned", "complete"]
+
+    results = pipeline.run()
+    assert [r.status for r in results] == ["done", "skipped (complete)"], [r.detail for r in results]
+    again = load_checkpoint(vgae.checkpoint)
+    assert again.extra["score"] == SCORE and not torch.equal(again.state_dict["error_scale"], torch.ones_like(again.state_dict["error_scale"]))
+    assert all(torch.equal(again.state_dict[k], v) for k, v in old.state_dict.items() if k != "error_scale"), "resumed, not retrained"
+
+
 def test_a_failure_blocks_only_its_dependants(engine, tmp_path):
     good = tiny_config(tmp_path, mode="normal", max_steps=1)
     stages = [

@@ -86,6 +86,13 @@ class AutoencoderMode(TrainingMode):
         with torch.no_grad():
             return global_mean_pool(self.outputs(model, batch)["z"].float(), batch.batch)
 
+    def stale(self, checkpoint):
+        """A VGAE trained with another window score: its thresholds do not fit today's."""
+        if checkpoint.extra.get("score") == SCORE:
+            return None
+        return (f"this VGAE was trained with another window score ({checkpoint.extra.get('score', 'with the CAN-ID cross-entropy')}), "
+                f"so its thresholds do not fit today's ({SCORE}); train it again")
+
     def evaluate(self, model, run):
         """The error scale fitted on validation normal windows (``fit_error_scale``), then the
         threshold: the score that ``target_fpr`` of them reach; then detect on the test split.
@@ -182,10 +189,9 @@ def node_errors(outputs, x, scale) -> torch.Tensor:
 
 def check_score(checkpoint: Checkpoint, path) -> None:
     """Refuse a VGAE whose saved thresholds were fitted on another window score."""
-    if checkpoint.model == "vgae" and checkpoint.extra.get("score") != SCORE:
-        raise CheckpointError(f"{path}: this VGAE was trained with another window score "
-                              f"({checkpoint.extra.get('score', 'with the CAN-ID cross-entropy')}), so its thresholds "
-                              f"do not fit today's ({SCORE}); train it again")
+    reason = AutoencoderMode().stale(checkpoint) if checkpoint.model == "vgae" else None
+    if reason:
+        raise CheckpointError(f"{path}: {reason}")
 
 
 @hookimpl

@@ -109,6 +109,14 @@ class FusionMode(TrainingMode):
     def check(self, config):
         find_inputs(config)
 
+    def stale(self, checkpoint):
+        """A fused detector whose VGAE input was normalised under another window score."""
+        from kdcore.plugins.modes.autoencoder import SCORE
+
+        if checkpoint.extra.get("fusion", {}).get("vgae", {}).get("score") == SCORE:
+            return None
+        return f"its VGAE input's scores were normalised under another window score than today's ({SCORE}); train it again"
+
     def prepare(self, run):
         self.training.prepare(run)
 
