@@ -164,7 +164,7 @@ def test_tune_workers_as_ray_tasks_share_one_study(local_ray, engine, tmp_path):
     from kdcore.tune import default_space, prepare
     from kdcore.ray_executor import tune_on_ray
 
-    base = prepare(engine, tiny_config(tmp_path, mode="normal", model_size="student", max_epochs=2))
+    base = prepare(engine, tiny_config(tmp_path, mode="normal", model_size="student", max_epochs=4))  # trials long enough to overlap under load
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = tune_on_ray(base, default_space(base), 4, storage, "on-ray", workers=2, engine_factory=tiny_engine)
     trials = [t for t in study.trials if t.datetime_complete is not None]
