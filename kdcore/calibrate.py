@@ -7,9 +7,9 @@ judges the new one by its nodes' roles; a ``vocabulary`` model takes the new veh
 scaling and aliases each CAN ID it has never seen to the training ID whose profile it resembles
 most. Then the decision threshold is fitted at ``target_fpr`` of the recording's windows — never
 below the threshold fitted in training on the same footing (for an agnostic model, on validation
-windows judged by roles alone): a short recording can show that a vehicle's normal traffic scores
-higher than the validation traffic did, but its few minutes (often at idle) cannot show that the
-vehicle's driving scores lower; measured, a lowered threshold raised false positives on the same
+windows judged by roles alone; for a fused detector, its decision line 0.5): a short recording
+can show that a vehicle's normal traffic scores higher than the validation traffic did, but its
+few minutes (often at idle) cannot show that the vehicle's driving scores lower; measured, a lowered threshold raised false positives on the same
 vehicle's other recordings (docs/transfer.md). The weights are not touched (an agnostic VGAE
 takes the error scale it fitted in training on windows judged by roles); the result is an
 ordinary checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
@@ -147,9 +147,14 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
     else:
         threshold = threshold_at_fpr(model_scorer(engine.load_model(checkpoint, model), checkpoint.model)(loader), target_fpr)
     trained = training_thresholds(checkpoint)
-    floor = trained.get("roles_threshold", trained["threshold"]) if preprocessing.representation == "agnostic" else trained["threshold"]
-    if checkpoint.model == "dqn":  # the inputs now sit at 0.5 at this vehicle's own thresholds: another scale than in training
-        floor = min(floor, DECISION_LINE)
+    if checkpoint.model == "dqn":
+        # The inputs now sit at 0.5 at this vehicle's own thresholds (another scale than in training):
+        # below that line no input, weighed as the agent weighs it, calls an attack on this vehicle.
+        floor = DECISION_LINE
+    elif preprocessing.representation == "agnostic":
+        floor = trained.get("roles_threshold", trained["threshold"])
+    else:
+        floor = trained["threshold"]
     return {
         **read,
         "windows": len(graphs),
