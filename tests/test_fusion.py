@@ -81,7 +81,7 @@ def test_fusion_trains_and_writes_complete_artifacts(engine, fusion_root, fusion
     assert isinstance(model, DQN)
     assert written["params"] == sum(p.numel() for p in model.parameters())
     fusion = checkpoint.extra["fusion"]
-    assert isinstance(checkpoint.extra["threshold"], float)
+    assert isinstance(checkpoint.extra["threshold"], float) and checkpoint.extra["threshold"] >= 0.5, "never below the decision line"
     assert fusion["actions"] == list(ACTIONS) and fusion["state_features"] == list(STATE_FEATURES)
     assert set(fusion["vgae"]) == {"path", "score", "median", "scale", "threshold"} and fusion["vgae"]["scale"] > 0
     assert fusion["vgae"]["path"].endswith("unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth")
