@@ -2,8 +2,9 @@
 
 Each stage is one ``Engine.run``. A stage whose artifacts are complete (its ``metrics.json``
 exists, and its mode does not call its checkpoint stale) is skipped, so an interrupted pipeline
-continues where it stopped; the stage that was interrupted resumes from its ``last.ckpt``. A failing stage stops its dependants, which are
-reported as blocked, and the stages that do not depend on it still run.
+continues where it stopped; the stage that was interrupted resumes from its ``last.ckpt``. A
+failing stage stops its dependants, which are reported as blocked, and the stages that do not
+depend on it still run.
 
 ``Pipeline.run`` carries the stages out one after another in this process; ``kdcore.ray_executor``
 runs the same DAG as Ray tasks, deciding each stage through the same ``Pipeline.decide``.
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import attrs
 
+from kdcore.checkpoint import load_checkpoint
 from kdcore.config import RunConfig
 from kdcore.engine import Engine
-from kdcore.checkpoint import load_checkpoint
 from kdcore.errors import CheckpointError, KdcoreError
 from kdcore.tracking import local_store
 

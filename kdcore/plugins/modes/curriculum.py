@@ -4,10 +4,10 @@ A trained VGAE (the autoencoder teacher in the artifact layout) scores every nor
 window; its plain reconstruction error — every feature weighed alike, not by the VGAE's error
 scale — is the window's difficulty. (Measured on real camaro traffic, ordering by the weighed
 score raised the curriculum GAT student+KD's false alerts on another recording of the car to
-15 of 215 windows, past the 5 % the scenario test allows; with the plain error it stays within.) Each epoch keeps every attack
-window and draws four normals per attack, centred on a difficulty rank that moves from the
-easiest normals in the first epoch to the hardest in the last. The draw is redone every epoch
-(``reload_dataloaders_every_n_epochs=1``), so the schedule really advances.
+15 of 215 windows, past the 5 % the scenario test allows; with the plain error it stays within.)
+Each epoch keeps every attack window and draws four normals per attack, centred on a difficulty
+rank that moves from the easiest normals in the first epoch to the hardest in the last. The draw
+is redone every epoch (``reload_dataloaders_every_n_epochs=1``), so the schedule really advances.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from kdcore.errors import KdcoreError
 from kdcore.hookspecs import hookimpl
 from kdcore.layout import run_layout
-from kdcore.plugins.modes.autoencoder import AutoencoderMode, using_error_scale
+from kdcore.plugins.modes.autoencoder import AutoencoderMode
 from kdcore.plugins.modes.normal import NormalMode
 
 if TYPE_CHECKING:
@@ -87,8 +87,8 @@ class CurriculumMode(NormalMode):
         labels = labels_of(datamodule.train_set)
         normal_index = torch.nonzero(labels == 0).view(-1)
         attack_index = torch.nonzero(labels == 1).view(-1)
-        with using_error_scale(vgae, torch.ones_like(vgae.error_scale)):
-            scores = AutoencoderMode().window_scores(vgae, datamodule.loader(Subset(datamodule.train_set, normal_index.tolist())))
+        vgae.error_scale.fill_(1.0)  # difficulty: the plain error, every feature alike
+        scores = AutoencoderMode().window_scores(vgae, datamodule.loader(Subset(datamodule.train_set, normal_index.tolist())))
         self.sampler = CurriculumSampler(scores, normal_index, attack_index, run.config.max_epochs, run.config.seed)
         datamodule.epoch_sampler = self.sampler
 
