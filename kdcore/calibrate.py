@@ -9,12 +9,12 @@ most. Then the decision threshold is fitted at ``target_fpr`` of the recording's
 below the threshold fitted in training on the same footing (for an agnostic model, on validation
 windows judged by roles alone; for a fused detector, its decision line 0.5): a short recording
 can show that a vehicle's normal traffic scores higher than the validation traffic did, but its
-few minutes (often at idle) cannot show that the vehicle's driving scores lower; measured, a lowered threshold raised false positives on the same
-vehicle's other recordings (docs/transfer.md). The weights are not touched (an agnostic VGAE
-takes the error scale it fitted in training on windows judged by roles); the result is an
-ordinary checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
-detector calibrates its VGAE and GAT (written next to it), their normalisations and its fused
-threshold together.
+few minutes (often at idle) cannot show that the vehicle's driving scores lower; measured, a
+lowered threshold raised false positives on the same vehicle's other recordings
+(docs/transfer.md). The weights are not touched (an agnostic VGAE takes the error scale it
+fitted in training on windows judged by roles); the result is an ordinary checkpoint, with a
+``calibration`` record of what was fitted on how much traffic. A fused detector calibrates its
+VGAE and GAT (written next to it), their normalisations and its fused threshold together.
 """
 
 from __future__ import annotations
