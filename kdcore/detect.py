@@ -273,7 +273,7 @@ class WindowScore(OneWindow):
 
         outputs = super().forward(x, id_token, edge_index)
         if not self.vgae:
-            return torch.softmax(outputs[0].float(), -1)[:, 1]
+            return torch.softmax(outputs[0].double(), -1)[:, 1]  # as NormalMode.attack_probabilities
         return graph_scores({"recon": outputs[0]}, x, self.model.error_scale, torch.zeros_like(id_token), 1)
 
 

@@ -45,7 +45,7 @@ def detection_metrics(
 ) -> dict:
     """Accuracy, precision, recall, F1, AUROC, FPR, confusion matrix and per-attack recall of
     ``scores >= threshold`` (1 = attack). ``attack_names`` names each window's attack type."""
-    scores, labels = scores.float().cpu(), labels.long().cpu()
+    scores, labels = scores.double().cpu(), labels.long().cpu()  # float64: P(attack) near 1 differs below float32 resolution
     predictions = (scores >= threshold).long()
     has_both_classes = bool(labels.min() != labels.max()) if labels.numel() else False
     metrics = {

@@ -81,6 +81,23 @@ def test_the_vgae_error_scale_is_each_features_normal_error_floored():
     assert torch.allclose(per_feature[:2], torch.ones(2)) and torch.allclose(scaled, ((x**2) / scale).mean(-1))
 
 
+def test_gat_probabilities_near_one_stay_apart_through_the_metrics():
+    from torch_geometric.data import Data
+
+    from kdcore.metrics import detection_metrics
+    from kdcore.plugins.modes.normal import NormalMode
+
+    class Confident(NormalMode):  # attack log-odds 17 (a normal window) and 18 (an attack): both P == 1 in float32
+        def outputs(self, model, batch):
+            return {"logits": torch.tensor([[0.0, 17.0], [0.0, 18.0]])}
+
+    probabilities = Confident().attack_probabilities(torch.nn.Linear(1, 1), [Data(x=torch.zeros(1, 1))])
+    assert torch.softmax(torch.tensor([[0.0, 17.0], [0.0, 18.0]]), -1)[:, 1].unique().numel() == 1, "float32 cannot tell them"
+    assert probabilities[0] < probabilities[1] < 1.0
+    metrics = detection_metrics(probabilities, torch.tensor([0, 1]), float(probabilities.mean()))
+    assert metrics["confusion_matrix"] == [[1, 0], [0, 1]]
+
+
 def test_an_agnostic_vgae_saves_the_error_scale_of_both_views(engine, teacher_root):
     checkpoint = load_checkpoint(teacher_root / "automotive/tiny/unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth")
     scale, roles = checkpoint.state_dict["error_scale"], torch.tensor(checkpoint.extra["roles_error_scale"])
