@@ -186,3 +186,28 @@ def test_students_export(tmp_path, format):
         save_checkpoint(path, Checkpoint(model=model_class.name, hparams=model.hparams, state_dict=model.state_dict(), extra=extra))
         report = export_checkpoint(path, format, tmp_path / f"{model_class.name}.{format}", engine=Engine(load_entry_points=False))
         assert report.max_abs_diff <= TOLERANCE and report.windows > 1
+
+
+def test_a_gat_saved_before_its_activation_was_a_hyperparameter_keeps_relu():
+    assert isinstance(GAT(**OLD_TEACHER_HPARAMS["gat"]).activation, torch.nn.ReLU)
+    for size in ("teacher", "student"):
+        assert isinstance(build(GAT, size, 24).activation, torch.nn.ELU)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        GAT(num_node_features=14, num_ids=3, activation="tanh")
+
+
+@pytest.mark.parametrize(("activation", "constant"), [("relu", True), ("elu", False)])
+def test_a_classifier_pushed_below_zero_still_tells_windows_apart_with_elu(activation, constant):
+    """The ROAD GAT student+KD's classifier had every hidden unit below zero on a whole capture:
+    with ReLU one constant score for its normal and attack windows alike."""
+    torch.manual_seed(0)
+    student = GAT(num_node_features=14, num_ids=24, **{**GAT.sizes["student"], "activation": activation}).eval()
+    with torch.no_grad():
+        student.classifier[0].bias.fill_(-5.0)
+    x, id_token, edge_index = window(24)
+    batch = torch.zeros(9, dtype=torch.long)
+    with torch.no_grad():
+        hidden = student.classifier[0](student.embed(x, id_token, edge_index, batch))
+        first, second = student(x, id_token, edge_index, batch), student(x * 3, id_token, edge_index, batch)
+    assert (hidden < 0).all()
+    assert torch.equal(first, second) == constant

@@ -11,6 +11,13 @@ from torch_geometric.nn import GATConv, JumpingKnowledge, global_mean_pool
 from kdcore.models.checkpointing import run_layer
 
 
+# Between layers. ReLU let a small student's classifier die: every hidden unit at zero for a whole
+# capture, one constant score for its normal and attack windows alike (ROAD, GAT student+KD);
+# ELU, as in the GAT paper, keeps a gradient below zero. "relu" is what checkpoints saved
+# before this hyperparameter used.
+ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU}
+
+
 class GAT(nn.Module):
     """CAN-ID embedding + node features → stacked GAT layers → JK concat → mean pool → logits."""
 
@@ -20,8 +27,8 @@ class GAT(nn.Module):
     # ~2 % of the teacher's, and its one number per CAN ID is 1/16 = 6.25 % of the teacher's 16
     # (docs/performance.md, "Model sizes"; tests/test_models_size.py).
     sizes: ClassVar[dict[str, dict[str, int]]] = {
-        "teacher": {"hidden_channels": 64, "heads": 4, "num_layers": 3, "embedding_dim": 16},
-        "student": {"hidden_channels": 12, "heads": 2, "num_layers": 2, "embedding_dim": 1},
+        "teacher": {"hidden_channels": 64, "heads": 4, "num_layers": 3, "embedding_dim": 16, "activation": "elu"},
+        "student": {"hidden_channels": 12, "heads": 2, "num_layers": 2, "embedding_dim": 1, "activation": "elu"},
     }
 
     def __init__(
@@ -34,6 +41,7 @@ class GAT(nn.Module):
         num_layers: int = 3,
         embedding_dim: int = 16,
         dropout: float = 0.2,
+        activation: str = "relu",
     ):
         super().__init__()
         self.hparams = dict(
@@ -45,7 +53,11 @@ class GAT(nn.Module):
             num_layers=num_layers,
             embedding_dim=embedding_dim,
             dropout=dropout,
+            activation=activation,
         )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        self.activation = ACTIVATIONS[activation]()
         self.id_embedding = nn.Embedding(num_ids, embedding_dim)
         in_channels = num_node_features + embedding_dim
         self.convs = nn.ModuleList()
@@ -55,7 +67,7 @@ class GAT(nn.Module):
         self.jump = JumpingKnowledge("cat")
         self.classifier = nn.Sequential(
             nn.Linear(hidden_channels * num_layers, hidden_channels),
-            nn.ReLU(),
+            ACTIVATIONS[activation](),
             nn.Dropout(dropout),
             nn.Linear(hidden_channels, num_classes),
         )
@@ -69,6 +81,6 @@ class GAT(nn.Module):
         h = torch.cat([x, self.id_embedding(id_token) if id_features is None else id_features], dim=-1)
         layers = []
         for conv in self.convs:
-            h = torch.relu(run_layer(conv, h, edge_index, checkpointed=self.gradient_checkpointing and self.training))
+            h = self.activation(run_layer(conv, h, edge_index, checkpointed=self.gradient_checkpointing and self.training))
             layers.append(h)
         return global_mean_pool(self.jump(layers), batch)
