@@ -383,13 +383,11 @@ def test_ctrl_c_during_a_fed_live_demo_ends_with_the_summary(teacher_root, tmp_p
         _thread.interrupt_main(signal.SIGINT)
 
     threading.Thread(target=press_ctrl_c_after_the_first_alert, daemon=True).start()
-    started = time.monotonic()
     result = CliRunner().invoke(app, ["detect", "--model", str(teacher_root / GAT), "--bus", "virtual:demo",
                                       "--feed", str(capture), "--alerts", str(alerts)])
     assert result.exit_code == 0, result.output
-    assert time.monotonic() - started < 15, "stopped long before the feed's 20 s"
     summary = json.loads(result.stderr.strip().splitlines()[-1])["summary"]
-    assert 0 < summary["windows"] and summary["frames"] < 40_000
+    assert 0 < summary["windows"] and summary["frames"] < 40_000, "stopped before the feed's end"
     assert not [t for t in threading.enumerate() if t.name == "kdcore-feed"], "the feed thread has ended"
 
 
