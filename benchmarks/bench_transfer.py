@@ -128,7 +128,7 @@ def figures(metrics: dict) -> dict:
     }
     (_, false_positives), _ = metrics["confusion_matrix"]
     return {"auroc": round(metrics["auroc"], 4), "f1": round(metrics["f1"], 4), "fpr": round(metrics["fpr"], 4),
-            # what an FPR weighs: yaris09's four test sets hold 48 normal windows in all
+            # what an FPR weighs: yaris09's four test sets hold 48 normal windows in all (seed 2)
             "false_positives": false_positives, "normal_windows": metrics["windows"] - metrics["attack_windows"],
             **({"alerts": alerts} if incidents else {})}
 
