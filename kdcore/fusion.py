@@ -68,9 +68,14 @@ class ScoreNormaliser:
 IDENTITY = ScoreNormaliser(median=0.0, scale=1.0, threshold=0.0)  # on log-odds: the probability itself
 
 
+# How far p is kept off 0 and 1: float64's resolution near 1, so log-odds reach ±34.5. A confident
+# GAT puts most of a new vehicle's windows above 1 − 10⁻⁷, and its threshold among them.
+PROBABILITY_FLOOR = 1e-15
+
+
 def log_odds(probability: torch.Tensor | float) -> torch.Tensor:
-    """The GAT's raw score: log(p / (1 − p)), p kept off 0 and 1."""
-    p = torch.as_tensor(probability, dtype=torch.float64).clamp(1e-7, 1 - 1e-7)
+    """The GAT's raw score: log(p / (1 − p)), in float64, p kept off 0 and 1."""
+    p = torch.as_tensor(probability, dtype=torch.float64).clamp(PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
     return torch.log(p) - torch.log1p(-p)
 
 
@@ -121,7 +126,7 @@ class FusionPredictor:
 
     @torch.no_grad()
     def inputs(self, loader) -> tuple[torch.Tensor, torch.Tensor]:
-        """(GAT attack probability, raw VGAE score) per window, in loader order; one pass."""
+        """(GAT attack probability in float64, raw VGAE score) per window, in loader order; one pass."""
         probabilities, raw = [], []
         for batch in loader:
             batch = batch.to(self.device)
@@ -129,7 +134,7 @@ class FusionPredictor:
             probabilities.append(self._classifier.attack_probabilities(self.gat, [batch]))
         if not raw:
             return torch.empty(0), torch.empty(0)
-        return torch.cat(probabilities).float(), torch.cat(raw).float()
+        return torch.cat(probabilities).double(), torch.cat(raw).float()
 
     @torch.no_grad()
     def decide(self, probability: torch.Tensor, raw: torch.Tensor) -> dict[str, torch.Tensor]:

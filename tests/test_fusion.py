@@ -18,7 +18,7 @@ from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.errors import IncompatibleError, KdcoreError
 from kdcore.models import build_model
 from kdcore.models.dqn import DQN
-from kdcore.fusion import FusionPredictor, rewards
+from kdcore.fusion import FusionPredictor, ScoreNormaliser, log_odds, rewards
 from kdcore.metrics import threshold_at_fpr
 from kdcore.plugins.modes.fusion import ACTIONS, STATE_FEATURES, find_inputs, input_candidates
 from kdcore.plugins.validation import FUSION_KD_MESSAGE
@@ -245,6 +245,17 @@ def test_fusion_with_kd_is_refused_with_the_plans_message_before_any_data_is_rea
             engine.run(tiny_config(tmp_path, mode="fusion", dataset="exploding", **kd))
         assert str(caught.value) == FUSION_KD_MESSAGE
     assert not any(tmp_path.iterdir())
+
+
+def test_a_confident_gats_windows_stay_apart_in_the_fused_score():
+    """A GAT student+KD put most of a new vehicle's windows above P = 1 − 10⁻⁷, its threshold among
+    them: fusion must still tell log-odds 18 from 19 (a float32 P, or p kept 10⁻⁷ off 1, cannot)."""
+    probability = torch.sigmoid(torch.tensor([18.0, 19.0], dtype=torch.float64))
+    assert probability.float().unique().numel() == 1
+    odds = log_odds(probability)
+    torch.testing.assert_close(odds, torch.tensor([18.0, 19.0], dtype=torch.float64))
+    p = ScoreNormaliser(median=18.0, scale=0.2, threshold=18.5)(odds)
+    assert p[0] < 0.5 < p[1]
 
 
 def test_reward_favours_right_decisions_and_balances_classes():
