@@ -69,7 +69,7 @@ IDENTITY = ScoreNormaliser(median=0.0, scale=1.0, threshold=0.0)  # on log-odds:
 
 
 # How far p is kept off 0 and 1: float64's resolution near 1, so log-odds reach ±34.5. A confident
-# GAT puts most of a new vehicle's windows above 1 − 10⁻⁷, and its threshold among them.
+# GAT can put a new vehicle's windows, and its threshold there, above 1 − 10⁻⁷.
 PROBABILITY_FLOOR = 1e-15
 
 

@@ -248,7 +248,7 @@ def test_fusion_with_kd_is_refused_with_the_plans_message_before_any_data_is_rea
 
 
 def test_a_confident_gats_windows_stay_apart_in_the_fused_score():
-    """A GAT student+KD put most of a new vehicle's windows above P = 1 − 10⁻⁷, its threshold among
+    """A GAT student+KD put many of a new vehicle's windows above P = 1 − 10⁻⁷, its threshold among
     them: fusion must still tell log-odds 18 from 19 (a float32 P, or p kept 10⁻⁷ off 1, cannot)."""
     probability = torch.sigmoid(torch.tensor([18.0, 19.0], dtype=torch.float64))
     assert probability.float().unique().numel() == 1
