@@ -382,9 +382,15 @@ def test_ctrl_c_during_a_fed_live_demo_ends_with_the_summary(teacher_root, tmp_p
             time.sleep(0.05)
         _thread.interrupt_main(signal.SIGINT)
 
-    threading.Thread(target=press_ctrl_c_after_the_first_alert, daemon=True).start()
-    result = CliRunner().invoke(app, ["detect", "--model", str(teacher_root / GAT), "--bus", "virtual:demo",
-                                      "--feed", str(capture), "--alerts", str(alerts)])
+    # Python's own SIGINT handler, as a process started from a terminal has it: a suite started in
+    # the background (`make test &`) inherits SIGINT ignored, and interrupt_main then does nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=press_ctrl_c_after_the_first_alert, daemon=True).start()
+        result = CliRunner().invoke(app, ["detect", "--model", str(teacher_root / GAT), "--bus", "virtual:demo",
+                                          "--feed", str(capture), "--alerts", str(alerts)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stderr.strip().splitlines()[-1])["summary"]
     assert 0 < summary["windows"] and summary["frames"] < 40_000, "stopped before the feed's end"
