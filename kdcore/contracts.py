@@ -53,6 +53,9 @@ class TrainingMode:
     name: ClassVar[str]
     kd_support: ClassVar[KDSupport] = KDSupport.OPTIONAL
     provides: ClassVar[tuple[str, ...]] = ()
+    # Outputs named in ``provides`` that cost more than a forward pass (a gradient): computed by
+    # ``requested_outputs`` only for a strategy that requires them, not on every step.
+    on_request: ClassVar[tuple[str, ...]] = ()
     default_strategy: ClassVar[str | None] = None
     model: ClassVar[str]
     learning_type: ClassVar[str]
@@ -61,7 +64,12 @@ class TrainingMode:
     distributed: ClassVar[bool] = True
 
     def outputs(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
-        """Run the model and name its outputs (the names listed in ``provides``)."""
+        """Run the model and name its outputs (those in ``provides`` but not ``on_request``)."""
+        raise NotImplementedError
+
+    def requested_outputs(self, model: nn.Module, batch: Any, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The ``on_request`` outputs ``names``: differentiable in the model's parameters while
+        it trains (a student learns from them), detached otherwise (a teacher's)."""
         raise NotImplementedError
 
     def task_loss(self, outputs: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:

@@ -2,8 +2,10 @@
 
 The teacher is held by ``FrozenTeacher``, which is not an ``nn.Module``: it never appears in the
 student's ``state_dict`` or checkpoint, ``LightningModule.train()`` cannot reach it, and its
-forward always runs in eval mode under ``no_grad``. The connectors (e.g. a projection
-student_dim → teacher_dim) live in ``Distiller``, an ``nn.Module`` trained with the student.
+forward always runs in eval mode under ``no_grad`` (an output computed on request, such as the
+GAT's node attribution, differentiates with respect to the inputs, never the frozen weights).
+The connectors (e.g. a projection student_dim → teacher_dim) live in ``Distiller``, an
+``nn.Module`` trained with the student.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class FrozenTeacher:
-    """A trained model that only ever runs forward, in eval mode, without gradients."""
+    """A trained model that only ever runs forward, in eval mode, its weights frozen."""
 
     def __init__(self, model: nn.Module):
         self.model = model.eval()
@@ -36,9 +38,10 @@ class FrozenTeacher:
         return self
 
     @torch.no_grad()
-    def outputs(self, mode: TrainingMode, batch: Any) -> dict[str, torch.Tensor]:
+    def outputs(self, mode: TrainingMode, batch: Any, names: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+        """The mode's outputs, with those of ``names`` it computes only on request."""
         self.model.eval()
-        return mode.outputs(self.model, batch)
+        return outputs_of(mode, self.model, batch, names)
 
 
 class Distiller(nn.Module):
@@ -58,9 +61,9 @@ class Distiller(nn.Module):
         with torch.no_grad():
             was_training = student.training
             student.eval()
-            student_dims = _last_dims(mode.outputs(student, sample_batch), self.strategy.requires)
+            student_dims = _last_dims(outputs_of(mode, student, sample_batch, self.strategy.requires), self.strategy.requires)
             student.train(was_training)
-            teacher_dims = _last_dims(self.teacher.outputs(mode, sample_batch), self.strategy.requires)
+            teacher_dims = _last_dims(self.teacher.outputs(mode, sample_batch, self.strategy.requires), self.strategy.requires)
         self.connectors = self.strategy.build_connectors(student_dims, teacher_dims)
 
     def loss_terms(
@@ -71,7 +74,8 @@ class Distiller(nn.Module):
         them without their vehicle block — it passes on what it knows from the vehicle's profile
         to a student that must judge by roles alone (distillation with privileged information)."""
         teacher_batch = batch if teacher_batch is None else teacher_batch
-        teacher_outputs = self.cache.lookup(teacher_batch) if self.cache is not None else self.teacher.outputs(mode, teacher_batch)
+        teacher_outputs = (self.cache.lookup(teacher_batch) if self.cache is not None
+                           else self.teacher.outputs(mode, teacher_batch, self.strategy.requires))
         device_type = next(iter(student_outputs.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):
             student32 = {k: v.float() for k, v in student_outputs.items()}
@@ -81,6 +85,13 @@ class Distiller(nn.Module):
     def mix(self, task_loss: torch.Tensor, kd_loss: torch.Tensor) -> torch.Tensor:
         alpha = self.config.distillation_alpha
         return alpha * kd_loss + (1.0 - alpha) * task_loss
+
+
+def outputs_of(mode: TrainingMode, model: nn.Module, batch: Any, names: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """``mode.outputs``, and those of ``names`` the mode computes only on request (``on_request``)."""
+    outputs = mode.outputs(model, batch)
+    requested = tuple(name for name in names if name in mode.on_request)
+    return {**outputs, **mode.requested_outputs(model, batch, requested)} if requested else outputs
 
 
 def _last_dims(outputs: dict[str, torch.Tensor], names: tuple[str, ...]) -> dict[str, int]:

@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = (
     "kdcore.plugins.modes.curriculum",
     "kdcore.plugins.modes.fusion",
     "kdcore.plugins.strategies.gat_softlabel",
+    "kdcore.plugins.strategies.gat_attribution",
     "kdcore.plugins.strategies.vgae_dual_signal",
 )
 

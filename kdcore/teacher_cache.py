@@ -86,7 +86,7 @@ class TeacherCache:
         with torch.random.fork_rng(devices=[]):
             for batch in tqdm(loader, desc="teacher outputs", unit="batch", disable=not progress, leave=False):
                 batch = batch.to(device)
-                outputs = teacher.outputs(mode, batch)
+                outputs = teacher.outputs(mode, batch, names)
                 nodes_per_graph = torch.diff(batch.ptr)
                 for name in names:
                     value = outputs[name]

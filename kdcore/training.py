@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from kdcore.data.graphset import drop_profile
-from kdcore.distill import Distiller
+from kdcore.distill import Distiller, outputs_of
 from kdcore.errors import KdcoreError
 from kdcore.memory import MemoryCleanup
 from kdcore.teacher_cache import Numbered, TeacherCache, cache_key
@@ -65,7 +65,7 @@ class ModeModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         size = int(batch.num_graphs)
         whole, batch = batch, self.student_view(batch)
-        outputs = self.mode.outputs(self.model, batch)
+        outputs = outputs_of(self.mode, self.model, batch, self.distiller.strategy.requires if self.distiller else ())
         terms = {"task_loss": self.mode.task_loss(outputs, batch)}
         loss = terms["task_loss"]
         if self.distiller is not None:

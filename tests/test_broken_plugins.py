@@ -51,7 +51,7 @@ def test_broken_plugins_are_listed_as_failed_and_the_rest_works(broken_site):
     assert "kdcore_register_strategy" in failed["misspelt_hook"]["reason"]
     assert "RuntimeError in kdcore_register_strategies: strategy table is corrupt" == failed["raises_in_hook"]["reason"]
     assert {"normal", "autoencoder", "curriculum", "fusion"} <= set(engine.modes.names())
-    assert engine.strategies.names() == ["gat-softlabel", "vgae-dual-signal"]
+    assert engine.strategies.names() == ["gat-attribution", "gat-softlabel", "vgae-dual-signal"]
 
 
 def test_a_run_that_needs_a_broken_plugin_says_why(broken_site):

@@ -28,12 +28,13 @@ def test_plugins_json_lists_builtin_modes_and_strategies():
     assert {"normal", "autoencoder", "curriculum", "fusion"} <= set(modes)
     assert modes["fusion"]["kd_support"] == "forbidden"
     assert modes["normal"] == {
-        "name": "normal", "kd_support": "optional", "provides": ["logits"],
-        "default_strategy": "gat-softlabel", "plugin": "kdcore.plugins.modes.normal",
+        "name": "normal", "kd_support": "optional", "provides": ["logits", "node_attribution"],
+        "default_strategy": "gat-attribution", "plugin": "kdcore.plugins.modes.normal",
     }
     strategies = {s["name"]: s for s in description["strategies"]}
     assert strategies["vgae-dual-signal"]["requires"] == ["z", "recon"]
     assert strategies["gat-softlabel"]["requires"] == ["logits"]
+    assert strategies["gat-attribution"]["requires"] == ["logits", "node_attribution"]
     assert all(set(p) == {"name", "distribution", "version"} for p in description["plugins"])
 
 
@@ -105,7 +106,7 @@ def test_run_trains_and_old_kd_mode_maps_with_a_warning(tmp_path):
     assert "--mode knowledge_distillation is deprecated" in student.stderr
     result = json.loads(student.stdout)
     assert (result["mode"], result["model_size"], result["distillation"], result["strategy"]) == (
-        "normal", "student", "with-kd", "gat-softlabel"
+        "normal", "student", "with-kd", "gat-attribution"
     )
     assert result["teacher"].endswith("supervised/gat/teacher/no-kd/normal/models/gat_normal.pth")
 

@@ -12,20 +12,25 @@ from kdcore.plugins.validation import FUSION_KD_MESSAGE
 from conftest import TinyCAN, tiny_config
 
 MODES = ["normal", "autoencoder", "curriculum", "fusion"]
-STRATEGIES = [None, "gat-softlabel", "vgae-dual-signal"]
+STRATEGIES = [None, "gat-softlabel", "gat-attribution", "vgae-dual-signal"]
 
 EXPECTED = {
     ("normal", None): "trains",
     ("normal", "gat-softlabel"): "trains",
+    ("normal", "gat-attribution"): "trains",
     ("normal", "vgae-dual-signal"): "strategy 'vgae-dual-signal' needs outputs z, recon that mode 'normal' does not provide",
     ("autoencoder", None): "trains",
     ("autoencoder", "gat-softlabel"): "strategy 'gat-softlabel' needs outputs logits that mode 'autoencoder' does not provide",
+    ("autoencoder", "gat-attribution"):
+        "strategy 'gat-attribution' needs outputs logits, node_attribution that mode 'autoencoder' does not provide",
     ("autoencoder", "vgae-dual-signal"): "trains",
     ("curriculum", None): "trains",
     ("curriculum", "gat-softlabel"): "trains",
+    ("curriculum", "gat-attribution"): "trains",
     ("curriculum", "vgae-dual-signal"): "strategy 'vgae-dual-signal' needs outputs z, recon that mode 'curriculum' does not provide",
     ("fusion", None): "trains",
     ("fusion", "gat-softlabel"): FUSION_KD_MESSAGE,
+    ("fusion", "gat-attribution"): FUSION_KD_MESSAGE,
     ("fusion", "vgae-dual-signal"): FUSION_KD_MESSAGE,
 }
 
@@ -99,9 +104,9 @@ def test_compatibility_matrix_matches_the_plan(engine):
     matrix = engine.compatibility()
     allowed = {(mode, s) for mode, row in matrix.items() for s, reason in row.items() if reason is None}
     assert allowed == {
-        ("normal", "no-kd"), ("normal", "gat-softlabel"),
+        ("normal", "no-kd"), ("normal", "gat-softlabel"), ("normal", "gat-attribution"),
         ("autoencoder", "no-kd"), ("autoencoder", "vgae-dual-signal"),
-        ("curriculum", "no-kd"), ("curriculum", "gat-softlabel"),
+        ("curriculum", "no-kd"), ("curriculum", "gat-softlabel"), ("curriculum", "gat-attribution"),
         ("fusion", "no-kd"),
     }
     assert matrix["fusion"]["gat-softlabel"] == FUSION_KD_MESSAGE

@@ -19,6 +19,7 @@ from kdcore import Engine, hookimpl
 from kdcore.contracts import DistillationStrategy
 from kdcore.errors import IncompatibleError
 from kdcore.models.gat import GAT
+from kdcore.plugins.strategies.gat_attribution import GatAttribution
 
 from conftest import TinyDatasetPlugin, tiny_config
 
@@ -38,10 +39,21 @@ class ProjectedSoftLabel(DistillationStrategy):
         return {"kd_projected": F.kl_div(F.log_softmax(projected, -1), F.softmax(teacher["logits"], -1), reduction="batchmean")}
 
 
+class RecordedAttribution(GatAttribution):
+    """``gat-attribution`` (a double backward through the student), recording its processes."""
+
+    name = "recorded-attribution"
+
+    def loss_terms(self, student, teacher, connectors, batch, config):
+        Path(os.environ["KDCORE_TEST_PIDS"], str(os.getpid())).touch()
+        return super().loss_terms(student, teacher, connectors, batch, config)
+
+
 class ProjectedSoftLabelPlugin:
     @hookimpl
     def kdcore_register_strategies(self, register):
         register(ProjectedSoftLabel)
+        register(RecordedAttribution)
 
 
 @pytest.fixture
@@ -51,10 +63,11 @@ def ddp_engine(monkeypatch):
     return Engine(plugins=[TinyDatasetPlugin(), ProjectedSoftLabelPlugin()], load_entry_points=False)
 
 
-def test_two_processes_train_the_same_student_as_one(ddp_engine, tmp_path, monkeypatch):
+@pytest.mark.parametrize("strategy", ["projected-softlabel", "recorded-attribution"])
+def test_two_processes_train_the_same_student_as_one(ddp_engine, tmp_path, monkeypatch, strategy):
     teacher = ddp_engine.run(tiny_config(tmp_path / "teacher", mode="normal", max_epochs=2))
     settings = dict(
-        mode="normal", model_size="student", use_knowledge_distillation=True, distillation_strategy="projected-softlabel",
+        mode="normal", model_size="student", use_knowledge_distillation=True, distillation_strategy=strategy,
         teacher_model_path=str(teacher.checkpoint), batch_size=100_000, kd_batch_scaling=False, max_epochs=4,
         early_stopping_patience=0, accelerator="cpu",
         profile_dropout=0.0,  # a random augmentation, like the dropout taken out above, draws differently in two processes

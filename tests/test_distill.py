@@ -10,6 +10,7 @@ from torch import nn
 from kdcore import RunConfig
 from kdcore.checkpoint import load_checkpoint
 from kdcore.distill import Distiller, FrozenTeacher
+from kdcore.plugins.strategies.gat_attribution import GatAttribution, attribution_divergence
 from kdcore.plugins.strategies.gat_softlabel import GatSoftLabel
 from kdcore.plugins.strategies.vgae_dual_signal import VgaeDualSignal
 from kdcore.training import ModeModule, fit_with_lightning
@@ -27,6 +28,46 @@ def test_gat_softlabel_is_temperature_scaled_kl_batchmean():
     assert torch.allclose(terms["kd_softlabel"], manual, atol=1e-6)
     same = GatSoftLabel().loss_terms({"logits": teacher}, {"logits": teacher}, nn.ModuleDict(), None, config)
     assert same["kd_softlabel"].abs() < 1e-6
+
+
+def test_attribution_divergence_compares_where_the_two_models_look_not_how_strongly():
+    graph = torch.tensor([0, 0, 0, 1, 1])
+    teacher = torch.tensor([4.0, 0.1, -0.2, 0.3, 2.0])
+    same_places = attribution_divergence(3.0 * teacher, teacher, graph)  # the student's log-odds on another scale
+    assert torch.allclose(same_places, torch.zeros(2), atol=1e-6)
+    elsewhere = attribution_divergence(torch.tensor([0.1, 4.0, -0.2, 0.3, 2.0]), teacher, graph)
+    assert elsewhere[0] > 0.1 and abs(float(elsewhere[1])) < 1e-6  # only the first window looks at another node
+
+
+def test_gat_attribution_adds_the_attribution_match_on_the_windows_the_teacher_calls_attacks():
+    graph = torch.tensor([0, 0, 1, 1])
+    teacher = {"logits": torch.tensor([[0.0, 3.0], [3.0, 0.0]]), "node_attribution": torch.tensor([2.0, 0.0, 0.0, 2.0])}
+    agreeing_on_the_attack = {"logits": torch.zeros(2, 2), "node_attribution": torch.tensor([2.0, 0.0, 2.0, 0.0])}
+    batch = type("Batch", (), {"batch": graph})()
+    terms = GatAttribution().loss_terms(agreeing_on_the_attack, teacher, nn.ModuleDict(), batch, RunConfig())
+    assert set(terms) == {"kd_softlabel", "kd_attribution"}
+    assert abs(float(terms["kd_attribution"])) < 1e-6  # the normal window's disagreement does not count
+    normal_only = {**teacher, "logits": torch.tensor([[3.0, 0.0], [3.0, 0.0]])}
+    none = GatAttribution().loss_terms(agreeing_on_the_attack, normal_only, nn.ModuleDict(), batch, RunConfig())
+    assert float(none["kd_attribution"]) == 0.0
+    disagreeing = {**agreeing_on_the_attack, "node_attribution": torch.tensor([0.0, 2.0, 2.0, 0.0])}
+    term = GatAttribution().loss_terms(disagreeing, teacher, nn.ModuleDict(), batch, RunConfig())["kd_attribution"]
+    divergence = attribution_divergence(disagreeing["node_attribution"], teacher["node_attribution"], graph)
+    assert float(divergence[0]) > 0.1 and torch.isclose(term, divergence[0] / 2)  # a mean over all the batch's windows
+
+
+def test_a_training_students_node_attribution_is_differentiable_and_a_teachers_is_not(engine, teacher_root):
+    config = tiny_config(teacher_root, mode="normal", model_size="student", use_knowledge_distillation=True,
+                         distillation_strategy="gat-attribution")
+    run = engine.build(engine.plan(config))
+    batch = next(iter(run.datamodule.train_dataloader()))
+    student = run.mode.requested_outputs(run.model.train(), batch, ("node_attribution",))["node_attribution"]
+    assert student.shape == (batch.num_nodes,)
+    student.square().sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in run.model.convs.parameters())
+    teacher = run.teacher.outputs(run.mode, batch, ("node_attribution",))
+    assert set(teacher) == {"logits", "node_attribution"} and not teacher["node_attribution"].requires_grad
+    assert "node_attribution" not in run.mode.outputs(run.model, batch)  # computed only on request
 
 
 def test_vgae_dual_signal_projects_only_when_dims_differ():
@@ -130,7 +171,8 @@ def test_the_teacher_judges_whole_windows_while_the_student_sees_them_without_th
 
     def recording(name, outputs):
         def record(*args):
-            seen.setdefault(name, args[-1].x.clone())  # the first call's batch (the teacher's goes through the mode too)
+            batch = next(arg for arg in args if hasattr(arg, "x"))
+            seen.setdefault(name, batch.x.clone())  # the first call's batch (the teacher's goes through the mode too)
             return outputs(*args)
         return record
 

@@ -86,7 +86,7 @@ def test_training_runs_the_cleanup_callback(engine, teacher_root, monkeypatch):
 
 @pytest.mark.parametrize("mode", ["autoencoder", "normal"])
 def test_cached_outputs_equal_the_teachers_for_any_batch(engine, teacher_root, mode):
-    """Per-node (VGAE z, recon) and per-graph (GAT logits) outputs, gathered for a shuffled batch."""
+    """Per-node (VGAE z, recon; GAT node attribution) and per-graph (GAT logits) outputs, gathered for a shuffled batch."""
     run = engine.build(engine.plan(tiny_config(teacher_root, mode=mode, model_size="student", use_knowledge_distillation=True)))
     numbered = Numbered(run.datamodule.train_set)
     names = run.strategy.requires
@@ -94,7 +94,7 @@ def test_cached_outputs_equal_the_teachers_for_any_batch(engine, teacher_root, m
 
     torch.manual_seed(3)
     batch = next(iter(DataLoader(numbered, batch_size=13, shuffle=True)))
-    expected = run.teacher.outputs(run.mode, batch)
+    expected = run.teacher.outputs(run.mode, batch, names)
     cached = cache.lookup(batch)
     for name in names:
         assert cached[name].shape == expected[name].shape
@@ -107,7 +107,7 @@ def test_cached_kd_run_runs_the_teacher_once_and_trains_the_same_student(engine,
     from kdcore.distill import FrozenTeacher
 
     original = FrozenTeacher.outputs
-    monkeypatch.setattr(FrozenTeacher, "outputs", lambda self, mode, batch: calls.append(batch.num_graphs) or original(self, mode, batch))
+    monkeypatch.setattr(FrozenTeacher, "outputs", lambda self, mode, batch, names=(): calls.append(batch.num_graphs) or original(self, mode, batch, names))
     # The teacher judges whole windows, cached or not, while the student sees some without their profile.
     settings = dict(mode="normal", model_size="student", use_knowledge_distillation=True, max_epochs=3, early_stopping_patience=0)
 
@@ -150,7 +150,7 @@ def test_stored_teacher_outputs_serve_the_next_run_and_a_damaged_file_is_rebuilt
     from kdcore.distill import FrozenTeacher
 
     original = FrozenTeacher.outputs
-    monkeypatch.setattr(FrozenTeacher, "outputs", lambda self, mode, batch: calls.append(batch.num_graphs) or original(self, mode, batch))
+    monkeypatch.setattr(FrozenTeacher, "outputs", lambda self, mode, batch, names=(): calls.append(batch.num_graphs) or original(self, mode, batch, names))
     config = tiny_config(teacher_root, mode="autoencoder", model_size="student", use_knowledge_distillation=True,
                          cache_teacher_outputs=True, seed=7)
     folder = teacher_root / "cache" / "teacher"

@@ -83,7 +83,7 @@ def train_teacher_and_kd_student(dataset: str, data_root: Path, root: Path, **se
                   progress_bar=False, **settings)
     teacher = engine.run(RunConfig(**common)).metrics
     student = engine.run(RunConfig(**common, model_size="student", use_knowledge_distillation=True)).metrics
-    assert student["distillation"] == "with-kd" and student["strategy"] == "gat-softlabel"
+    assert student["distillation"] == "with-kd" and student["strategy"] == "gat-attribution"
     return {"teacher": teacher, "student": student}
 
 

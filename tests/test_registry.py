@@ -51,7 +51,7 @@ def test_a_plugin_clashing_with_a_builtin_is_an_error_naming_both():
 def test_builtins_register_through_the_hooks():
     engine = Engine(load_entry_points=False)
     assert engine.modes.names() == ["autoencoder", "curriculum", "fusion", "normal"]
-    assert engine.strategies.names() == ["gat-softlabel", "vgae-dual-signal"]
+    assert engine.strategies.names() == ["gat-attribution", "gat-softlabel", "vgae-dual-signal"]
     assert engine.modes.owner("fusion") == "kdcore.plugins.modes.fusion"
 
 
@@ -59,7 +59,7 @@ def test_disabled_plugins_are_blocked(monkeypatch):
     monkeypatch.setenv("KDCORE_DISABLE_PLUGINS", "kdcore.plugins.modes.fusion, kdcore.plugins.strategies.gat_softlabel")
     engine = Engine(load_entry_points=False)
     assert "fusion" not in engine.modes
-    assert engine.strategies.names() == ["vgae-dual-signal"]
+    assert engine.strategies.names() == ["gat-attribution", "vgae-dual-signal"]
 
 
 class ExtraStrategy(DistillationStrategy):

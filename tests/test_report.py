@@ -24,7 +24,7 @@ def test_report_tables_and_plots(engine, teacher_root, tmp_path):
         written = json.loads((teacher_root / row["run_dir"] / "metrics.json").read_text())
         for key in ("f1", "auroc", "fpr", "params", "checkpoint_bytes", "per_attack_recall"):
             assert row[key] == written[key], key
-    kd_student = next(r for r in rows if r["kd"] == "gat-softlabel" and r["mode"] == "curriculum")
+    kd_student = next(r for r in rows if r["kd"] == "gat-attribution" and r["mode"] == "curriculum")
     plain_student = next(r for r in rows if r["kd"] == "-" and r["model_size"] == "student" and r["mode"] == "curriculum")
     assert kd_student["kd_gain_f1"] == kd_student["f1"] - plain_student["f1"]
     assert len(list(csv.DictReader(open(tmp_path / "report" / "runs.csv")))) == len(rows)

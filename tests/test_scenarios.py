@@ -258,7 +258,8 @@ def test_scenario_7_vgae_student_autoencoder_with_kd(experiment):
 
 def test_scenario_8_gat_student_curriculum_with_kd(experiment):
     """``--mode autoencoder`` (the VGAE the curriculum needs, from the fixture), ``--mode
-    curriculum`` (GAT teacher), then ``--mode curriculum --model-size student --kd gat-softlabel``."""
+    curriculum`` (GAT teacher), then ``--mode curriculum --model-size student --kd gat-attribution``
+    (the mode's default strategy, so its run folder is the plan's ``with-kd``)."""
     root, data = experiment["root"], experiment["data"]
     teacher_dir, student_dir = run_dir(root, GAT_TEACHER), run_dir(root, GAT_STUDENT)
     teacher_checkpoint = teacher_dir / "models" / "gat_curriculum.pth"
@@ -270,10 +271,10 @@ def test_scenario_8_gat_student_curriculum_with_kd(experiment):
     assert (teacher["model_size"], teacher["distillation"], teacher["strategy"], teacher["teacher"]) == ("teacher", "no-kd", None, None)
     assert_no_kd_logged(training_log(teacher_dir))
 
-    printed = kdcore_run(data, root, "--mode", "curriculum", "--model-size", "student", "--kd", "gat-softlabel")
-    student = assert_kd_student(printed, student_dir, teacher_checkpoint, "gat", "curriculum", "gat-softlabel")
+    printed = kdcore_run(data, root, "--mode", "curriculum", "--model-size", "student", "--kd", "gat-attribution")
+    student = assert_kd_student(printed, student_dir, teacher_checkpoint, "gat", "curriculum", "gat-attribution")
 
-    kd = assert_kd_loss_decreased(training_log(student_dir), ("kd_softlabel_loss",))
+    kd = assert_kd_loss_decreased(training_log(student_dir), ("kd_softlabel_loss", "kd_attribution_loss"))
 
     assert student["params"] <= 0.10 * teacher["params"], (student["params"], teacher["params"])
     for metrics in (teacher, student):
@@ -290,7 +291,7 @@ def test_detect_replays_held_out_captures_as_the_evaluation_scored_them(experime
     student_dir = run_dir(root, GAT_STUDENT)
     if not (student_dir / "metrics.json").is_file():  # this test alone: train what scenario 8 trains
         kdcore_run(data, root, "--mode", "curriculum")
-        kdcore_run(data, root, "--mode", "curriculum", "--model-size", "student", "--kd", "gat-softlabel")
+        kdcore_run(data, root, "--mode", "curriculum", "--model-size", "student", "--kd", "gat-attribution")
     metrics = json.loads((student_dir / "metrics.json").read_text())
     model = student_dir / "models" / "gat_curriculum.pth"
 

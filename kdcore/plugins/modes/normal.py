@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 class NormalMode(TrainingMode):
     name = "normal"
     kd_support = KDSupport.OPTIONAL
-    provides = ("logits",)
-    default_strategy = "gat-softlabel"
+    provides = ("logits", "node_attribution")
+    on_request = ("node_attribution",)
+    default_strategy = "gat-attribution"
     model = "gat"
     learning_type = "supervised"
 
@@ -64,23 +65,17 @@ class NormalMode(TrainingMode):
             ]
         return torch.cat(probabilities) if probabilities else torch.empty(0)
 
-    def node_scores(self, model, batch) -> torch.Tensor:
-        """Gradient × input of each window's attack log-odds, summed over each node's input — its
-        features and its ID embedding: the share of the decision a node carries, to first order
-        (docs/deployment.md measures how often it names the attacked ID). Works inside
-        ``torch.inference_mode``."""
-        import torch
+    def requested_outputs(self, model, batch, names):
+        """``node_attribution``: each node's share of the window's attack log-odds
+        (``gradient_x_input``), differentiable in the model's parameters while it trains, so a
+        student can be taught where its teacher looks (``gat-attribution``)."""
+        return {"node_attribution": gradient_x_input(model, batch, differentiable=model.training)}
 
+    def node_scores(self, model, batch) -> torch.Tensor:
+        """Each node's gradient × input (docs/deployment.md measures how often it names the
+        attacked ID). Works inside ``torch.inference_mode``."""
         model.eval()
-        batch = batch.to(next(model.parameters()).device)
-        with torch.inference_mode(False), torch.enable_grad():
-            x = batch.x.clone().requires_grad_(True)  # clones: inference tensors cannot be saved for backward
-            id_token = batch.id_token.clone()
-            ids = model.id_embedding(id_token).detach().requires_grad_(True)
-            pooled = model.embed(x, id_token, batch.edge_index.clone(), batch.batch.clone(), id_features=ids)
-            logits = model.classifier(pooled).float()
-            gradients = torch.autograd.grad((logits[:, 1] - logits[:, 0]).sum(), [x, ids])
-        return ((gradients[0] * x).sum(-1) + (gradients[1] * ids).sum(-1)).detach()
+        return gradient_x_input(model, batch.to(next(model.parameters()).device), differentiable=False)
 
     def window_embeddings(self, model, batch) -> torch.Tensor:
         """The pooled representation the GAT's classifier decides on."""
@@ -98,6 +93,27 @@ class NormalMode(TrainingMode):
         return evaluate_at_fitted_threshold(lambda loader: self.attack_probabilities(model, loader), run,
                                             lambda batch: self.window_embeddings(model, batch),
                                             lambda batch: self.node_scores(model, batch))
+
+
+def gradient_x_input(model, batch, differentiable: bool) -> torch.Tensor:
+    """Gradient × input of each window's attack log-odds, summed over each node's input — its
+    features and its ID embedding: the share of the decision a node carries, to first order.
+    ``differentiable``: the result keeps its graph to the model's parameters (a double backward);
+    otherwise it is detached."""
+    import torch
+
+    with torch.inference_mode(False), torch.enable_grad():
+        x = batch.x.clone().requires_grad_(True)  # clones: inference tensors cannot be saved for backward
+        id_token = batch.id_token.clone()
+        ids = model.id_embedding(id_token)
+        if not differentiable:
+            ids = ids.detach()
+        ids.requires_grad_(True)
+        pooled = model.embed(x, id_token, batch.edge_index.clone(), batch.batch.clone(), id_features=ids)
+        logits = model.classifier(pooled).float()
+        gradients = torch.autograd.grad((logits[:, 1] - logits[:, 0]).sum(), [x, ids], create_graph=differentiable)
+        attribution = (gradients[0] * x).sum(-1) + (gradients[1] * ids).sum(-1)
+    return attribution if differentiable else attribution.detach()
 
 
 @hookimpl
