@@ -213,7 +213,7 @@ class Engine:
             return None
         with run_lock(plan.layout.root):
             plan.layout.metrics.unlink(missing_ok=True)  # the old run is no longer complete
-            if not config.resume:
+            if not config.resume or distilled_otherwise(plan.layout.checkpoint, plan.config.distillation_strategy):
                 shutil.rmtree(plan.layout.logs, ignore_errors=True)
                 shutil.rmtree(plan.layout.root / "checkpoints", ignore_errors=True)
             with torch_threads(config.num_threads):
@@ -296,6 +296,17 @@ def scale_batch_for_kd(config: RunConfig) -> RunConfig:
     batch_size = kd_batch_size(config.batch_size, config.dataset, load_factors(config.batch_size_factors))
     logger.info("knowledge distillation: batch size %d -> %d (batch_size_factors)", config.batch_size, batch_size)
     return attrs.evolve(config, batch_size=batch_size, kd_batch_scaling=False)
+
+
+def distilled_otherwise(checkpoint: Path, strategy: str | None) -> str | None:
+    """The strategy the model saved at ``checkpoint`` was distilled with, where that is not
+    ``strategy``: a folder ``with-kd`` filled under an earlier default strategy, which must be
+    trained again from the start, not resumed nor kept. None otherwise, or with no model there."""
+    try:
+        saved = load_checkpoint(checkpoint).config.get("distillation_strategy")
+    except (CheckpointError, OSError):
+        return None
+    return saved if strategy is not None and saved != strategy else None
 
 
 def distillation_segment(mode: TrainingMode, strategy: DistillationStrategy | None) -> str:

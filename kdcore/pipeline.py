@@ -1,10 +1,10 @@
 """The whole study as one DAG: teachers → students with and without KD → fusion → report.
 
 Each stage is one ``Engine.run``. A stage whose artifacts are complete (its ``metrics.json``
-exists, and its mode does not call its checkpoint stale) is skipped, so an interrupted pipeline
-continues where it stopped; the stage that was interrupted resumes from its ``last.ckpt``. A
-failing stage stops its dependants, which are reported as blocked, and the stages that do not
-depend on it still run.
+exists, its mode does not call its checkpoint stale, and a student was distilled with the strategy
+asked for) is skipped, so an interrupted pipeline continues where it stopped; the stage that was
+interrupted resumes from its ``last.ckpt``. A failing stage stops its dependants, which are
+reported as blocked, and the stages that do not depend on it still run.
 
 ``Pipeline.run`` carries the stages out one after another in this process; ``kdcore.ray_executor``
 runs the same DAG as Ray tasks, deciding each stage through the same ``Pipeline.decide``.
@@ -20,7 +20,7 @@ import attrs
 
 from kdcore.checkpoint import load_checkpoint
 from kdcore.config import RunConfig
-from kdcore.engine import Engine
+from kdcore.engine import Engine, distilled_otherwise
 from kdcore.errors import CheckpointError, KdcoreError
 from kdcore.tracking import local_store
 
@@ -97,7 +97,8 @@ class Pipeline:
 
     def is_complete(self, stage: Stage) -> bool:
         """Its artifacts are all there and its checkpoint is not stale: an earlier version of
-        its mode made it another way (``TrainingMode.stale``), e.g. a VGAE scored otherwise."""
+        its mode made it another way (``TrainingMode.stale``), e.g. a VGAE scored otherwise, or
+        it was distilled with another strategy (an earlier default)."""
         if stage.config is None:
             return False  # the report is cheap: always rewritten from what is there
         layout = self.engine.layout_for(stage.config)
@@ -107,7 +108,9 @@ class Pipeline:
             checkpoint = load_checkpoint(layout.checkpoint)
         except CheckpointError:
             return False  # unreadable: train it again
-        return self.engine.modes.get(stage.config.mode)().stale(checkpoint) is None
+        mode = self.engine.modes.get(stage.config.mode)
+        strategy = (stage.config.distillation_strategy or mode.default_strategy) if stage.config.use_knowledge_distillation else None
+        return mode().stale(checkpoint) is None and distilled_otherwise(layout.checkpoint, strategy) is None
 
     def dry_run(self) -> list[StageResult]:
         return [

@@ -111,3 +111,29 @@ def test_pipeline_dry_run_command(tmp_path):
     assert lines[0].split()[1] == "synthetic/vgae-teacher" and lines[-1].split()[1] == "report"
     assert all("planned" in line for line in lines)
     assert not (tmp_path / "automotive").exists()
+
+
+def test_a_student_distilled_with_another_strategy_is_trained_again_from_the_start(engine, tmp_path):
+    """A ``with-kd`` folder filled under an earlier default strategy is neither kept nor resumed."""
+    import torch
+
+    from kdcore.checkpoint import load_checkpoint, save_checkpoint
+
+    stages = [s for s in tiny_study(tmp_path) if s.name.split("/")[-1] in ("vgae-teacher", "gat-teacher", "gat-student-kd")]
+    pipeline = Pipeline(engine, stages, tmp_path)
+    pipeline.run()
+    student = engine.layout_for(stages[-1].config)
+    now = load_checkpoint(student.checkpoint)
+    assert now.config["distillation_strategy"] == "gat-attribution"
+    save_checkpoint(student.checkpoint, attrs.evolve(now, config={**now.config, "distillation_strategy": "gat-softlabel"}))
+    last = student.root / "checkpoints" / "last.ckpt"
+    marked = torch.load(last, weights_only=False)
+    marked["epoch"] = 10_000  # resuming from it would train no further epoch
+    torch.save(marked, last)
+    assert [r.status for r in pipeline.dry_run()] == ["complete", "complete", "planned"]
+
+    results = pipeline.run()
+    assert [r.status for r in results] == ["skipped (complete)", "skipped (complete)", "done"], [r.detail for r in results]
+    again = load_checkpoint(student.checkpoint)
+    assert again.config["distillation_strategy"] == "gat-attribution"
+    assert torch.load(last, weights_only=False)["epoch"] < 10_000, "trained from the start, not resumed"
