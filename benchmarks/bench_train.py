@@ -10,7 +10,7 @@ the first epoch is warm-up and left out). Inference is the trained models' forwa
 test graphs in batches of 256, best of three.
 
 ``kd_overhead_ratio`` = KD student epoch time / plain student epoch time (median epochs), the worse
-of the two models; ``kd_overhead_ratio_cached`` the same with the cache (its one teacher pass runs
+of the two models, each distilled with its mode's default strategy (``kd_strategy``); ``kd_overhead_ratio_cached`` the same with the cache (its one teacher pass runs
 before the first epoch and is reported as ``cache_build_seconds``); ``student_infer_speedup`` =
 student graphs/s / teacher graphs/s, the smaller of the two models.
 """
@@ -108,6 +108,7 @@ def bench_model(engine: Engine, base: RunConfig, model: str) -> dict:
     results["kd_overhead_ratio"] = round(results["student_kd"]["epoch_seconds"] / plain, 3)
     results["kd_overhead_ratio_cached"] = round(results["student_kd_cached"]["epoch_seconds"] / plain, 3)
     results["student_infer_speedup"] = round(results["student"]["infer_graphs_per_s"] / results["teacher"]["infer_graphs_per_s"], 2)
+    results["kd_strategy"] = engine.modes.get(mode).default_strategy
     return results
 
 
