@@ -9,6 +9,17 @@ windows' standardised representations. A window goes to the nearest class mean, 
 ``MIN_CONFIDENCE`` or it lies further from every class than ``RADIUS_QUANTILE`` of the training
 windows lie from their own (an attack never seen). The detector's weights and its decisions do
 not change, so detection quality cannot drop. numpy only.
+
+One cue no representation of roles carries is whose ID the window's top suspect is. A flood of
+an ID the car never sends (DoS) and a flood of one it does (spoofing) play the same role; on a
+slow bus a spoofed ID can even outrank the car's own (docs/transfer.md). So each class also
+keeps the share of its windows whose top suspect is *foreign* — not among the IDs the vehicle
+sends (``suspect_cue``) — and a window whose cue fewer than ``MIN_CUE_SHARE`` of a class's
+windows showed cannot go to that class. Where the cue says nothing (the vehicle's IDs are not
+known, or the window is mostly IDs the vehicle does not send: another car) every class stays open.
+Whether a window is like any attack seen at all is still judged by the representation alone:
+a window as near the DoS windows as they lie to each other, flooding the car's own ID, is a
+spoofing like a DoS, not an attack never seen.
 """
 
 from __future__ import annotations
@@ -22,6 +33,21 @@ import numpy as np
 UNKNOWN = "unknown"
 MIN_CONFIDENCE = 0.5
 RADIUS_QUANTILE = 0.99
+MIN_CUE_SHARE = 0.1  # a class is ruled out for a cue fewer than this share of its training windows showed
+OWN_SHARE = 0.5  # the cue applies to a window when at least this share of its IDs are the vehicle's
+
+
+def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None) -> float:
+    """1.0 where a window's top suspect (its highest-scored node's ID) is not among the IDs the
+    vehicle sends, 0.0 where it is; NaN where the cue says nothing: no vehicle IDs known, or fewer
+    than ``OWN_SHARE`` of the window's IDs are the vehicle's (another car's traffic)."""
+    if vehicle_ids is None or not len(vehicle_ids) or not node_scores:
+        return np.nan
+    ids = np.fromiter(node_scores, np.int64, len(node_scores))
+    own = np.isin(ids, vehicle_ids)
+    if own.mean() < OWN_SHARE:
+        return np.nan
+    return float(not own[int(np.argmax(list(node_scores.values())))])
 
 
 @attrs.frozen(eq=False)
@@ -31,29 +57,47 @@ class AttackClasses:
     center: np.ndarray  # (dim,) the standardisation, fitted on the attack windows
     scale: np.ndarray
     radius: float
+    foreign_share: np.ndarray | None = None  # (classes,) share of windows with a foreign top suspect; NaN: no cue seen
 
     @classmethod
-    def fit(cls, embeddings: np.ndarray, names: np.ndarray) -> AttackClasses:
-        """From the representations of attack windows and their attack names."""
-        embeddings = np.asarray(embeddings, np.float64)
-        classes = sorted(set(np.asarray(names).tolist()))
+    def fit(cls, embeddings: np.ndarray, names: np.ndarray, cues: np.ndarray | None = None) -> AttackClasses:
+        """From the representations of attack windows, their attack names and, if known, their
+        ``suspect_cue``s."""
+        embeddings, names = np.asarray(embeddings, np.float64), np.asarray(names)
+        classes = sorted(set(names.tolist()))
         if not classes:
             raise ValueError("no attack windows to fit attack classes on")
         center, scale = embeddings.mean(axis=0), embeddings.std(axis=0) + 1e-6
         standard = (embeddings - center) / scale
         means = np.stack([standard[names == name].mean(axis=0) for name in classes])
         own = np.linalg.norm(standard - means[np.searchsorted(classes, names)], axis=1)
-        return cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)))
+        foreign_share = None if cues is None else np.array([_mean_present(np.asarray(cues)[names == name]) for name in classes])
+        return cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share)
 
-    def predict(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(class name or ``unknown``, confidence) per window."""
+    def predict(self, embeddings: np.ndarray, cues: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(class name or ``unknown``, confidence) per window; with the windows' ``suspect_cue``s,
+        among the classes whose training windows showed that cue."""
         standard = (np.asarray(embeddings, np.float64) - self.center) / self.scale
         distance = np.linalg.norm(standard[:, None, :] - self.means[None, :, :], axis=-1)
+        seen = distance.min(axis=1, initial=np.inf) <= self.radius  # like some attack of training, whoever's ID it is
+        distance = np.where(self._open_to(cues, len(distance)), distance, np.inf)
         nearest = distance.min(axis=1, keepdims=True)
         likelihood = np.exp(-0.5 * (distance**2 - nearest**2))  # shifted: the nearest class counts 1
         confidence = (1.0 / likelihood.sum(axis=1)) if len(distance) else np.zeros(0)
-        unknown = (confidence < MIN_CONFIDENCE) | (nearest[:, 0] > self.radius)
+        unknown = (confidence < MIN_CONFIDENCE) | ~seen
         return np.where(unknown, UNKNOWN, np.asarray(self.names)[distance.argmin(axis=1)]), confidence
+
+    def _open_to(self, cues: np.ndarray | None, windows: int) -> np.ndarray:
+        """(windows, classes): which classes each window may go to. A class is closed to a cue
+        fewer than ``MIN_CUE_SHARE`` of its windows showed; every class stays open to a window
+        without a cue, for a class fitted without cues, and where the cue would close them all."""
+        open_to = np.ones((windows, len(self.names)), bool)
+        if cues is None or self.foreign_share is None:
+            return open_to
+        cues, share = np.asarray(cues, np.float64)[:, None], self.foreign_share[None, :]
+        showed = np.where(cues == 1.0, share, 1.0 - share)  # the share of the class's windows with this cue
+        open_to = np.isnan(cues) | np.isnan(showed) | (showed >= MIN_CUE_SHARE)
+        return open_to | ~open_to.any(axis=1, keepdims=True)
 
     @classmethod
     def saved_in(cls, extra: dict[str, Any]) -> AttackClasses | None:
@@ -61,13 +105,23 @@ class AttackClasses:
         return cls.from_dict(extra["attack_classes"]) if "attack_classes" in extra else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "means": self.means.tolist(), "center": self.center.tolist(),
-                "scale": self.scale.tolist(), "radius": self.radius}
+        saved = {"names": list(self.names), "means": self.means.tolist(), "center": self.center.tolist(),
+                 "scale": self.scale.tolist(), "radius": self.radius}
+        if self.foreign_share is not None:
+            saved["foreign_share"] = [None if np.isnan(share) else float(share) for share in self.foreign_share]
+        return saved
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttackClasses:
+        shares = data.get("foreign_share")  # absent: saved before the cue existed
         return cls(data["names"], np.asarray(data["means"]), np.asarray(data["center"]), np.asarray(data["scale"]),
-                   float(data["radius"]))
+                   float(data["radius"]), None if shares is None else np.array([np.nan if v is None else v for v in shares]))
+
+
+def _mean_present(values: np.ndarray) -> float:
+    """The mean of the values that are not NaN; NaN if none is."""
+    present = values[~np.isnan(values)]
+    return float(present.mean()) if len(present) else np.nan
 
 
 def class_report(true: Sequence[str], predicted: Sequence[str], known: Sequence[str]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from kdcore.bus import Chunk
 from kdcore.checkpoint import load_checkpoint
 from kdcore.classes import AttackClasses
 from kdcore.data.frames import FrameTable
+from kdcore.data.graphs import WindowGraphs
 from kdcore.data.graphset import GraphSet
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs, node_keys
@@ -107,13 +108,14 @@ class Detector:
         if checkpoint.model == "dqn":
             predictor, _ = FusionPredictor.from_checkpoint(engine, checkpoint_path)
             self.score: Callable = predictor.scores
-            self.judge = predictor.alert_judge(load_checkpoint(checkpoint.extra["fusion"]["gat"]["path"]).extra)
+            self.judge = predictor.alert_judge(load_checkpoint(checkpoint.extra["fusion"]["gat"]["path"]).extra,
+                                               self.preprocessing.vehicle_ids)
             return
         model = engine.load_model(checkpoint, checkpoint_path)
         mode = NormalMode() if checkpoint.model == "gat" else AutoencoderMode()
         self.score = model_scorer(model, checkpoint.model)
-        self.judge = AlertJudge.of(lambda batch: mode.node_scores(model, batch), AttackClasses.saved_in(checkpoint.extra),
-                                   lambda batch: mode.window_embeddings(model, batch))
+        self.judge = AlertJudge(lambda batch: mode.node_scores(model, batch), AttackClasses.saved_in(checkpoint.extra),
+                                lambda batch: mode.window_embeddings(model, batch), self.preprocessing.vehicle_ids)
         self.score_window = self._traced(WindowScore(model), sample_windows(checkpoint))
 
     def _traced(self, scorer: WindowScore, windows: list[tuple[torch.Tensor, ...]]) -> Callable | None:
@@ -184,34 +186,35 @@ class Detector:
                 scores = self.score([batch])
         decided = time.perf_counter()
         alerting = scores >= self.threshold
-        judged = self._judge_alerts(batch, alerting.nonzero().flatten()) if alerting.any() else {}
+        judged = self._judge_alerts(batch, alerting.nonzero().flatten(), graphs) if alerting.any() else {}
         timed = graphs.timestamps  # without timestamps, start and end are the frames' positions in the capture
         for index, (score, alert) in enumerate(zip(scores.tolist(), alerting.tolist())):
             summary.windows += 1
             summary.latencies_ms.append((decided - arrived) * 1000)
             first, last = graphs.time_span[index].tolist()
-            node_scores, attack_class, confidence = judged.get(index, ([], None, None))
-            can_ids = graphs.can_id[graphs.node_ptr[index]:graphs.node_ptr[index + 1]].tolist()
+            node_scores, attack_class, confidence = judged.get(index, ({}, None, None))
             window = WindowVerdict(
                 index=summary.windows - 1, start=first if timed else int(first), end=last if timed else int(last),
                 unit="s" if timed else "frame", frames=self.window, score=score, alert=alert,
-                node_scores=dict(zip(can_ids, node_scores)), attack_class=attack_class, class_confidence=confidence,
+                node_scores=node_scores, attack_class=attack_class, class_confidence=confidence,
             )
             stream.window(window)
             if on_window is not None:
                 on_window(summary, alert)
 
-    def _judge_alerts(self, batch: Batch, alerts: torch.Tensor) -> dict[int, tuple[list[float], str | None, float | None]]:
-        """Suspects and attack class of each alerting window, by its index in the chunk. Only the
-        alerting windows go through attribution (a backward pass) and the classifier: on a bus
-        where alerts are rare, a chunk with one alert pays for one window, not for the chunk."""
+    def _judge_alerts(self, batch: Batch, alerts: torch.Tensor, graphs: WindowGraphs) -> dict[int, tuple[dict, str | None, float | None]]:
+        """Node scores by CAN ID and attack class of each alerting window, by its index in the
+        chunk. Only the alerting windows go through attribution (a backward pass) and the
+        classifier: on a bus where alerts are rare, a chunk with one alert pays for one window."""
         judged = batch if len(alerts) == batch.num_graphs else select_windows(batch, alerts)
-        node_scores = self.judge.node_scores(judged).tolist()
-        classes = confidences = [None] * len(alerts)
-        if self.judge.classify is not None:
-            classes, confidences = (values.tolist() for values in self.judge.classify(judged))
-        ptr = judged.ptr.tolist()
-        return {index: (node_scores[ptr[k]:ptr[k + 1]], classes[k], confidences[k]) for k, index in enumerate(alerts.tolist())}
+        flat, ptr = self.judge.node_scores(judged).tolist(), judged.ptr.tolist()
+        windows = alerts.tolist()
+        scored = [dict(zip(graphs.can_id[graphs.node_ptr[index]:graphs.node_ptr[index + 1]].tolist(), flat[ptr[k]:ptr[k + 1]]))
+                  for k, index in enumerate(windows)]
+        classes = confidences = [None] * len(windows)
+        if self.judge.classifies:
+            classes, confidences = (values.tolist() for values in self.judge.classify(judged, scored))
+        return {index: (scored[k], classes[k], confidences[k]) for k, index in enumerate(windows)}
 
     def _score_one(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """One window through the traced scorer if there is one. A traced score within the

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +25,7 @@ from kdcore.contracts import Evaluation
 from kdcore.data.graphset import labels_of
 from kdcore.errors import CheckpointError, KdcoreError
 from kdcore.layout import RunLayout
-from kdcore.metrics import AlertJudge, best_f1_threshold, evaluate_scores
+from kdcore.metrics import AlertJudge, best_f1_threshold, evaluate_scores, training_vehicle_ids
 from kdcore.plugins.modes.autoencoder import SCORE, AutoencoderMode, check_score
 from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, FusionMode, find_inputs
 from kdcore.plugins.modes.normal import NormalMode
@@ -156,11 +157,12 @@ class FusionPredictor:
         vgae = _relative(self._autoencoder.node_scores(self.vgae, batch), batch.batch)
         return alpha * gat + (1 - alpha) * vgae
 
-    def alert_judge(self, gat_extra: dict[str, Any]) -> AlertJudge:
+    def alert_judge(self, gat_extra: dict[str, Any], vehicle_ids: np.ndarray | None) -> AlertJudge:
         """How the fused detector's alerts name suspects (``node_scores``) and their attack class:
-        the classes saved with its GAT (``gat_extra``), on the GAT's representation."""
-        return AlertJudge.of(self.node_scores, AttackClasses.saved_in(gat_extra),
-                             lambda batch: self._classifier.window_embeddings(self.gat, batch))
+        the classes saved with its GAT (``gat_extra``), on the GAT's representation, on a vehicle
+        that sends ``vehicle_ids``."""
+        return AlertJudge(self.node_scores, AttackClasses.saved_in(gat_extra),
+                          lambda batch: self._classifier.window_embeddings(self.gat, batch), vehicle_ids)
 
     def components(self, loader) -> dict[str, torch.Tensor]:
         return self.decide(*self.inputs(loader))
@@ -430,7 +432,7 @@ class FusionTraining:
         # its own threshold, and a lower threshold only fits the validation windows (measured, seed 7
         # on real camaro traffic: 0.10 flagged 11 % of held-out clean windows, 0.5 flagged 0.8 %).
         threshold = max(best_f1_threshold(val["score"], self.val["label"], run.config.target_fpr), DECISION_LINE)
-        judge = predictor.alert_judge(load_checkpoint(self.inputs["gat"].checkpoint).extra)
+        judge = predictor.alert_judge(load_checkpoint(self.inputs["gat"].checkpoint).extra, training_vehicle_ids(run.datamodule))
         evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold, judge=judge)
         histogram = torch.bincount(val["action"], minlength=len(self.actions)).tolist()
         fusion: dict[str, Any] = {

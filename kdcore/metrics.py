@@ -23,7 +23,7 @@ from torchmetrics.functional.classification import (
 )
 
 from kdcore.alert_metrics import AlertRecord, alert_metrics
-from kdcore.classes import AttackClasses
+from kdcore.classes import AttackClasses, suspect_cue
 from kdcore.contracts import Evaluation
 from kdcore.data.graphset import drop_profile, labels_of
 from kdcore.incidents import IncidentTracker, WindowVerdict
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 Scorer = Callable[[DataLoader], torch.Tensor]  # one score per window, higher = more likely an attack
 Embedder = Callable[[object], torch.Tensor]  # a batch → one representation per window (``TrainingMode.window_embeddings``)
 NodeScorer = Callable[[object], torch.Tensor]  # a batch → one score per node (``TrainingMode.node_scores``)
-Classifier = Callable[[object], tuple[np.ndarray, np.ndarray]]  # a batch → (attack class, confidence) per window
 LATENCY_GRAPHS = 100
 
 
@@ -121,33 +120,56 @@ def evaluate_at_fitted_threshold(score: Scorer, run: Run, embed: Embedder | None
     model's window representation ``embed`` when the data names its attacks (saved as
     ``attack_classes``), then ``evaluate_scores``, judging the alerts with ``node_scores``."""
     extra: dict = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation, roles_score)
-    classes = fit_attack_classes(embed, run.datamodule, run.config.representation) if embed is not None else {}
+    vehicle_ids = training_vehicle_ids(run.datamodule)
+    classes = fit_attack_classes(embed, run.datamodule, run.config.representation, node_scores, vehicle_ids) if embed is not None else {}
     extra.update({key: fitted.to_dict() for key, fitted in classes.items()})
-    judge = AlertJudge.of(node_scores, classes.get("attack_classes"), embed) if node_scores is not None else None
+    judge = AlertJudge(node_scores, classes.get("attack_classes"), embed, vehicle_ids) if node_scores is not None else None
     return evaluate_scores(score, run.datamodule, extra["threshold"], extra, judge)
 
 
-def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representation: str) -> dict[str, AttackClasses]:
+def training_vehicle_ids(datamodule: GraphDataModule) -> np.ndarray | None:
+    """The IDs the training vehicle sends (its preprocessing's vocabulary); None for data without one."""
+    saved = datamodule.splits.state.get("preprocessing")
+    return None if saved is None else np.asarray(saved["vocabulary"], dtype=np.uint32)
+
+
+def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representation: str, node_scores: NodeScorer | None = None,
+                       vehicle_ids: np.ndarray | None = None) -> dict[str, AttackClasses]:
     """``attack_classes`` (``kdcore.classes``) of the attack windows of the training and validation
-    splits; for the agnostic representation also ``roles_attack_classes``, of the same windows
-    judged without their profile, as another vehicle is judged (what ``kdcore calibrate`` switches
-    to). Empty where no attack is named."""
+    splits, with their ``suspect_cue``s (given ``node_scores``) against ``vehicle_ids``; for the agnostic representation
+    also ``roles_attack_classes``, of the same windows judged without their profile, as another
+    vehicle is judged (what ``kdcore calibrate`` switches to). Empty where no attack is named."""
     views = {"attack_classes": lambda batch: batch}
     if representation == "agnostic":
         views["roles_attack_classes"] = lambda batch: drop_profile(batch, 1.0)
-    embeddings, names = {key: [] for key in views}, []
+    embeddings, cues, names = {key: [] for key in views}, {key: [] for key in views}, []
     for graphs in (datamodule.train_set, datamodule.val_set):
         known = attack_names_of(graphs)
         attacks = torch.nonzero(labels_of(graphs) == 1).view(-1).tolist()
         if known is None or not attacks:
             continue
-        for batch in datamodule.loader(Subset(graphs, attacks)):
+        loader = datamodule.loader(Subset(graphs, attacks))
+        for windows, batch in zip(_batched(attacks, loader.batch_size), loader):
             names.append(np.asarray(known)[batch.attack_type.cpu().numpy()])
             for key, view in views.items():
                 embeddings[key].append(embed(view(batch)).cpu().numpy())
+                if node_scores is not None:
+                    scored = _nodes_by_id(graphs, windows, node_scores(view(batch)), batch.ptr)
+                    cues[key].append([suspect_cue(nodes, vehicle_ids) for nodes in scored])
     if not names:
         return {}
-    return {key: AttackClasses.fit(np.concatenate(values), np.concatenate(names)) for key, values in embeddings.items()}
+    return {key: AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names),
+                                   np.concatenate(cues[key]) if cues[key] else None) for key in views}
+
+
+def _batched(items: list, size: int) -> list[list]:
+    return [items[first:first + size] for first in range(0, len(items), size)]
+
+
+def _nodes_by_id(graphs, windows: list[int], node_scores: torch.Tensor, ptr: torch.Tensor) -> list[dict[int, float]]:
+    """Each window's node scores (a batch's, flat) by its nodes' CAN IDs."""
+    flat, ptr = node_scores.cpu().tolist(), ptr.tolist()
+    return [dict(zip(graphs.window_nodes(index)[0].tolist(), flat[ptr[k]:ptr[k + 1]])) for k, index in enumerate(windows)]
 
 
 def attack_names_of(graphs) -> tuple[str, ...] | None:
@@ -175,17 +197,26 @@ def latency_ms_per_graph(score: Scorer, graphs) -> float:
 @attrs.frozen
 class AlertJudge:
     """What judging a model's alerts needs (``alert_metrics``): its node scores and, if it has
-    attack classes, its classifier and their names."""
+    attack classes, those classes, the window representation they were fitted on and the IDs the
+    vehicle sends (``kdcore.classes.suspect_cue``)."""
 
     node_scores: NodeScorer
-    classify: Classifier | None = None
-    class_names: tuple[str, ...] | None = None
+    classes: AttackClasses | None = None
+    embed: Embedder | None = None
+    vehicle_ids: np.ndarray | None = None
 
-    @classmethod
-    def of(cls, node_scores: NodeScorer, classes: AttackClasses | None, embed: Embedder | None) -> AlertJudge:
-        if classes is None or embed is None:
-            return cls(node_scores)
-        return cls(node_scores, lambda batch: classes.predict(embed(batch).cpu().numpy()), classes.names)
+    @property
+    def classifies(self) -> bool:
+        return self.classes is not None and self.embed is not None
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        return self.classes.names if self.classifies else None
+
+    def classify(self, batch, node_scores: list[dict[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """(attack class, confidence) of each window of ``batch``, given its nodes' scores by CAN ID."""
+        cues = np.array([suspect_cue(nodes, self.vehicle_ids) for nodes in node_scores], np.float64)
+        return self.classes.predict(self.embed(batch).cpu().numpy(), cues)
 
 
 def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float, extra: dict | None = None,
@@ -201,8 +232,8 @@ def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float
             per_set[name] = detection_metrics(scores, labels, threshold, names)
             windows[name] = {"score": scores.numpy(), "label": labels.numpy(), "attack": names, "start": graphs.time_span[:, 0].numpy()}
             if judge is not None:
-                records.append(alert_record(graphs, scores.numpy(), threshold, datamodule.config.window_size, judge.node_scores,
-                                            judge.classify, datamodule.config.batch_size))
+                records.append(alert_record(graphs, scores.numpy(), threshold, datamodule.config.window_size, judge,
+                                            datamodule.config.batch_size))
                 per_set[name].update(alert_metrics(records[-1:], IncidentTracker(), judge.class_names))
         all_scores.append(scores)
         all_labels.append(labels)
@@ -215,23 +246,18 @@ def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float
     return Evaluation(metrics=metrics, extra={**(extra or {}), "threshold": threshold}, per_set=per_set, windows=windows)
 
 
-def alert_record(graphs: GraphSet | MappedGraphSet, scores: np.ndarray, threshold: float, window: int, node_scores: NodeScorer,
-                 classify: Classifier | None = None, batch_size: int = 512) -> AlertRecord:
+def alert_record(graphs: GraphSet | MappedGraphSet, scores: np.ndarray, threshold: float, window: int, judge: AlertJudge,
+                 batch_size: int = 512) -> AlertRecord:
     """The windows of ``graphs`` as ``kdcore detect`` judges them, in order: the alerting ones with
     their nodes' scores and attack class; with every window's label and attacked IDs."""
     alerting = np.flatnonzero(scores >= threshold).tolist()
     per_node, classes = {}, {}
-    if alerting:
-        loader = DataLoader(Subset(graphs, alerting), batch_size=batch_size)
-        flat = torch.cat([node_scores(batch).cpu() for batch in loader]).tolist()
-        offset = 0
-        for index in alerting:
-            can_ids = graphs.window_nodes(index)[0].tolist()
-            per_node[index] = dict(zip(can_ids, flat[offset:offset + len(can_ids)]))
-            offset += len(can_ids)
-        if classify is not None:
-            names, confidences = (np.concatenate(column).tolist() for column in zip(*(classify(batch) for batch in loader)))
-            classes = dict(zip(alerting, zip(names, confidences)))
+    for windows, batch in zip(_batched(alerting, batch_size), DataLoader(Subset(graphs, alerting), batch_size=batch_size)):
+        scored = _nodes_by_id(graphs, windows, judge.node_scores(batch), batch.ptr)
+        per_node.update(zip(windows, scored))
+        if judge.classifies:
+            names, confidences = judge.classify(batch, scored)
+            classes.update(zip(windows, zip(names.tolist(), confidences.tolist())))
     unit = "s" if graphs.timestamps else "frame"
     labels = graphs.labels.numpy()
     verdicts, attacked = [], []

@@ -64,6 +64,9 @@ def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root,
 
     detector = Detector(out, engine=engine)
     assert load_checkpoint(out).extra["calibration"] == record
+    recorded = np.unique(read_capture(recordings / "clean.csv").can_id)
+    assert np.array_equal(detector.preprocessing.vehicle_ids, recorded)  # where alerts find a suspect foreign
+    assert np.array_equal(detector.judge.vehicle_ids, recorded)
     scores = calibration_scores(detector, recordings / "clean.csv")
     assert detector.threshold == record["threshold"] >= record["threshold_on_recording"]
     assert float((scores >= record["threshold_on_recording"]).float().mean()) <= 0.05 + 1 / len(scores)
@@ -78,6 +81,9 @@ def test_a_vocabulary_model_aliases_every_new_id_to_a_trained_one(engine, vocabu
     assert record["aliased_ids"] == 12 and record["fitted"] == ["CAN-ID aliases", "feature scaling", "threshold"]
     tokens = Detector(out, engine=engine).preprocessing.id_token(np.arange(0x100, 0x100 + 12 * 16, 16) + OTHER_IDS)
     assert (tokens > 0).all()  # every ID of the new vehicle maps to a trained ID, none is "unseen"
+    preprocessing = Detector(out, engine=engine).preprocessing
+    assert np.array_equal(preprocessing.vehicle_ids, np.unique(read_capture(recordings / "clean.csv").can_id))
+    assert np.array_equal(preprocessing.vocabulary, Detector(vocabulary_gat, engine=engine).preprocessing.vehicle_ids)
 
 
 def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_training(engine, tmp_path, recordings):
@@ -90,6 +96,8 @@ def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_t
     assert len(Detector(out, engine=engine).preprocessing.vocabulary) == 0
     calibrated = load_checkpoint(out).extra  # attack classes of windows judged by roles, as the new vehicle's are
     assert trained["attack_classes"] != trained["roles_attack_classes"]
+    # the training DoS floods ID 0, which the vehicle never sends: its alerts' top suspect is foreign
+    assert trained["attack_classes"]["foreign_share"][0] > 0.5
     assert calibrated["attack_classes"] == trained["roles_attack_classes"] == calibrated["roles_attack_classes"]
     again = calibrate(out, [recordings / "clean-2.csv"], tmp_path / "again.pth", engine=engine)
     assert again["trained"] == record["trained"]  # calibrating twice keeps the training floor, not the first calibration's

@@ -3,11 +3,14 @@
 import numpy as np
 import pytest
 
-from kdcore.classes import UNKNOWN, AttackClasses, class_report
+from kdcore.classes import UNKNOWN, AttackClasses, class_report, suspect_cue
 
 
-def clusters(rng, per_class=200):
-    centres = {"dos": [8.0, 0.0, 0.0], "fuzzy": [0.0, 8.0, 0.0], "spoof": [0.0, 0.0, 8.0]}
+DOS_LIKE_SPOOF = {"dos": [2.0, 0.0, 0.0], "fuzzy": [0.0, 8.0, 0.0], "spoof": [0.0, 0.0, 2.0]}  # their windows overlap
+
+
+def clusters(rng, per_class=200, centres=None):
+    centres = centres or {"dos": [8.0, 0.0, 0.0], "fuzzy": [0.0, 8.0, 0.0], "spoof": [0.0, 0.0, 8.0]}
     names = np.repeat(list(centres), per_class)
     embeddings = np.stack([centres[name] for name in names]) + rng.normal(0, 1, (len(names), 3))
     return embeddings, names
@@ -35,3 +38,44 @@ def test_class_report_counts_known_and_unseen_attacks():
     report = class_report(["dos", "dos", "spoof", "replay"], ["dos", "spoof", "spoof", UNKNOWN], ["dos", "spoof"])
     assert report["confusion_matrix"] == [[1, 1, 0], [0, 0, 1], [0, 1, 0]]  # rows: dos, replay, spoof
     assert report["accuracy"] == pytest.approx(2 / 3) and report["unseen_as_unknown"] == 1.0
+
+
+def test_a_suspect_is_foreign_when_the_vehicle_does_not_send_it_in_a_window_of_its_own_traffic():
+    vehicle = np.array([0x100, 0x200, 0x300, 0x400])
+    assert suspect_cue({0x000: 0.9, 0x100: 0.1, 0x200: 0.0, 0x300: 0.2}, vehicle) == 1.0  # DoS: an ID the car never sends
+    assert suspect_cue({0x100: 0.9, 0x200: 0.1, 0x300: 0.0}, vehicle) == 0.0  # spoofing: the car's own ID
+    assert np.isnan(suspect_cue({0x001: 0.9, 0x002: 0.1, 0x100: 0.0}, vehicle))  # mostly another car's IDs: no cue
+    assert np.isnan(suspect_cue({0x000: 0.9, 0x100: 0.1}, None))  # the vehicle's IDs are not known
+    assert np.isnan(suspect_cue({}, vehicle))
+
+
+def test_the_cue_closes_the_classes_whose_training_windows_never_showed_it():
+    rng = np.random.default_rng(0)
+    embeddings, names = clusters(rng, centres=DOS_LIKE_SPOOF)
+    cues = np.select([names == "dos", names == "spoof"], [1.0, 0.0], default=(rng.random(len(names)) < 0.3).astype(float))
+    classes = AttackClasses.fit(embeddings, names, cues)
+    assert classes.foreign_share.tolist() == pytest.approx([1.0, 0.3, 0.0], abs=0.06)  # dos, fuzzy, spoof
+    near_dos, near_spoof = np.array([[1.4, 0.0, 0.8]]), np.array([[0.8, 0.0, 1.4]])  # dos and spoof look alike
+    assert classes.predict(near_dos)[0][0] == "dos" and classes.predict(near_spoof)[0][0] == "spoof"
+    assert classes.predict(near_dos, np.array([np.nan]))[0][0] == "dos"  # no cue: every class open
+    assert classes.predict(near_dos, np.array([0.0]))[0][0] == "spoof"  # the car's own ID flooded: not a DoS
+    assert classes.predict(near_spoof, np.array([1.0]))[0][0] == "dos"  # an ID the car never sends: not a spoof
+    _, sure = classes.predict(near_dos, np.array([1.0]))
+    assert sure[0] > classes.predict(near_dos)[1][0]  # with spoofing closed, the DoS call is surer
+    again = AttackClasses.from_dict(classes.to_dict())
+    assert np.array_equal(again.foreign_share, classes.foreign_share)
+    assert again.predict(near_dos, np.array([0.0]))[0][0] == "spoof"
+
+
+def test_classes_without_cues_ignore_them_and_an_unshown_cue_closes_no_class():
+    rng = np.random.default_rng(1)
+    embeddings, names = clusters(rng, centres=DOS_LIKE_SPOOF)
+    plain = AttackClasses.fit(embeddings, names)
+    assert plain.foreign_share is None and "foreign_share" not in plain.to_dict()
+    near_dos = np.array([[1.4, 0.0, 0.8]])
+    assert plain.predict(near_dos, np.array([0.0]))[0][0] == "dos"
+    no_cue_seen = AttackClasses.fit(embeddings, names, np.full(len(names), np.nan))
+    assert np.isnan(no_cue_seen.foreign_share).all()
+    assert no_cue_seen.predict(near_dos, np.array([0.0]))[0][0] == "dos"
+    every_class_foreign = AttackClasses.fit(embeddings, names, np.ones(len(names)))
+    assert every_class_foreign.predict(near_dos, np.array([0.0]))[0][0] == "dos"  # closing every class closes none

@@ -204,10 +204,17 @@ def test_alerting_windows_are_judged_alone_as_they_would_be_in_the_whole_chunk(e
         assert torch.equal(alone[key], expected[key]), key
     with torch.inference_mode():
         whole, judged = gat.judge.node_scores(batch), gat.judge.node_scores(alone)
-        whole_classes, judged_classes = gat.judge.classify(batch), gat.judge.classify(alone)
+        whole_classes = gat.judge.classify(batch, by_id(prepared, whole, batch.ptr, range(batch.num_graphs)))
+        judged_classes = gat.judge.classify(alone, by_id(prepared, judged, alone.ptr, chosen.tolist()))
     rows = torch.cat([torch.arange(batch.ptr[i], batch.ptr[i + 1]) for i in chosen.tolist()])
     assert torch.allclose(whole[rows], judged, atol=1e-6), "a window's suspects do not depend on the other windows of its chunk"
     assert list(judged_classes[0]) == [whole_classes[0][i] for i in chosen.tolist()]
+
+
+def by_id(prepared, node_scores, ptr, windows):
+    """Each window's node scores by CAN ID, as the judge is given them."""
+    return [dict(zip(prepared.window_nodes(index)[0].tolist(), node_scores[ptr[k]:ptr[k + 1]].tolist()))
+            for k, index in enumerate(windows)]
 
 
 def test_detection_runs_on_one_torch_thread_and_restores_the_setting(engine, teacher_root):

@@ -63,7 +63,9 @@ class Preprocessing:
     A feature value may be absent (NaN: timing features of a capture without timestamps): means
     and spreads are fitted on the values present, and an absent value counts as the mean.
     ``aliases`` (calibrated ``vocabulary`` models) maps another vehicle's IDs to the tokens of the
-    training IDs whose profiles they resemble most.
+    training IDs whose profiles they resemble most. ``recorded_ids`` (calibrated models) are the
+    IDs of the calibration recording: what the vehicle sends, where an alert's suspect may be
+    found foreign (``vehicle_ids``).
     """
 
     vocabulary: np.ndarray
@@ -73,6 +75,13 @@ class Preprocessing:
     profile_std: np.ndarray
     representation: str = "vocabulary"
     aliases: dict[int, int] = attrs.field(factory=dict)
+    recorded_ids: np.ndarray | None = None
+
+    @property
+    def vehicle_ids(self) -> np.ndarray:
+        """The IDs the vehicle judged sends: the calibration recording's, else the training vocabulary
+        (fitted on attack-free windows). Empty for a model calibrated before they were recorded."""
+        return self.vocabulary if self.recorded_ids is None else self.recorded_ids
 
     @property
     def num_ids(self) -> int:
@@ -135,11 +144,13 @@ class Preprocessing:
         vehicle's, the model's ID tokens stay, and each ID it has never seen is aliased to the
         training ID whose profile (rate, timing, DLC, payload spread) is nearest.
         """
+        recorded_ids = np.unique(graphs.can_id).astype(np.uint32)
         if self.representation == "agnostic":
             no_ids = np.zeros((0, len(FEATURES)))
-            return attrs.evolve(self, vocabulary=np.zeros(0, np.uint32), profile_mean=no_ids, profile_std=no_ids)
+            return attrs.evolve(self, vocabulary=np.zeros(0, np.uint32), profile_mean=no_ids, profile_std=no_ids,
+                                recorded_ids=recorded_ids)
         fitted = Preprocessing.fit(graphs, self.representation)
-        return attrs.evolve(self, mean=fitted.mean, std=fitted.std, aliases=self._aliases_for(fitted))
+        return attrs.evolve(self, mean=fitted.mean, std=fitted.std, aliases=self._aliases_for(fitted), recorded_ids=recorded_ids)
 
     def _aliases_for(self, target: Preprocessing) -> dict[int, int]:
         roles = [COUNT, GAP_MEAN, DLC, PAYLOAD_STD]
@@ -227,6 +238,7 @@ class Preprocessing:
         return MappedGraphSet(parts, self.prepare)
 
     def to_dict(self) -> dict[str, Any]:
+        recorded = {} if self.recorded_ids is None else {"recorded_ids": self.recorded_ids.tolist()}
         return {
             "representation": self.representation,
             "vocabulary": self.vocabulary.tolist(),
@@ -235,6 +247,7 @@ class Preprocessing:
             "profile_mean": _listed(self.profile_mean),
             "profile_std": _listed(self.profile_std),
             "aliases": [[can_id, token] for can_id, token in sorted(self.aliases.items())],
+            **recorded,
         }
 
     @classmethod
@@ -249,6 +262,7 @@ class Preprocessing:
             profile_std=_unlisted(data.get("profile_std"), missing),
             representation=data.get("representation", "vocabulary"),
             aliases={int(can_id): int(token) for can_id, token in data.get("aliases", [])},
+            recorded_ids=None if "recorded_ids" not in data else np.asarray(data["recorded_ids"], dtype=np.uint32),
         )
 
 
