@@ -63,7 +63,9 @@ class ScoreNormaliser:
         return cls(median=median, scale=scale, threshold=float(threshold))
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid((scores.double() - self.threshold) / self.scale).float()
+        """In float64: the fused score ranks windows by it, and on a vehicle the inputs were not
+        calibrated to a float32 sigmoid puts most windows, normal and attack alike, at exactly 1."""
+        return torch.sigmoid((scores.double() - self.threshold) / self.scale)
 
 
 IDENTITY = ScoreNormaliser(median=0.0, scale=1.0, threshold=0.0)  # on log-odds: the probability itself
@@ -308,7 +310,7 @@ class FusionTraining:
                                     self.actions, _input_device(config))
         probability, raw = predictor.inputs(datamodule.loader(datamodule.val_set))
         predictor.normalisers = fit_normalisers(probability[labels == 0], raw[labels == 0], thresholds)
-        p, v = predictor.normalisers["gat"](log_odds(probability)), predictor.normalisers["vgae"](raw)
+        p, v = predictor.normalisers["gat"](log_odds(probability)).float(), predictor.normalisers["vgae"](raw).float()
         self.predictor = predictor
         self.val = {"probability": probability, "p": p, "raw": raw, "v": v, "state": fusion_state(p, v), "label": labels}
         self.class_weights = (counts.sum() / (2 * counts)).float()  # inverse class frequency, mean 1 per window

@@ -18,7 +18,7 @@ from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.errors import IncompatibleError, KdcoreError
 from kdcore.models import build_model
 from kdcore.models.dqn import DQN
-from kdcore.fusion import FusionPredictor, ScoreNormaliser, log_odds, rewards
+from kdcore.fusion import FusionPredictor, ScoreNormaliser, fused_score, log_odds, rewards
 from kdcore.metrics import threshold_at_fpr
 from kdcore.plugins.modes.fusion import ACTIONS, STATE_FEATURES, find_inputs, input_candidates
 from kdcore.plugins.validation import FUSION_KD_MESSAGE
@@ -256,6 +256,16 @@ def test_a_confident_gats_windows_stay_apart_in_the_fused_score():
     torch.testing.assert_close(odds, torch.tensor([18.0, 19.0], dtype=torch.float64))
     p = ScoreNormaliser(median=18.0, scale=0.2, threshold=18.5)(odds)
     assert p[0] < 0.5 < p[1]
+
+
+def test_windows_far_above_an_uncalibrated_threshold_keep_their_order_in_the_fused_score():
+    """Before calibration a vehicle's windows can sit tens of spreads above an input's threshold,
+    where a float32 sigmoid is exactly 1 for all of them (seed 7, yaris09: fused AUROC 0.93 where
+    the inputs ranked at 0.98–0.99)."""
+    p = ScoreNormaliser(median=0.0, scale=0.5, threshold=0.0)(torch.tensor([10.0, 12.0], dtype=torch.float64))  # 20 and 24 spreads
+    assert p.float().unique().numel() == 1 and p[0] < p[1]
+    score = fused_score(torch.tensor([1.0, 1.0]), p, torch.zeros(2, dtype=torch.float64))
+    assert score[0] < score[1]
 
 
 def test_reward_favours_right_decisions_and_balances_classes():
