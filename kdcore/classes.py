@@ -13,8 +13,8 @@ not change, so detection quality cannot drop. numpy only.
 One cue no representation of roles carries is whose ID the window's top suspect is. A flood of
 an ID the car never sends (DoS) and a flood of one it does (spoofing) play the same role; on a
 slow bus a spoofed ID can even outrank the car's own (docs/transfer.md). So each class also
-keeps the share of its windows whose top suspect is *foreign* — not among the IDs the vehicle
-sends (``suspect_cue``) — and a window whose cue fewer than ``MIN_CUE_SHARE`` of a class's
+keeps the share of its windows that show *foreign* IDs injected — IDs the vehicle does not send,
+as the top suspect or several in the window (``suspect_cue``) — and a window whose cue fewer than ``MIN_CUE_SHARE`` of a class's
 windows showed cannot go to that class. Where the cue says nothing (the vehicle's IDs are not
 known, or the window is mostly IDs the vehicle does not send: another car) every class stays open.
 Whether a window is like any attack seen at all is still judged by the representation alone:
@@ -35,19 +35,23 @@ MIN_CONFIDENCE = 0.5
 RADIUS_QUANTILE = 0.99
 MIN_CUE_SHARE = 0.1  # a class is ruled out for a cue fewer than this share of its training windows showed
 OWN_SHARE = 0.5  # the cue applies to a window when at least this share of its IDs are the vehicle's
+SEVERAL_FOREIGN = 2  # foreign IDs in one window that show an injection even when none is the top suspect
 
 
 def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None) -> float:
-    """1.0 where a window's top suspect (its highest-scored node's ID) is not among the IDs the
-    vehicle sends, 0.0 where it is; NaN where the cue says nothing: no vehicle IDs known, or fewer
-    than ``OWN_SHARE`` of the window's IDs are the vehicle's (another car's traffic)."""
+    """1.0 where a window shows IDs the vehicle does not send injected: its top suspect (its
+    highest-scored node's ID) is one, or it holds ``SEVERAL_FOREIGN`` of them (fuzzing, whose
+    attribution may name a displaced real ID); 0.0 otherwise — one foreign ID that is not the top
+    suspect may be a real one the calibration recording missed. NaN where the cue says nothing:
+    no vehicle IDs known, or fewer than ``OWN_SHARE`` of the window's IDs are the vehicle's
+    (another car's traffic)."""
     if vehicle_ids is None or not len(vehicle_ids) or not node_scores:
         return np.nan
     ids = np.fromiter(node_scores, np.int64, len(node_scores))
-    own = np.isin(ids, vehicle_ids)
-    if own.mean() < OWN_SHARE:
+    foreign = ~np.isin(ids, vehicle_ids)
+    if foreign.mean() > 1 - OWN_SHARE:
         return np.nan
-    return float(not own[int(np.argmax(list(node_scores.values())))])
+    return float(foreign[int(np.argmax(list(node_scores.values())))] or foreign.sum() >= SEVERAL_FOREIGN)
 
 
 @attrs.frozen(eq=False)
@@ -57,7 +61,7 @@ class AttackClasses:
     center: np.ndarray  # (dim,) the standardisation, fitted on the attack windows
     scale: np.ndarray
     radius: float
-    foreign_share: np.ndarray | None = None  # (classes,) share of windows with a foreign top suspect; NaN: no cue seen
+    foreign_share: np.ndarray | None = None  # (classes,) share of windows showing foreign IDs injected; NaN: no cue seen
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, names: np.ndarray, cues: np.ndarray | None = None) -> AttackClasses:

@@ -40,10 +40,13 @@ def test_class_report_counts_known_and_unseen_attacks():
     assert report["accuracy"] == pytest.approx(2 / 3) and report["unseen_as_unknown"] == 1.0
 
 
-def test_a_suspect_is_foreign_when_the_vehicle_does_not_send_it_in_a_window_of_its_own_traffic():
+def test_a_window_shows_foreign_ids_injected_when_its_top_suspect_or_several_of_its_ids_are_not_the_vehicles():
     vehicle = np.array([0x100, 0x200, 0x300, 0x400])
     assert suspect_cue({0x000: 0.9, 0x100: 0.1, 0x200: 0.0, 0x300: 0.2}, vehicle) == 1.0  # DoS: an ID the car never sends
     assert suspect_cue({0x100: 0.9, 0x200: 0.1, 0x300: 0.0}, vehicle) == 0.0  # spoofing: the car's own ID
+    assert suspect_cue({0x100: 0.9, 0x200: 0.1, 0x300: 0.0, 0x555: 0.2}, vehicle) == 0.0  # one foreign ID, not the suspect: maybe unrecorded
+    fuzzing = {0x100: 0.9, 0x200: 0.1, 0x300: 0.0, 0x400: 0.0, 0x555: 0.2, 0x666: 0.1}
+    assert suspect_cue(fuzzing, vehicle) == 1.0  # several foreign IDs, though attribution names a displaced real one
     assert np.isnan(suspect_cue({0x001: 0.9, 0x002: 0.1, 0x100: 0.0}, vehicle))  # mostly another car's IDs: no cue
     assert np.isnan(suspect_cue({0x000: 0.9, 0x100: 0.1}, None))  # the vehicle's IDs are not known
     assert np.isnan(suspect_cue({}, vehicle))
