@@ -136,9 +136,10 @@ def training_vehicle_ids(datamodule: GraphDataModule) -> np.ndarray | None:
 def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representation: str, node_scores: NodeScorer | None = None,
                        vehicle_ids: np.ndarray | None = None) -> dict[str, AttackClasses]:
     """``attack_classes`` (``kdcore.classes``) of the attack windows of the training and validation
-    splits, with their ``suspect_cue``s (given ``node_scores``) against ``vehicle_ids``; for the agnostic representation
-    also ``roles_attack_classes``, of the same windows judged without their profile, as another
-    vehicle is judged (what ``kdcore calibrate`` switches to). Empty where no attack is named."""
+    splits, with their ``suspect_cue``s against ``vehicle_ids`` where ``node_scores`` are given;
+    for the agnostic representation also ``roles_attack_classes``, of the same windows judged
+    without their profile, as another vehicle is judged (what ``kdcore calibrate`` switches to).
+    Empty where no attack is named."""
     views = {"attack_classes": lambda batch: batch}
     if representation == "agnostic":
         views["roles_attack_classes"] = lambda batch: drop_profile(batch, 1.0)

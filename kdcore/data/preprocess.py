@@ -64,8 +64,8 @@ class Preprocessing:
     and spreads are fitted on the values present, and an absent value counts as the mean.
     ``aliases`` (calibrated ``vocabulary`` models) maps another vehicle's IDs to the tokens of the
     training IDs whose profiles they resemble most. ``recorded_ids`` (calibrated models) are the
-    IDs of the calibration recording: what the vehicle sends, where an alert's suspect may be
-    found foreign (``vehicle_ids``).
+    IDs of the calibration recording: what the vehicle sends, against which an alert's IDs are
+    found foreign (``vehicle_ids``, ``kdcore.classes.suspect_cue``).
     """
 
     vocabulary: np.ndarray
