@@ -10,12 +10,12 @@ windows' standardised representations. A window goes to the nearest class mean, 
 windows lie from their own (an attack never seen). The detector's weights and its decisions do
 not change, so detection quality cannot drop. numpy only.
 
-One cue no representation of roles carries is whose ID the window's top suspect is. A flood of
-an ID the car never sends (DoS) and a flood of one it does (spoofing) play the same role; on a
-slow bus a spoofed ID can even outrank the car's own (docs/transfer.md). So each class also
-keeps the share of its windows that show *foreign* IDs injected — IDs the vehicle does not send,
-as the top suspect or several in the window (``suspect_cue``) — and a window whose cue fewer than ``MIN_CUE_SHARE`` of a class's
-windows showed cannot go to that class. Where the cue says nothing (the vehicle's IDs are not
+One cue no representation of roles carries is whose IDs the window holds. A flood of an ID the
+car never sends (DoS) and a flood of one it does (spoofing) play the same role; on a slow bus a
+spoofed ID can even outrank the car's own (docs/deployment.md). So each class also keeps the
+share of its windows that show *foreign* IDs injected — IDs the vehicle does not send, as the
+top suspect or several in the window (``suspect_cue``) — and a window whose cue fewer than
+``MIN_CUE_SHARE`` of a class's windows showed cannot go to that class. Where the cue says nothing (the vehicle's IDs are not
 known, or the window is mostly IDs the vehicle does not send: another car) every class stays open.
 Whether a window is like any attack seen at all is still judged by the representation alone:
 a window as near the DoS windows as they lie to each other, flooding the car's own ID, is a
