@@ -30,13 +30,14 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from kdcore.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from kdcore.classes import AttackClasses
 from kdcore.data.captures import capture_files
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.base import CaptureFormat
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs, node_keys
-from kdcore.detect import model_scorer
+from kdcore.detect import model_embedder, model_scorer
 from kdcore.errors import KdcoreError
 from kdcore.metrics import threshold_at_fpr
 from kdcore.plugins.modes.autoencoder import check_score
@@ -136,16 +137,22 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
     extra: dict[str, Any] = {}
     if preprocessing.representation == "vocabulary":
         fitted = ["CAN-ID aliases", "feature scaling"]
+        classes = AttackClasses.saved_in(checkpoint.extra)
     else:
-        fitted = ["roles only"]
-        if "roles_attack_classes" in checkpoint.extra:  # classes of windows judged by roles, as this vehicle's are
-            extra["attack_classes"] = checkpoint.extra["roles_attack_classes"]
+        fitted = ["roles only"]  # and the classes of windows judged by roles, as this vehicle's are
+        classes = AttackClasses.from_dict(checkpoint.extra["roles_attack_classes"]) if "roles_attack_classes" in checkpoint.extra else None
     if checkpoint.model == "dqn":
         threshold, fusion = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr)
         extra.update(fusion)
         fitted += ["input normalisations", "inputs"]
     else:
-        threshold = threshold_at_fpr(model_scorer(engine.load_model(checkpoint, model), checkpoint.model)(loader), target_fpr)
+        network = engine.load_model(checkpoint, model)
+        threshold = threshold_at_fpr(model_scorer(network, checkpoint.model)(loader), target_fpr)
+        if classes is not None:
+            embed = model_embedder(network, checkpoint.model)
+            classes = classes.calibrated(np.concatenate([embed(batch).cpu().numpy() for batch in loader]))
+            extra["attack_classes"] = classes.to_dict()
+            fitted.append("attack-class radius")
     trained = training_thresholds(checkpoint)
     if checkpoint.model == "dqn":
         # The inputs now sit at 0.5 at this vehicle's own thresholds (another scale than in training):
@@ -161,6 +168,7 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         "representation": preprocessing.representation,
         "fitted": [*fitted, "threshold"],
         "aliased_ids": len(preprocessing.aliases),
+        **({"class_radius_scale": classes.radius_scale} if "attack_classes" in extra else {}),
         "target_fpr": target_fpr,
         "threshold_on_recording": threshold,
         "trained": trained,

@@ -20,6 +20,13 @@ known, or the window is mostly IDs the vehicle does not send: another car) every
 Whether a window is like any attack seen at all is still judged by the representation alone:
 a window as near the DoS windows as they lie to each other, flooding the car's own ID, is a
 spoofing like a DoS, not an attack never seen.
+
+The radius is how far the training vehicle's attack windows lie from their class; another
+vehicle's windows spread wider in the same representation, its attacks too. So the classes also
+keep how far the training validation normal windows lie from their mean (``normal_spread``), and
+``kdcore calibrate`` measures the same on the new vehicle's recording: the radius grows by how
+much wider it spreads (``radius_scale``, never below 1 — a short recording cannot show that the
+vehicle varies less). Which class is nearest, and how confidently, does not change.
 """
 
 from __future__ import annotations
@@ -62,11 +69,15 @@ class AttackClasses:
     scale: np.ndarray
     radius: float
     foreign_share: np.ndarray | None = None  # (classes,) share of windows showing foreign IDs injected; NaN: no cue seen
+    normal_spread: float | None = None  # median distance of the training vehicle's normal windows from their mean
+    radius_scale: float = 1.0  # how much wider the vehicle calibrated on spreads; the radius grows by it
 
     @classmethod
-    def fit(cls, embeddings: np.ndarray, names: np.ndarray, cues: np.ndarray | None = None) -> AttackClasses:
+    def fit(cls, embeddings: np.ndarray, names: np.ndarray, cues: np.ndarray | None = None,
+            normal_embeddings: np.ndarray | None = None) -> AttackClasses:
         """From the representations of attack windows, their attack names and, if known, their
-        ``suspect_cue``s."""
+        ``suspect_cue``s; with the representations of attack-free windows the model was not fitted
+        on, also their ``normal_spread`` (for ``calibrated``)."""
         embeddings, names = np.asarray(embeddings, np.float64), np.asarray(names)
         classes = sorted(set(names.tolist()))
         if not classes:
@@ -76,14 +87,30 @@ class AttackClasses:
         means = np.stack([standard[names == name].mean(axis=0) for name in classes])
         own = np.linalg.norm(standard - means[np.searchsorted(classes, names)], axis=1)
         foreign_share = None if cues is None else np.array([_mean_present(np.asarray(cues)[names == name]) for name in classes])
-        return cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share)
+        fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share)
+        if normal_embeddings is None or len(normal_embeddings) < 2:
+            return fitted
+        return attrs.evolve(fitted, normal_spread=fitted.spread(normal_embeddings))
+
+    def spread(self, embeddings: np.ndarray) -> float:
+        """The median distance of these windows from their own mean, in the classes' standardised units."""
+        standard = (np.asarray(embeddings, np.float64) - self.center) / self.scale
+        return float(np.median(np.linalg.norm(standard - standard.mean(axis=0), axis=1)))
+
+    def calibrated(self, normal_embeddings: np.ndarray) -> AttackClasses:
+        """The classes for the vehicle these attack-free windows come from: the radius grown by how
+        much wider they spread than the training vehicle's normal windows, never shrunk. Unchanged
+        for classes fitted without a ``normal_spread``."""
+        if self.normal_spread is None or len(normal_embeddings) < 2:
+            return self
+        return attrs.evolve(self, radius_scale=max(1.0, self.spread(normal_embeddings) / max(self.normal_spread, 1e-12)))
 
     def predict(self, embeddings: np.ndarray, cues: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(class name or ``unknown``, confidence) per window; with the windows' ``suspect_cue``s,
         among the classes whose training windows showed that cue."""
         standard = (np.asarray(embeddings, np.float64) - self.center) / self.scale
         distance = np.linalg.norm(standard[:, None, :] - self.means[None, :, :], axis=-1)
-        seen = distance.min(axis=1, initial=np.inf) <= self.radius  # like some attack of training, whoever's ID it is
+        seen = distance.min(axis=1, initial=np.inf) <= self.radius * self.radius_scale  # like some attack of training, whoever's ID it is
         distance = np.where(self._open_to(cues, len(distance)), distance, np.inf)
         nearest = distance.min(axis=1, keepdims=True)
         likelihood = np.exp(-0.5 * (distance**2 - nearest**2))  # shifted: the nearest class counts 1
@@ -113,13 +140,16 @@ class AttackClasses:
                  "scale": self.scale.tolist(), "radius": self.radius}
         if self.foreign_share is not None:
             saved["foreign_share"] = [None if np.isnan(share) else float(share) for share in self.foreign_share]
+        if self.normal_spread is not None:
+            saved.update(normal_spread=self.normal_spread, radius_scale=self.radius_scale)
         return saved
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttackClasses:
         shares = data.get("foreign_share")  # absent: saved before the cue existed
         return cls(data["names"], np.asarray(data["means"]), np.asarray(data["center"]), np.asarray(data["scale"]),
-                   float(data["radius"]), None if shares is None else np.array([np.nan if v is None else v for v in shares]))
+                   float(data["radius"]), None if shares is None else np.array([np.nan if v is None else v for v in shares]),
+                   data.get("normal_spread"), float(data.get("radius_scale", 1.0)))  # absent: saved before calibration scaled them
 
 
 def _mean_present(values: np.ndarray) -> float:

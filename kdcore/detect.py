@@ -115,7 +115,7 @@ class Detector:
         mode = NormalMode() if checkpoint.model == "gat" else AutoencoderMode()
         self.score = model_scorer(model, checkpoint.model)
         self.judge = AlertJudge(lambda batch: mode.node_scores(model, batch), AttackClasses.saved_in(checkpoint.extra),
-                                lambda batch: mode.window_embeddings(model, batch), self.preprocessing.vehicle_ids)
+                                model_embedder(model, checkpoint.model), self.preprocessing.vehicle_ids)
         self.score_window = self._traced(WindowScore(model), sample_windows(checkpoint))
 
     def _traced(self, scorer: WindowScore, windows: list[tuple[torch.Tensor, ...]]) -> Callable | None:
@@ -265,6 +265,12 @@ def model_scorer(model, name: str) -> Callable:
     if name == "gat":
         return lambda loader: NormalMode().attack_probabilities(model, loader)
     return lambda loader: AutoencoderMode().window_scores(model, loader)
+
+
+def model_embedder(model, name: str) -> Callable:
+    """``batch → one representation per window`` of a GAT or VGAE (what its attack classes are fitted on)."""
+    mode = NormalMode() if name == "gat" else AutoencoderMode()
+    return lambda batch: mode.window_embeddings(model, batch)
 
 
 class WindowScore(OneWindow):

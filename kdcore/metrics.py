@@ -136,10 +136,11 @@ def training_vehicle_ids(datamodule: GraphDataModule) -> np.ndarray | None:
 def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representation: str, node_scores: NodeScorer | None = None,
                        vehicle_ids: np.ndarray | None = None) -> dict[str, AttackClasses]:
     """``attack_classes`` (``kdcore.classes``) of the attack windows of the training and validation
-    splits, with their ``suspect_cue``s against ``vehicle_ids`` where ``node_scores`` are given;
-    for the agnostic representation also ``roles_attack_classes``, of the same windows judged
-    without their profile, as another vehicle is judged (what ``kdcore calibrate`` switches to).
-    Empty where no attack is named."""
+    splits, with their ``suspect_cue``s against ``vehicle_ids`` where ``node_scores`` are given,
+    and the spread of the validation normal windows (what ``kdcore calibrate`` compares a new
+    vehicle's with); for the agnostic representation also ``roles_attack_classes``, of the same
+    windows judged without their profile, as another vehicle is judged (what ``kdcore calibrate``
+    switches to). Empty where no attack is named."""
     views = {"attack_classes": lambda batch: batch}
     if representation == "agnostic":
         views["roles_attack_classes"] = lambda batch: drop_profile(batch, 1.0)
@@ -159,8 +160,13 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                     cues[key].append([suspect_cue(nodes, vehicle_ids) for nodes in scored])
     if not names:
         return {}
-    return {key: AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names),
-                                   np.concatenate(cues[key]) if cues[key] else None) for key in views}
+    normal, classes = datamodule.loader(datamodule.normal(datamodule.val_set)), {}
+    for key, view in views.items():
+        normal_embeddings = [embed(view(batch)).cpu().numpy() for batch in normal]
+        classes[key] = AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names),
+                                         np.concatenate(cues[key]) if cues[key] else None,
+                                         np.concatenate(normal_embeddings) if normal_embeddings else None)
+    return classes
 
 
 def _batched(items: list, size: int) -> list[list]:

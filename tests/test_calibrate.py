@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from conftest import tiny_capture, tiny_config
 from kdcore.calibrate import MAX_MIN_FRAMES, calibrate, minimum_frames
 from kdcore.checkpoint import load_checkpoint
+from kdcore.classes import AttackClasses
 from kdcore.cli import app
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.writers import write_csv
@@ -60,7 +61,7 @@ def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root,
     out = tmp_path / "calibrated.pth"
     record = calibrate(teacher_root / model, [recordings / "clean.csv"], out, target_fpr=0.05, engine=engine)
     assert record["frames"] == 2000 and record["windows"] == 40 and record["seconds"] > 0
-    assert record["fitted"] == ["roles only", "threshold"] and record["representation"] == "agnostic"
+    assert record["fitted"] == ["roles only", "attack-class radius", "threshold"] and record["representation"] == "agnostic"
 
     detector = Detector(out, engine=engine)
     assert load_checkpoint(out).extra["calibration"] == record
@@ -78,7 +79,7 @@ def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root,
 def test_a_vocabulary_model_aliases_every_new_id_to_a_trained_one(engine, vocabulary_gat, recordings, tmp_path):
     out = tmp_path / "calibrated.pth"
     record = calibrate(vocabulary_gat, [recordings / "clean.csv"], out, engine=engine)
-    assert record["aliased_ids"] == 12 and record["fitted"] == ["CAN-ID aliases", "feature scaling", "threshold"]
+    assert record["aliased_ids"] == 12 and record["fitted"] == ["CAN-ID aliases", "feature scaling", "attack-class radius", "threshold"]
     tokens = Detector(out, engine=engine).preprocessing.id_token(np.arange(0x100, 0x100 + 12 * 16, 16) + OTHER_IDS)
     assert (tokens > 0).all()  # every ID of the new vehicle maps to a trained ID, none is "unseen"
     preprocessing = Detector(out, engine=engine).preprocessing
@@ -91,16 +92,25 @@ def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_t
     trained = load_checkpoint(result.checkpoint).extra
     out = tmp_path / "calibrated.pth"
     record = calibrate(result.checkpoint, [recordings / "clean.csv"], out, engine=engine)
-    assert record["fitted"] == ["roles only", "threshold"] and record["trained"]["roles_threshold"] == trained["roles_threshold"]
+    assert record["fitted"] == ["roles only", "attack-class radius", "threshold"]
+    assert record["trained"]["roles_threshold"] == trained["roles_threshold"]
     assert record["threshold"] == max(record["threshold_on_recording"], trained["roles_threshold"])
     assert len(Detector(out, engine=engine).preprocessing.vocabulary) == 0
     calibrated = load_checkpoint(out).extra  # attack classes of windows judged by roles, as the new vehicle's are
     assert trained["attack_classes"] != trained["roles_attack_classes"]
     # the training DoS floods ID 0, which the vehicle never sends: its alerts' top suspect is foreign
     assert trained["attack_classes"]["foreign_share"][0] > 0.5
-    assert calibrated["attack_classes"] == trained["roles_attack_classes"] == calibrated["roles_attack_classes"]
+    assert trained["roles_attack_classes"] == calibrated["roles_attack_classes"]
+    # the roles classes, their radius grown by how much wider this vehicle's windows spread than the validation windows
+    classes = AttackClasses.from_dict(calibrated["attack_classes"])
+    assert {**calibrated["attack_classes"], "radius_scale": 1.0} == trained["roles_attack_classes"]
+    detector = Detector(out, engine=engine)
+    graphs = detector.preprocessing.apply(build_window_graphs(read_capture(recordings / "clean.csv"), detector.window, detector.window))
+    spread = classes.spread(torch.cat([detector.judge.embed(batch) for batch in DataLoader(graphs, batch_size=64)]).numpy())
+    assert classes.radius_scale == record["class_radius_scale"] == pytest.approx(max(1.0, spread / classes.normal_spread))
     again = calibrate(out, [recordings / "clean-2.csv"], tmp_path / "again.pth", engine=engine)
     assert again["trained"] == record["trained"]  # calibrating twice keeps the training floor, not the first calibration's
+    assert AttackClasses.from_dict(load_checkpoint(tmp_path / "again.pth").extra["attack_classes"]).normal_spread == classes.normal_spread
 
 
 def test_an_agnostic_vgae_calibrates_to_the_error_scale_of_windows_judged_by_roles(engine, teacher_root, recordings, tmp_path):

@@ -9,10 +9,10 @@ from kdcore.classes import UNKNOWN, AttackClasses, class_report, suspect_cue
 DOS_LIKE_SPOOF = {"dos": [2.0, 0.0, 0.0], "fuzzy": [0.0, 8.0, 0.0], "spoof": [0.0, 0.0, 2.0]}  # their windows overlap
 
 
-def clusters(rng, per_class=200, centres=None):
+def clusters(rng, per_class=200, centres=None, spread=1.0):
     centres = centres or {"dos": [8.0, 0.0, 0.0], "fuzzy": [0.0, 8.0, 0.0], "spoof": [0.0, 0.0, 8.0]}
     names = np.repeat(list(centres), per_class)
-    embeddings = np.stack([centres[name] for name in names]) + rng.normal(0, 1, (len(names), 3))
+    embeddings = np.stack([centres[name] for name in names]) + rng.normal(0, spread, (len(names), 3))
     return embeddings, names
 
 
@@ -82,3 +82,24 @@ def test_classes_without_cues_ignore_them_and_an_unshown_cue_closes_no_class():
     assert no_cue_seen.predict(near_dos, np.array([0.0]))[0][0] == "dos"
     every_class_foreign = AttackClasses.fit(embeddings, names, np.ones(len(names)))
     assert every_class_foreign.predict(near_dos, np.array([0.0]))[0][0] == "dos"  # closing every class closes none
+
+
+def test_calibrated_classes_widen_their_radius_by_how_much_wider_the_new_vehicle_spreads():
+    rng = np.random.default_rng(0)
+    apart = {"dos": [20.0, 0.0, 0.0], "fuzzy": [0.0, 20.0, 0.0], "spoof": [0.0, 0.0, 20.0]}
+    normal = rng.normal(0, 1, (300, 3))
+    classes = AttackClasses.fit(*clusters(rng, centres=apart), normal_embeddings=normal)
+    assert classes.normal_spread == pytest.approx(classes.spread(normal)) and classes.radius_scale == 1.0
+    # another vehicle: its normal windows and its attacks' windows spread 2.5 times as wide
+    embeddings, names = clusters(rng, 50, apart, spread=2.5)
+    before, _ = classes.predict(embeddings)
+    calibrated = classes.calibrated(rng.normal(0, 2.5, (300, 3)))
+    after, _ = calibrated.predict(embeddings)
+    assert calibrated.radius_scale == pytest.approx(2.5, rel=0.15)
+    assert (before == UNKNOWN).mean() > 0.3 and (after == names).mean() >= 0.9
+    assert AttackClasses.from_dict(calibrated.to_dict()).radius_scale == calibrated.radius_scale
+    # a short recording of a vehicle that varies less cannot show that its attacks will: the radius stays
+    assert classes.calibrated(0.5 * normal).radius_scale == 1.0
+    # classes saved before the spread was kept are left as they are
+    old = {key: value for key, value in classes.to_dict().items() if key not in ("normal_spread", "radius_scale")}
+    assert AttackClasses.from_dict(old).calibrated(3 * normal).radius_scale == 1.0
