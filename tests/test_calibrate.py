@@ -108,6 +108,7 @@ def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_t
     graphs = detector.preprocessing.apply(build_window_graphs(read_capture(recordings / "clean.csv"), detector.window, detector.window))
     spread = classes.spread(torch.cat([detector.judge.embed(batch) for batch in DataLoader(graphs, batch_size=64)]).numpy())
     assert classes.radius_scale == record["class_radius_scale"] == pytest.approx(max(1.0, spread / classes.normal_spread))
+    assert classes.radius_scale > 1.0  # the other vehicle's windows spread wider than the validation windows
     again = calibrate(out, [recordings / "clean-2.csv"], tmp_path / "again.pth", engine=engine)
     assert again["trained"] == record["trained"]  # calibrating twice keeps the training floor, not the first calibration's
     assert AttackClasses.from_dict(load_checkpoint(tmp_path / "again.pth").extra["attack_classes"]).normal_spread == classes.normal_spread

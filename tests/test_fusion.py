@@ -304,6 +304,9 @@ def test_calibrating_fusion_calibrates_its_inputs_and_its_fused_threshold(engine
     predictor, threshold = FusionPredictor.from_checkpoint(engine, out)
     detector = Detector(out, engine=engine)
     assert threshold == record["threshold"] == detector.threshold == max(record["threshold_on_recording"], 0.5)
+    gat = load_checkpoint(tmp_path / "fusion-calibrated-gat.pth").extra  # the fused detector's classes: its calibrated GAT's
+    assert detector.judge.classes.to_dict() == gat["attack_classes"]
+    assert gat["attack_classes"]["radius_scale"] == gat["calibration"]["class_radius_scale"] >= 1.0
     scores = detector.score(DataLoader(detector.preprocessing.apply(build_window_graphs(
         node_keys(read_capture(clean), "can_id"), detector.window, detector.window)), batch_size=64))
     assert float((scores >= threshold).float().mean()) <= 0.05 + 1 / len(scores)
