@@ -303,9 +303,14 @@ def distilled_otherwise(checkpoint: Path, strategy: str | None) -> str | None:
     ``strategy``: a folder ``with-kd`` filled under an earlier default strategy, which must be
     trained again from the start, not resumed nor kept. None otherwise, or with no model there."""
     try:
-        saved = load_checkpoint(checkpoint).config.get("distillation_strategy")
+        return other_strategy(load_checkpoint(checkpoint), strategy)
     except (CheckpointError, OSError):
         return None
+
+
+def other_strategy(checkpoint: Checkpoint, strategy: str | None) -> str | None:
+    """``distilled_otherwise`` of a checkpoint already loaded."""
+    saved = checkpoint.config.get("distillation_strategy")
     return saved if strategy is not None and saved != strategy else None
 
 

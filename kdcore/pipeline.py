@@ -20,7 +20,7 @@ import attrs
 
 from kdcore.checkpoint import load_checkpoint
 from kdcore.config import RunConfig
-from kdcore.engine import Engine, distilled_otherwise
+from kdcore.engine import Engine, other_strategy
 from kdcore.errors import CheckpointError, KdcoreError
 from kdcore.tracking import local_store
 
@@ -110,7 +110,7 @@ class Pipeline:
             return False  # unreadable: train it again
         mode = self.engine.modes.get(stage.config.mode)
         strategy = (stage.config.distillation_strategy or mode.default_strategy) if stage.config.use_knowledge_distillation else None
-        return mode().stale(checkpoint) is None and distilled_otherwise(layout.checkpoint, strategy) is None
+        return mode().stale(checkpoint) is None and other_strategy(checkpoint, strategy) is None
 
     def dry_run(self) -> list[StageResult]:
         return [
