@@ -29,6 +29,7 @@ class AlertRecord:
     labels: np.ndarray  # 1: attack window
     attacks: np.ndarray  # attack name per window ("normal" for normal windows)
     attacked: list[frozenset[int]]  # per window: the IDs of its attack frames
+    attack_start: np.ndarray  # per window: the time of its first attack frame (NaN: none)
 
 
 def bursts(labels: np.ndarray, quiet_windows: int) -> list[tuple[int, int]]:
@@ -79,7 +80,7 @@ def alert_metrics(records: Sequence[AlertRecord], tracker: IncidentTracker, clas
             per_burst.append(len(overlapping))
             if overlapping:
                 delays.append(max(overlapping[0] - first, 0))  # an incident already open when the burst began: no delay
-                delay_seconds.append(max(record.windows[overlapping[0]].end - record.windows[first].start, 0.0))
+                delay_seconds.append(max(record.windows[overlapping[0]].end - record.attack_start[first], 0.0))
         for incident, _ in incidents:
             truth = [i for i in range(incident.first.index, incident.last.index + 1) if record.labels[i] == 1]
             if not truth:

@@ -278,4 +278,4 @@ def alert_record(graphs: GraphSet | MappedGraphSet, scores: np.ndarray, threshol
             attacked.append(frozenset(can_ids[node_attack].tolist()))
         else:
             attacked.append(frozenset())
-    return AlertRecord(verdicts, labels, window_attack_names(graphs), attacked)
+    return AlertRecord(verdicts, labels, window_attack_names(graphs), attacked, np.asarray(graphs.attack_start))

@@ -58,12 +58,17 @@ def test_alert_metrics_count_incidents_per_burst_delays_false_incidents_and_loca
     labels = np.array([int(c) for c in "01100000000000000111110000"])
     windows = stream(pattern)
     attacked = [frozenset({0x0C5}) if label else frozenset() for label in labels]
-    record = AlertRecord(windows, labels, np.where(labels == 1, "dos", "normal"), attacked)
+    attack_start = np.array([window.start for window in windows])
+    attack_start[[1, 17]] += 0.03  # each burst's first attack frame comes 0.03 s into its first window
+    attack_start[labels == 0] = np.nan
+    record = AlertRecord(windows, labels, np.where(labels == 1, "dos", "normal"), attacked, attack_start)
     metrics = alert_metrics([record], IncidentTracker(open_after=2, quiet_windows=3))
     incidents = metrics["incidents"]
     assert (incidents["bursts"], incidents["detected_bursts"], incidents["incidents_per_burst_median"]) == (2, 2, 1.0)
     # burst 1 starts at 1, its incident opens at 2; burst 2 starts at 17, the incident (18-22) opens at 19
     assert incidents["time_to_detect_windows_median"] == 1.5
+    # seconds from the first attack frame (0.08 s; 0.88 s) to the end of the opening window (0.149 s; 0.999 s)
+    assert incidents["time_to_detect_s_median"] == pytest.approx((0.069 + 0.119) / 2)
     assert incidents["false_incidents"] == 1  # windows 12-13
     normal_seconds = sum(w.end - w.start for w, label in zip(windows, labels) if label == 0)
     assert incidents["false_incidents_per_hour"] == pytest.approx(3600 / normal_seconds)
@@ -75,7 +80,7 @@ def test_alert_metrics_count_incidents_per_burst_delays_false_incidents_and_loca
 def test_a_wrong_top_suspect_counts_against_top_1_only():
     labels = np.array([1, 1, 1])
     windows = stream("###", node_scores={0x100: 3.0, 0x0C5: 2.0, 0x200: 1.0})
-    record = AlertRecord(windows, labels, np.array(["spoof"] * 3), [frozenset({0x0C5})] * 3)
+    record = AlertRecord(windows, labels, np.array(["spoof"] * 3), [frozenset({0x0C5})] * 3, np.array([w.start for w in windows]))
     metrics = alert_metrics([record], IncidentTracker())
     assert (metrics["localisation"]["top1"], metrics["localisation"]["top3"]) == (0.0, 1.0)
 
@@ -96,7 +101,7 @@ def test_alert_metrics_judge_classes_and_count_unknown_right_for_an_unseen_attac
     predicted = ["dos", "spoof", "dos", None, None, None, None, None, None, "unknown", "unknown", "dos"]
     windows = [attrs.evolve(window, attack_class=name, class_confidence=None if name is None else 0.9)
                for window, name in zip(stream("###......###"), predicted)]
-    record = AlertRecord(windows, labels, attacks, [frozenset({0x0C5})] * 12)
+    record = AlertRecord(windows, labels, attacks, [frozenset({0x0C5})] * 12, np.array([w.start for w in windows]))
     metrics = alert_metrics([record], IncidentTracker(), classes=("dos", "spoof"))
     report = metrics["attack_classes"]
     assert report["classes"] == ["dos", "spoof", "unknown"] and report["true"] == ["dos", "replay"]

@@ -64,6 +64,9 @@ def test_matches_the_frame_by_frame_reference(window, stride):
         attacked = {int(table.can_id[r]) for r in range(start, start + window) if table.label[r]}
         assert graphs.node_attack[n0:n1].tolist() == [can_id in attacked for can_id in ids]
         assert tuple(graphs.time_span[w]) == (table.timestamp[start], table.timestamp[start + window - 1])
+        attack_rows = [r for r in range(start, start + window) if table.label[r]]
+        expected = table.timestamp[attack_rows[0]] if attack_rows else np.nan
+        np.testing.assert_equal(graphs.attack_start[w], expected)  # the window's first attack frame, NaN without one
 
 
 def test_feature_names_match_the_columns():

@@ -23,7 +23,7 @@ import attrs
 
 from kdcore.data.graphs import GraphWriter, WindowGraphs
 
-BUILDER_VERSION = 3  # bump when graph construction changes (2: timing features absent without timestamps; 3: node_attack)
+BUILDER_VERSION = 4  # bump when graph construction changes (2: timing features absent without timestamps; 3: node_attack; 4: attack_start)
 
 
 def file_digest(path: str | Path) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from kdcore.atomic import atomic_open
 
-_ARRAYS = ("x", "can_id", "node_ptr", "edge_index", "edge_attr", "edge_ptr", "y", "attack_type", "time_span", "node_attack")
+_ARRAYS = ("x", "can_id", "node_ptr", "edge_index", "edge_attr", "edge_ptr", "y", "attack_type", "time_span", "node_attack", "attack_start")
 
 
 @attrs.frozen(eq=False)
@@ -36,6 +36,7 @@ class WindowGraphs:
     attack_type: np.ndarray  # (windows,) uint8 into attack_names
     time_span: np.ndarray  # (windows, 2) float64, first and last frame time (positions without timestamps)
     node_attack: np.ndarray  # (nodes,) bool, whether any of the node's frames in its window is an attack frame
+    attack_start: np.ndarray  # (windows,) float64, time (position) of the window's first attack frame; NaN: none
     attack_names: tuple[str, ...] = attrs.field(converter=tuple)
     num_frames: int = 0  # frames of the capture(s) the windows were cut from
     timestamps: bool = True  # False: ``time_span`` holds frame positions, and timing features are absent (NaN)
@@ -64,7 +65,7 @@ class WindowGraphs:
         return cls(
             np.zeros((0, num_features), np.float32), np.zeros(0, np.uint32), zero, np.zeros((2, 0), np.int32),
             np.zeros(0, np.float32), zero, np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros((0, 2)), np.zeros(0, bool),
-            attack_names, num_frames, timestamps,
+            np.zeros(0), attack_names, num_frames, timestamps,
         )
 
     def node_rows(self, windows: np.ndarray) -> np.ndarray:
@@ -96,6 +97,7 @@ class WindowGraphs:
             ),
             time_span=np.concatenate([p.time_span for p in parts]),
             node_attack=np.concatenate([p.node_attack for p in parts]),
+            attack_start=np.concatenate([p.attack_start for p in parts]),
             attack_names=names,
             num_frames=total_frames,
             timestamps=timestamps,
@@ -149,6 +151,7 @@ _ROWS = {
     "attack_type": (np.uint8, (), False),
     "time_span": (np.float64, (2,), False),
     "node_attack": (np.bool_, (), False),
+    "attack_start": (np.float64, (), False),
 }
 
 
@@ -194,6 +197,7 @@ class GraphWriter:
         self._write("attack_type", renumber[part.attack_type])
         self._write("time_span", part.time_span)
         self._write("node_attack", part.node_attack)
+        self._write("attack_start", part.attack_start)
         self.num_frames += part.num_frames
         self.timestamps &= part.timestamps
 

@@ -32,6 +32,7 @@ class GraphSet(Dataset):
         self.labels = torch.from_numpy(graphs.y)
         self.attack_type = torch.from_numpy(graphs.attack_type.astype(np.int64))
         self.time_span = torch.from_numpy(graphs.time_span)
+        self.attack_start = np.asarray(graphs.attack_start)
         self.attack_names = graphs.attack_names
         self.timestamps = graphs.timestamps
         self.can_id = np.asarray(graphs.can_id)
@@ -89,6 +90,11 @@ class MappedGraphSet(Dataset):
     def time_span(self) -> torch.Tensor:
         """First and last frame time of every window, read on demand."""
         return torch.from_numpy(np.concatenate([np.asarray(p.time_span) for p in self.parts] or [np.zeros((0, 2))]))
+
+    @property
+    def attack_start(self) -> np.ndarray:
+        """Each window's first attack frame time (NaN: none), read on demand."""
+        return np.concatenate([np.asarray(p.attack_start) for p in self.parts] or [np.zeros(0)])
 
     @property
     def timestamps(self) -> bool:

@@ -161,6 +161,10 @@ def build_window_graphs(
     ).reshape(num_windows, num_types)
     attack_type = np.where(y, type_counts[:, 1:].argmax(axis=1) + 1, 0) if num_types > 1 else np.zeros(num_windows)
     node_attack = np.bincount(node_of_frame, weights=table.label[rows], minlength=num_nodes) > 0  # what localisation is judged on
+    attacked_rows = np.flatnonzero(table.label[rows])  # in frame order: each window's first is its first attack frame
+    attacked_windows, first_attack = np.unique(frame_window[attacked_rows], return_index=True)
+    attack_start = np.full(num_windows, np.nan)  # what time-to-detect counts from
+    attack_start[attacked_windows] = timestamp[attacked_rows[first_attack]]
 
     first, last = starts, starts + window - 1
     return WindowGraphs(
@@ -174,6 +178,7 @@ def build_window_graphs(
         attack_type=attack_type.astype(np.uint8),
         time_span=np.stack([table.timestamp[first], table.timestamp[last]], axis=1),
         node_attack=node_attack,
+        attack_start=attack_start,
         attack_names=table.attack_names,
         num_frames=len(table),
         timestamps=table.timestamps,
