@@ -229,6 +229,7 @@ def test_a_streamed_dataset_serves_the_same_graphs_as_the_in_memory_one(tmp_path
         assert len(got) == len(expected) > 0
         assert torch.equal(got.labels, expected.labels) and torch.equal(got.attack_type, expected.attack_type)
         assert torch.equal(got.time_span, expected.time_span) and got.attack_names == expected.attack_names
+        np.testing.assert_array_equal(got.attack_start, expected.attack_start)  # NaN where no attack frame, in both
         for i in range(len(expected)):
             a, b = expected[i], got[i]
             for key in ("x", "id_token", "edge_index", "edge_attr", "y", "attack_type"):
