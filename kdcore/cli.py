@@ -557,8 +557,10 @@ def calibrate(
         typer.echo(json.dumps(record, indent=2, sort_keys=True))
         return
     seconds = f", {record['seconds']:.1f} s of traffic" if record["seconds"] is not None else ""
+    radius = f" ×{record['class_radius_scale']:.2f}" if "class_radius_scale" in record else ""
+    fitted = [f"{item}{radius}" if item == "attack-class radius" else item for item in record["fitted"]]
     typer.echo(f"calibrated on {record['frames']:,} frames ({record['windows']} windows{seconds}): "
-               f"{', '.join(record['fitted'])}; threshold {record['threshold']:.4g} at target FPR {record['target_fpr']:g}")
+               f"{', '.join(fitted)}; threshold {record['threshold']:.4g} at target FPR {record['target_fpr']:g}")
     typer.echo(f"written: {out}")
 
 

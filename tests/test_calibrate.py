@@ -145,6 +145,8 @@ def test_several_recordings_calibrate_together_from_the_command_line(teacher_roo
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["frames"] == 4000 and record["target_fpr"] == 0.1 and len(record["captures"]) == 2
+    plain = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "clean.csv"), "--out", str(out)])
+    assert plain.exit_code == 0 and f"attack-class radius ×{load_checkpoint(out).extra['calibration']['class_radius_scale']:.2f}" in plain.stdout
     refused = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "short.csv"), "--out", str(out)])
     assert refused.exit_code == 2 and "too few to calibrate on" in refused.output
 
