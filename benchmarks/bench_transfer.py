@@ -2,6 +2,7 @@
 
     python benchmarks/bench_transfer.py [--shared ../shared] [--representation agnostic vocabulary]
                                         [--epochs 10] [--part vehicles road] [--work DIR]
+                                        [--gat-mode normal|curriculum]
 
 (a) ``vehicles``: real attack-free traffic of four cars (``shared/data/real/vehicles``). The
 camaro is the training vehicle: DoS, fuzzing and spoofing are injected (``kdcore.data.traffic``)
@@ -13,6 +14,9 @@ student, student+KD of the GAT and the VGAE, and fusion of the KD students — i
 F1 and FPR on each unknown vehicle before calibration, F1 and FPR after ``kdcore calibrate`` on
 that vehicle's clean recording, and the calibration's seconds. mazda3 is left out: its captures
 do not share one ID set (15 IDs in its longest capture, 36-39 in the others, under 5 000 frames).
+
+The GATs train in ``normal`` mode, or with ``--gat-mode curriculum`` as ``make demo`` trains them
+(after the VGAE teacher, which orders their curriculum); each mode has its own model folder.
 
 (b) ``road``: the ROAD masquerade captures (``shared/data/real/road-statgraph``), with the engine
 coolant masquerade held out of training whole (``test_max_engine_coolant_temp``: a signal never
@@ -72,6 +76,18 @@ MODELS = (  # name, mode, size, KD
     ("vgae_student", "autoencoder", "student", False),
     ("vgae_student_kd", "autoencoder", "student", True),
 )
+GAT_MODES = ("normal", "curriculum")
+
+
+def training_order(gat_mode: str) -> list[tuple[str, str, str, bool]]:
+    """``MODELS`` with the GATs trained in ``gat_mode``, the VGAEs first: a curriculum GAT learns
+    in the order its VGAE teacher gives (each run seeds itself, so the order changes no model)."""
+    models = [(name, gat_mode if mode == "normal" else mode, size, kd) for name, mode, size, kd in MODELS]
+    return sorted(models, key=lambda model: model[1] != "autoencoder")
+
+
+def in_models_order(results: dict) -> dict:
+    return {name: results[name] for name, *_ in MODELS}
 
 
 def injected(source: Path, attack: str | None, out: Path, seed: int) -> Path:
@@ -101,14 +117,15 @@ def prepare_vehicles(vehicles: Path, work: Path, seed: int) -> dict[str, Path]:
     return folders
 
 
-def train_all(engine: Engine, base: dict) -> tuple[dict[str, Path], dict[str, str]]:
+def train_all(engine: Engine, base: dict, gat_mode: str) -> tuple[dict[str, Path], dict[str, str]]:
     """Teachers, students and KD students of both models, then fusion of the KD students; and
     why a model could not be trained (fusion needs attack windows in the validation split)."""
     checkpoints, skipped = {}, {}
-    for name, mode, size, kd in MODELS:
+    for name, mode, size, kd in training_order(gat_mode):
         config = RunConfig(mode=mode, model_size=size, use_knowledge_distillation=kd, **base)
         checkpoints[name] = engine.run(config).checkpoint
         print(f"trained {name}", file=sys.stderr, flush=True)
+    checkpoints = in_models_order(checkpoints)
     try:
         checkpoints["fusion_students"] = engine.run(RunConfig(mode="fusion", model_size="student", **base)).checkpoint
     except KdcoreError as error:
@@ -140,17 +157,18 @@ def scores_on(checkpoint: Path, data: Path) -> dict:
     return {**figures(metrics), "test_sets": {name: figures(m) for name, m in metrics["test_sets"].items()}}
 
 
-def vehicles_part(shared: Path, work: Path, representation: str, epochs: int, seed: int) -> dict:
+def vehicles_part(shared: Path, work: Path, representation: str, epochs: int, seed: int, gat_mode: str) -> dict:
     folders = prepare_vehicles(shared / "data/real/vehicles", work / "data", seed)
-    base = dict(dataset="captures", data_root=str(folders[TRAIN_VEHICLE]), experiment_root=str(work / representation),
+    models = work / f"{representation}-{gat_mode}"  # fusion takes a curriculum GAT where there is one: a root per mode
+    base = dict(dataset="captures", data_root=str(folders[TRAIN_VEHICLE]), experiment_root=str(models),
                 representation=representation, max_epochs=epochs, seed=seed, progress_bar=False)
     started = time.perf_counter()
-    checkpoints, skipped = train_all(Engine(), base)
+    checkpoints, skipped = train_all(Engine(), base, gat_mode)
     results: dict = {"train_seconds": round(time.perf_counter() - started, 1), "models": {}, "skipped": skipped}
     for name, checkpoint in checkpoints.items():
         row = {"known_vehicle": scores_on(checkpoint, folders[TRAIN_VEHICLE])}
         for vehicle, plan in OTHER_VEHICLES.items():
-            calibrated = work / representation / "calibrated" / vehicle / f"{name}.pth"
+            calibrated = models / "calibrated" / vehicle / f"{name}.pth"
             calibrated.parent.mkdir(parents=True, exist_ok=True)
             record = calibrate(checkpoint, [shared / "data/real/vehicles" / vehicle / f for f in plan["calibration"]], calibrated)
             row[vehicle] = {"before": scores_on(checkpoint, folders[vehicle]), "after": scores_on(calibrated, folders[vehicle]),
@@ -160,7 +178,7 @@ def vehicles_part(shared: Path, work: Path, representation: str, epochs: int, se
     return results
 
 
-def road_part(shared: Path, work: Path, representation: str, epochs: int, seed: int) -> dict:
+def road_part(shared: Path, work: Path, representation: str, epochs: int, seed: int, gat_mode: str) -> dict:
     road = shared / "data/real/road-statgraph"
     root = work / "road-data"
     (root / "test_held_out").mkdir(parents=True, exist_ok=True)
@@ -168,15 +186,16 @@ def road_part(shared: Path, work: Path, representation: str, epochs: int, seed: 
         link = root / ("test_held_out" if capture.name == ROAD_HELD_OUT else ".") / capture.name
         if not link.exists():
             link.symlink_to(capture)
-    base = dict(dataset="road", data_root=str(root), experiment_root=str(work / f"road-{representation}"),
+    base = dict(dataset="road", data_root=str(root), experiment_root=str(work / f"road-{representation}-{gat_mode}"),
                 representation=representation, max_epochs=epochs, seed=seed, progress_bar=False)
     engine = Engine()
     results = {}
-    for name, mode, size, kd in MODELS:
+    for name, mode, size, kd in training_order(gat_mode):
         result = engine.run(RunConfig(mode=mode, model_size=size, use_knowledge_distillation=kd, **base))
         metrics = result.metrics
         results[name] = {"params": metrics["params"], "test_sets": {test: figures(m) for test, m in metrics["test_sets"].items()}}
         print(f"road: trained {name}", file=sys.stderr, flush=True)
+    results = in_models_order(results)
     try:
         fusion = engine.run(RunConfig(mode="fusion", model_size="student", **base)).metrics
     except KdcoreError as error:
@@ -218,6 +237,7 @@ def main() -> None:
     parser.add_argument("--part", nargs="+", default=["vehicles", "road"], choices=["vehicles", "road"])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--gat-mode", default="normal", choices=GAT_MODES, help="the GATs' training mode (make demo trains curriculum)")
     parser.add_argument("--work", type=Path, default=None, help="keep data and models here (default: a temporary folder)")
     args = parser.parse_args()
     if not (args.shared / "data/real/vehicles").is_dir():
@@ -226,13 +246,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         output: dict = {"protocol": {"train_vehicle": TRAIN_VEHICLE, "other_vehicles": list(OTHER_VEHICLES),
-                                     "road_held_out": ROAD_HELD_OUT, "epochs": args.epochs, "seed": args.seed}}
+                                     "road_held_out": ROAD_HELD_OUT, "epochs": args.epochs, "seed": args.seed, "gat_mode": args.gat_mode}}
         for representation in args.representation:
             part = {}
             if "vehicles" in args.part:
-                part["vehicles"] = vehicles_part(args.shared, work, representation, args.epochs, args.seed)
+                part["vehicles"] = vehicles_part(args.shared, work, representation, args.epochs, args.seed, args.gat_mode)
             if "road" in args.part:
-                part["road"] = road_part(args.shared, work, representation, args.epochs, args.seed)
+                part["road"] = road_part(args.shared, work, representation, args.epochs, args.seed, args.gat_mode)
             output[representation] = part
         first = output[args.representation[0]]
         print(json.dumps({**headline(first.get("vehicles"), first.get("road")), **output}, indent=2))
