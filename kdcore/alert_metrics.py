@@ -61,7 +61,8 @@ def alert_metrics(records: Sequence[AlertRecord], tracker: IncidentTracker, clas
     ``unknown`` being right for an attack the classes do not know)."""
     window_hits: dict[str, list[tuple[bool, bool]]] = {}
     true_classes, predicted_classes, incident_classes, listed = [], [], [], []
-    incident_hits, per_burst, delays, delay_seconds = [], [], [], []
+    incident_hits, per_burst, delays = [], [], []
+    delay_spans: dict[str, list[float]] = {"s": [], "frame": []}  # first attack frame → the opening window's end
     false_incidents, normal_seconds, timed = 0, 0.0, True
     for record in records:
         for window, label, attack, attacked in zip(record.windows, record.labels, record.attacks, record.attacked):
@@ -80,7 +81,8 @@ def alert_metrics(records: Sequence[AlertRecord], tracker: IncidentTracker, clas
             per_burst.append(len(overlapping))
             if overlapping:
                 delays.append(max(overlapping[0] - first, 0))  # an incident already open when the burst began: no delay
-                delay_seconds.append(max(record.windows[overlapping[0]].end - record.attack_start[first], 0.0))
+                opening = record.windows[overlapping[0]]
+                delay_spans[opening.unit].append(max(opening.end - record.attack_start[first], 0.0))
         for incident, _ in incidents:
             truth = [i for i in range(incident.first.index, incident.last.index + 1) if record.labels[i] == 1]
             if not truth:
@@ -103,7 +105,8 @@ def alert_metrics(records: Sequence[AlertRecord], tracker: IncidentTracker, clas
             "detected_bursts": sum(count > 0 for count in per_burst),
             "incidents_per_burst_median": float(np.median(per_burst)) if per_burst else None,
             "time_to_detect_windows_median": float(np.median(delays)) if delays else None,
-            "time_to_detect_s_median": float(np.median(delay_seconds)) if delays and timed else None,
+            "time_to_detect_s_median": float(np.median(delay_spans["s"])) if delay_spans["s"] else None,
+            "time_to_detect_frames_median": float(np.median(delay_spans["frame"])) if delay_spans["frame"] else None,
             "false_incidents": false_incidents,
             "normal_hours": hours,
             "false_incidents_per_hour": false_incidents / hours if hours else None,

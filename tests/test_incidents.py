@@ -77,6 +77,16 @@ def test_alert_metrics_count_incidents_per_burst_delays_false_incidents_and_loca
     assert metrics["localisation"]["per_attack"]["dos"]["top1"] == 1.0
 
 
+def test_without_timestamps_time_to_detect_counts_frames():
+    labels = np.array([0, 1, 1, 1, 0])
+    windows = [attrs.evolve(window, unit="frame", start=100 * window.index, end=100 * window.index + 99) for window in stream(".###.")]
+    attack_start = np.array([np.nan, 140.0, 200.0, 300.0, np.nan])  # the burst's first attack frame is frame 140
+    record = AlertRecord(windows, labels, np.where(labels == 1, "dos", "normal"), [frozenset({0x0C5})] * 5, attack_start)
+    incidents = alert_metrics([record], IncidentTracker(open_after=2))["incidents"]
+    assert incidents["time_to_detect_frames_median"] == 299 - 140  # opened by window 2, whose last frame is 299
+    assert incidents["time_to_detect_s_median"] is None and incidents["false_incidents_per_hour"] is None
+
+
 def test_a_wrong_top_suspect_counts_against_top_1_only():
     labels = np.array([1, 1, 1])
     windows = stream("###", node_scores={0x100: 3.0, 0x0C5: 2.0, 0x200: 1.0})
