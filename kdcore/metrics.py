@@ -160,13 +160,13 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                     cues[key].append([suspect_cue(nodes, vehicle_ids) for nodes in scored])
     if not names:
         return {}
-    normal, classes = datamodule.loader(datamodule.normal(datamodule.val_set)), {}
-    for key, view in views.items():
-        normal_embeddings = [embed(view(batch)).cpu().numpy() for batch in normal]
-        classes[key] = AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names),
-                                         np.concatenate(cues[key]) if cues[key] else None,
-                                         np.concatenate(normal_embeddings) if normal_embeddings else None)
-    return classes
+    normal = {key: [] for key in views}
+    for batch in datamodule.loader(datamodule.normal(datamodule.val_set)):  # read once for every view
+        for key, view in views.items():
+            normal[key].append(embed(view(batch)).cpu().numpy())
+    return {key: AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names),
+                                   np.concatenate(cues[key]) if cues[key] else None,
+                                   np.concatenate(normal[key]) if normal[key] else None) for key in views}
 
 
 def _batched(items: list, size: int) -> list[list]:
