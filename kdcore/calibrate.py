@@ -5,7 +5,8 @@ threshold, not in its weights. Calibration changes the preprocessing for the new
 (``Preprocessing.calibrated``): an ``agnostic`` model drops its training vehicle's block and
 judges the new one by its nodes' roles; a ``vocabulary`` model takes the new vehicle's feature
 scaling and aliases each CAN ID it has never seen to the training ID whose profile it resembles
-most. Then the decision threshold is fitted at ``target_fpr`` of the recording's windows — never
+most. Then the decision threshold is fitted at ``target_fpr`` of the recording's windows
+(``recording_threshold``: at the highest of them where they are too few to show that tail) — never
 below the threshold fitted in training on the same footing (for an agnostic model, on validation
 windows judged by roles alone; for a fused detector, its decision line 0.5): a short recording
 can show that a vehicle's normal traffic scores higher than the validation traffic did, but its
@@ -19,6 +20,7 @@ VGAE and GAT (written next to it), their normalisations and its fused threshold 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +41,6 @@ from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.detect import model_embedder, model_scorer
 from kdcore.errors import KdcoreError
-from kdcore.metrics import threshold_at_fpr
 from kdcore.plugins.modes.autoencoder import check_score
 from kdcore.plugins.modes.fusion import DECISION_LINE
 from kdcore.threads import torch_threads
@@ -47,6 +48,23 @@ from kdcore.threads import torch_threads
 MIN_WINDOWS = 20  # clean windows needed to fit the scaling and a threshold on
 MAX_MIN_FRAMES = 5000  # calibration never asks for more than this many frames
 BATCH_WINDOWS = 512
+
+
+def recording_threshold(normal_scores: torch.Tensor, target_fpr: float) -> float:
+    """The threshold a window of the vehicle's other drives reaches with a chance of at most
+    ``target_fpr``, judged from the recording's n windows: the ⌈(n + 1)(1 − target_fpr)⌉-th lowest
+    of their scores (the split-conformal quantile), so their highest when n + 1 < 1 / target_fpr.
+
+    Training fits its thresholds on hundreds of validation windows cut from the captures it is
+    tested on, where the interpolated quantile (``metrics.threshold_at_fpr``) serves. A
+    calibration recording is one short drive (5 000 frames is 50 windows): an interpolated
+    quantile lies between its two highest windows, and the same vehicle's other drives exceed it
+    more often than ``target_fpr`` (measured, docs/transfer.md)."""
+    n = normal_scores.numel()
+    if n == 0:
+        raise ValueError("no attack-free windows to fit the decision threshold on")
+    rank = min(math.ceil((n + 1) * (1.0 - target_fpr) - 1e-9), n)  # 1-based; the tolerance absorbs float error
+    return float(torch.sort(normal_scores.double().flatten()).values[rank - 1])
 
 
 def minimum_frames(window: int) -> int:
@@ -147,7 +165,7 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         fitted += ["input normalisations", "inputs"]
     else:
         network = engine.load_model(checkpoint, model)
-        threshold = threshold_at_fpr(model_scorer(network, checkpoint.model)(loader), target_fpr)
+        threshold = recording_threshold(model_scorer(network, checkpoint.model)(loader), target_fpr)
         if classes is not None:
             embed = model_embedder(network, checkpoint.model)
             classes = classes.calibrated(np.concatenate([embed(batch).cpu().numpy() for batch in loader]))
@@ -218,4 +236,4 @@ def _calibrate_fusion(engine, model: Path, checkpoint: Checkpoint, graphs: Windo
     predictor.normalisers = fit_normalisers(probability, raw, thresholds)  # 0.5 at each calibrated input's threshold
     for name, normaliser in predictor.normalisers.items():
         fusion[name] = {**fusion[name], **attrs.asdict(normaliser)}
-    return threshold_at_fpr(predictor.decide(probability, raw)["score"], target_fpr), {"fusion": fusion}
+    return recording_threshold(predictor.decide(probability, raw)["score"], target_fpr), {"fusion": fusion}

@@ -12,7 +12,7 @@ from torch_geometric.loader import DataLoader
 from typer.testing import CliRunner
 
 from conftest import tiny_capture, tiny_config
-from kdcore.calibrate import MAX_MIN_FRAMES, calibrate, minimum_frames
+from kdcore.calibrate import MAX_MIN_FRAMES, calibrate, minimum_frames, recording_threshold
 from kdcore.checkpoint import load_checkpoint
 from kdcore.classes import AttackClasses
 from kdcore.cli import app
@@ -136,6 +136,17 @@ def test_a_recording_with_attacks_or_too_few_frames_is_refused(engine, teacher_r
         calibrate(teacher_root / GAT, [recordings / "clean.csv"], teacher_root / GAT, engine=engine)
     assert not out.exists()
     assert minimum_frames(50) == 1000 and minimum_frames(100) == 2000 and minimum_frames(10_000) == MAX_MIN_FRAMES == 5000
+
+
+def test_a_recording_too_short_to_show_the_target_tail_puts_the_threshold_at_its_highest_window():
+    """50 windows (5 000 frames) cannot show a 1 % tail: an interpolated quantile would sit between
+    the two highest and flag the highest; the recording's threshold is that window itself."""
+    short = torch.linspace(0.0, 1.0, 50)
+    assert float(torch.quantile(short.double(), 0.99)) < 1.0 == recording_threshold(short, 0.01)
+    long = torch.arange(1, 1001, dtype=torch.float64)  # enough windows: the conformal rank, 991 of 1000
+    assert recording_threshold(long, 0.01) == 991.0
+    assert float((long >= recording_threshold(long, 0.01)).double().mean()) == 0.01
+    assert recording_threshold(torch.arange(1.0, 101.0), 0.05) == 96.0  # ⌈101 · 0.95⌉
 
 
 def test_several_recordings_calibrate_together_from_the_command_line(teacher_root, recordings, tmp_path):
