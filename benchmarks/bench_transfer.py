@@ -29,7 +29,9 @@ Headline keys (the first representation given): ``transfer_min_auroc_before``,
 masquerade aside); ``localisation_min_top1``: the lowest share of detected attack windows whose
 top suspect is an attacked ID, over every model and vehicle, on the attacks that forge one ID
 (DoS, spoofing, replay); ``class_accuracy_min``: the lowest attack-class accuracy of detected
-windows over every model and vehicle, on the attacks trained on. Each set's figures also say how
+windows over every model and vehicle, on the attacks trained on; ``incident_localisation_min_top1``
+and ``incident_class_accuracy_min``: the same over incidents (their suspects and their class, what
+an analyst reads). Each set's figures also say how
 its alerts localise, classify and merge into incidents (``alerts``).
 """
 
@@ -141,6 +143,8 @@ def figures(metrics: dict) -> dict:
         "top1": rounded(metrics.get("localisation", {}).get("top1")),
         "class_accuracy": rounded((metrics.get("attack_classes") or {}).get("accuracy")),
         "unseen_as_unknown": rounded((metrics.get("attack_classes") or {}).get("unseen_as_unknown")),
+        "incident_top1": rounded(incidents.get("localisation", {}).get("top1")),  # what an analyst reads: incidents
+        "incident_class_accuracy": rounded(incidents.get("class_accuracy")),
         "incidents_per_burst": incidents.get("incidents_per_burst_median"),
         "delay_windows": incidents.get("time_to_detect_windows_median"),
         "false_incidents": incidents.get("false_incidents"),
@@ -215,14 +219,17 @@ def headline(vehicles: dict | None, road: dict | None) -> dict:
         keys["calibration_seconds_max"] = max(stats["calibration_seconds"] for *_, stats in rows)
         # how alerts name the attacked ID (top-1) on the attacks that forge one ID (fuzzing forges many),
         # and how often they name the attack trained on (replay was not)
-        located, classified = [], []
+        alerts = []
         for row in vehicles["models"].values():
             sets = [row["known_vehicle"]["test_sets"], *(row[vehicle]["after"]["test_sets"] for vehicle in OTHER_VEHICLES)]
-            alerts = [(name, set_figures.get("alerts", {})) for each in sets for name, set_figures in each.items()]
-            located += [figures["top1"] for name, figures in alerts if "fuzzy" not in name and figures.get("top1") is not None]
-            classified += [figures["class_accuracy"] for name, figures in alerts if figures.get("class_accuracy") is not None]
-        keys["localisation_min_top1"] = min(located) if located else None
-        keys["class_accuracy_min"] = min(classified) if classified else None
+            alerts += [(name, set_figures.get("alerts", {})) for each in sets for name, set_figures in each.items()]
+        forging_one = [figures for name, figures in alerts if "fuzzy" not in name]
+        trained_on = [figures for _, figures in alerts if figures.get("class_accuracy") is not None]  # replay has no class
+        for key, share, group in (("localisation_min_top1", "top1", forging_one), ("class_accuracy_min", "class_accuracy", trained_on),
+                                  ("incident_localisation_min_top1", "incident_top1", forging_one),
+                                  ("incident_class_accuracy_min", "incident_class_accuracy", trained_on)):
+            present = [figures[share] for figures in group if figures.get(share) is not None]
+            keys[key] = min(present) if present else None
     if road and "gat_teacher" in road:
         gat_sets = [(test, m["f1"]) for name in ("gat_teacher", "gat_student_kd") for test, m in road[name]["test_sets"].items()]
         keys["road_min_f1_gat"] = min(f1 for _, f1 in gat_sets)
