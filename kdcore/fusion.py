@@ -110,6 +110,19 @@ def f1_at(scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> float
     return 2 * tp / max(1.0, 2 * tp + float((predicted & (labels == 0)).sum()) + float((~predicted & (labels == 1)).sum()))
 
 
+DEFERRED_ALPHA = {"gat": 1.0, "vgae": 0.0}  # the fusion weight that leaves one input alone
+
+
+def better_input(decided: dict[str, torch.Tensor], labels: torch.Tensor, threshold: float) -> str | None:
+    """The input that, alone at its own threshold (0.5 once normalised), validates strictly better
+    than the fused detector at ``threshold``: where the agent's mix loses to one of its inputs on
+    the very windows it learnt on, it would lose on others too. None where the fusion is as good."""
+    fused = f1_at(decided["score"], labels, threshold)
+    alone = {"gat": f1_at(decided["p"], labels, DECISION_LINE), "vgae": f1_at(decided["v"], labels, DECISION_LINE)}
+    best = max(alone, key=alone.get)
+    return best if alone[best] > fused else None
+
+
 # -- inference ------------------------------------------------------------------------------
 
 
@@ -118,8 +131,9 @@ class FusionPredictor:
     action set. ``components(loader)`` gives every intermediate per window; ``scores`` the fused score."""
 
     def __init__(self, vgae: nn.Module, gat: nn.Module, dqn: nn.Module, normalisers: dict[str, ScoreNormaliser],
-                 actions=ACTIONS, device: torch.device | str = "cpu"):
+                 actions=ACTIONS, device: torch.device | str = "cpu", deferred_to: str | None = None):
         self.device = torch.device(device)
+        self.deferred_to = deferred_to  # "gat" / "vgae": the input it leaves alone (``better_input``); None: the agent's α
         self.vgae = vgae.to(self.device).eval()
         self.gat = gat.to(self.device).eval()
         self.dqn = dqn
@@ -143,10 +157,14 @@ class FusionPredictor:
     def decide(self, probability: torch.Tensor, raw: torch.Tensor) -> dict[str, torch.Tensor]:
         p, v = self.normalisers["gat"](log_odds(probability)), self.normalisers["vgae"](raw)
         state = fusion_state(p, v)
-        self.dqn.eval()
-        device = next(self.dqn.parameters()).device
-        action = self.dqn(state.to(device)).argmax(-1).cpu() if len(state) else torch.empty(0, dtype=torch.long)
-        alpha = self.actions[action]
+        if self.deferred_to is not None:
+            alpha = torch.full((len(state),), DEFERRED_ALPHA[self.deferred_to])
+            action = (self.actions[None, :] - alpha[:, None]).abs().argmin(-1)
+        else:
+            self.dqn.eval()
+            device = next(self.dqn.parameters()).device
+            action = self.dqn(state.to(device)).argmax(-1).cpu() if len(state) else torch.empty(0, dtype=torch.long)
+            alpha = self.actions[action]
         return {"probability": probability, "p": p, "raw": raw, "v": v, "state": state, "action": action, "alpha": alpha,
                 "score": fused_score(alpha, p, v)}
 
@@ -193,7 +211,7 @@ class FusionPredictor:
             models[name] = engine.load_model(input_checkpoint, input_path)
         normalisers = {name: ScoreNormaliser(**{k: fusion[name][k] for k in ("median", "scale", "threshold")})
                        if "threshold" in fusion[name] else IDENTITY for name in ("vgae", "gat")}  # older: p as it is
-        predictor = cls(models["vgae"], models["gat"], dqn, normalisers, tuple(fusion["actions"]), device)
+        predictor = cls(models["vgae"], models["gat"], dqn, normalisers, tuple(fusion["actions"]), device, fusion.get("deferred_to"))
         return predictor, float(checkpoint.extra["threshold"])
 
 
@@ -434,6 +452,10 @@ class FusionTraining:
         # its own threshold, and a lower threshold only fits the validation windows (measured, seed 7
         # on real camaro traffic: 0.10 flagged 11 % of held-out clean windows, 0.5 flagged 0.8 %).
         threshold = max(best_f1_threshold(val["score"], self.val["label"], run.config.target_fpr), DECISION_LINE)
+        predictor.deferred_to = better_input(val, self.val["label"], threshold)
+        if predictor.deferred_to is not None:  # that input alone, at its own threshold
+            logger.info("fusion: %s alone validates better than the agent's mix; the fused detector defers to it", predictor.deferred_to)
+            val, threshold = predictor.decide(self.val["probability"], self.val["raw"]), DECISION_LINE
         judge = predictor.alert_judge(load_checkpoint(self.inputs["gat"].checkpoint).extra, training_vehicle_ids(run.datamodule))
         evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold, judge=judge)
         histogram = torch.bincount(val["action"], minlength=len(self.actions)).tolist()
@@ -443,6 +465,7 @@ class FusionTraining:
             "decision": "score >= threshold, score = alpha * p_gat + (1 - alpha) * v_vgae",
             "vgae": {"path": str(self.inputs["vgae"].checkpoint), "score": SCORE, **attrs.asdict(predictor.normalisers["vgae"])},
             "gat": {"path": str(self.inputs["gat"].checkpoint), **attrs.asdict(predictor.normalisers["gat"])},
+            "deferred_to": predictor.deferred_to,
             "val_action_counts": histogram,
             "val_mean_alpha": float(val["alpha"].mean()),
             "val_f1": f1_at(val["score"], self.val["label"], threshold),

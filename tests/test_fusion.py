@@ -123,6 +123,40 @@ def test_a_fusion_trained_on_another_vgae_score_is_refused(engine, fusion_run, t
         FusionPredictor.from_checkpoint(engine, tmp_path / "old.pth")
 
 
+def test_a_fusion_that_validates_below_an_input_defers_to_it():
+    from kdcore.fusion import better_input
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    decided = {"p": torch.tensor([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]),  # the GAT alone: every window right
+               "v": torch.tensor([0.6, 0.2, 0.3, 0.4, 0.8, 0.9]),  # the VGAE: one false alarm, one miss
+               "score": torch.tensor([0.2, 0.2, 0.3, 0.4, 0.8, 0.9])}  # the mix misses one attack
+    assert better_input(decided, labels, threshold=0.5) == "gat"
+    assert better_input({**decided, "score": decided["p"]}, labels, threshold=0.5) is None, "as good: the agent stays"
+    worse_gat = {**decided, "p": torch.tensor([0.6, 0.2, 0.3, 0.4, 0.8, 0.9])}
+    assert better_input(worse_gat, labels, threshold=0.5) is None
+
+
+def test_a_deferring_fusion_checkpoint_scores_its_input_alone(engine, fusion_root, fusion_run, tmp_path):
+    from kdcore.checkpoint import save_checkpoint
+
+    checkpoint = load_checkpoint(fusion_run.checkpoint)
+    assert "deferred_to" in checkpoint.extra["fusion"]
+    deferring = attrs.evolve(checkpoint, extra={**checkpoint.extra, "fusion": {**checkpoint.extra["fusion"], "deferred_to": "gat"}})
+    save_checkpoint(tmp_path / "deferring.pth", deferring)
+    predictor, _ = FusionPredictor.from_checkpoint(engine, tmp_path / "deferring.pth")
+    run = engine.build(engine.plan(tiny_config(fusion_root, mode="fusion")))
+    parts = predictor.components(run.datamodule.loader(run.datamodule.test_sets["test_01_dos"]))
+    assert torch.all(parts["alpha"] == 1.0) and torch.equal(parts["score"], parts["p"])
+    assert torch.all(torch.tensor(ACTIONS)[parts["action"]] == 1.0)
+    from kdcore.export import TOLERANCE, export_checkpoint, sample_windows
+
+    assert export_checkpoint(tmp_path / "deferring.pth", "torchscript", tmp_path / "deferring.pt", engine=engine).max_abs_diff <= TOLERANCE
+    exported = torch.jit.load(str(tmp_path / "deferring.pt"))
+    for window in sample_windows(checkpoint, count=3):
+        score, p, _, alpha = exported(*window)
+        assert torch.all(alpha == 1.0) and torch.equal(score, p)
+
+
 def test_fusion_f1_is_at_least_that_of_the_weaker_input(fusion_run, record_property):
     extra = load_checkpoint(fusion_run.checkpoint).extra["fusion"]
     vgae = input_metrics(Path(extra["vgae"]["path"]))["f1"]

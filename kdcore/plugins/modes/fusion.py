@@ -12,7 +12,8 @@ walk the validation windows in time order, the reward is +1 for a right decision
 wrong one plus a bonus for the margin of ``s`` on the right side of 0.5, all weighted inversely
 to the class frequency; experience replay, a soft-updated target network (double DQN targets),
 and ε-greedy exploration with exponential decay. After training, the decision threshold is
-fitted on the validation fused scores of the greedy policy. KD is forbidden: the inputs are
+fitted on the validation fused scores of the greedy policy; where one input alone validates
+better than that, the fused detector defers to it (``fusion.better_input``). KD is forbidden: the inputs are
 already distilled (plan §3.3). See docs/fusion.md.
 """
 
