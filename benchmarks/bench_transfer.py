@@ -6,7 +6,7 @@
 
 (a) ``vehicles``: real attack-free traffic of four cars (``shared/data/real/vehicles``). The
 camaro is the training vehicle: DoS, fuzzing and spoofing are injected (``kdcore.data.traffic``)
-into some of its captures to train on; others, with the same attacks plus replay (never seen in
+into some of its captures to train on, with a burst in each capture's validation part; others, with the same attacks plus replay (never seen in
 training), are its known-vehicle test sets. For every other vehicle with enough clean traffic
 (civic8th, yaris09), one capture set aside is the calibration recording, and DoS, fuzzing,
 spoofing and replay are injected into *other* captures of that vehicle. For each model — teacher,
@@ -51,7 +51,7 @@ from kdcore import Engine, RunConfig  # noqa: E402
 from kdcore.calibrate import calibrate  # noqa: E402
 from kdcore.data.formats import read_capture  # noqa: E402
 from kdcore.data.formats.writers import write_csv  # noqa: E402
-from kdcore.data.traffic import inject  # noqa: E402
+from kdcore.data.traffic import attack_intervals, inject, reaching_validation  # noqa: E402
 from kdcore.detect import Detector  # noqa: E402
 from kdcore.errors import KdcoreError  # noqa: E402
 from kdcore.evaluate import evaluate  # noqa: E402
@@ -92,11 +92,18 @@ def in_models_order(results: dict) -> dict:
     return {name: results[name] for name, *_ in MODELS}
 
 
-def injected(source: Path, attack: str | None, out: Path, seed: int) -> Path:
-    """``source`` with ``attack`` injected (none: as it is), written in the can-train-and-test layout."""
+def injected(source: Path, attack: str | None, out: Path, seed: int, into_validation: bool = False) -> Path:
+    """``source`` with ``attack`` injected (none: as it is), written in the can-train-and-test
+    layout; ``into_validation``: where no burst reaches the capture's validation part, one more
+    like the last is placed there, so that every seed validates on attacks (fusion trains on them)
+    and training keeps every burst it had."""
     table = read_capture(source)
     if attack is not None:
-        table = inject(table, attack, seed)
+        intervals = attack_intervals(table, seed)
+        if into_validation:
+            reaching = reaching_validation(intervals, float(table.timestamp.min()), float(table.timestamp.max()))
+            intervals = intervals if reaching == intervals else [*intervals, reaching[-1]]
+        table = inject(table, attack, seed, intervals=intervals)
     write_csv(table, out)
     return out
 
@@ -108,7 +115,7 @@ def prepare_vehicles(vehicles: Path, work: Path, seed: int) -> dict[str, Path]:
     for folder, plan in TRAIN_CAPTURES.items():
         for attack, files in plan.items():
             for name in files:
-                injected(camaro / name, attack, root / folder / f"{attack or 'normal'}-{Path(name).stem}.csv", seed)
+                injected(camaro / name, attack, root / folder / f"{attack or 'normal'}-{Path(name).stem}.csv", seed, into_validation=True)
     for index, (attack, name) in enumerate(KNOWN_TESTS.items(), 1):
         injected(camaro / name, attack, root / f"test_{index:02d}_{attack}" / f"{attack}-{Path(name).stem}.csv", seed)
     folders = {TRAIN_VEHICLE: root}

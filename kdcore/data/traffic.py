@@ -670,7 +670,7 @@ def build_ctt_dataset(
         table, target = capture(index, seconds), targets[index % len(targets)] if attack in ("spoof", "suspend") else None
         intervals = attack_intervals(table, seed * 1000 + index)
         if into_validation:
-            intervals = _reaching_validation(intervals, float(table.timestamp[0]), float(table.timestamp[-1]))
+            intervals = reaching_validation(intervals, float(table.timestamp[0]), float(table.timestamp[-1]))
         return inject(table, attack, seed=seed * 1000 + index, intervals=intervals, target_id=target)
 
     folders: dict[str, dict[str, FrameTable]] = {"train_01_attack_free": {"attack-free-1.csv": capture(0, seconds_train)}}
@@ -685,7 +685,7 @@ def build_ctt_dataset(
 VALIDATION_SHARE = 0.15  # the default val_fraction: the end of each training capture that validates
 
 
-def _reaching_validation(intervals: list[tuple[float, float]], t0: float, t1: float) -> list[tuple[float, float]]:
+def reaching_validation(intervals: list[tuple[float, float]], t0: float, t1: float) -> list[tuple[float, float]]:
     """The bursts, the last moved later when needed so that it ends inside the capture's last
     ``VALIDATION_SHARE``: the validation split then holds attack windows, which fusion (and
     thresholds fitted for F1) need, whatever the seed."""
