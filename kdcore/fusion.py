@@ -454,8 +454,11 @@ class FusionTraining:
         threshold = max(best_f1_threshold(val["score"], self.val["label"], run.config.target_fpr), DECISION_LINE)
         predictor.deferred_to = better_input(val, self.val["label"], threshold)
         if predictor.deferred_to is not None:  # that input alone, at its own threshold
-            logger.info("fusion: %s alone validates better than the agent's mix; the fused detector defers to it", predictor.deferred_to)
+            mixed = f1_at(val["score"], self.val["label"], threshold)
             val, threshold = predictor.decide(self.val["probability"], self.val["raw"]), DECISION_LINE
+            name = predictor.deferred_to.upper()
+            logger.warning("fusion: the %s alone validates better (F1 %.3f) than the agent's mix (%.3f); the fused detector "
+                           "decides as the %s", name, f1_at(val["score"], self.val["label"], threshold), mixed, name)
         judge = predictor.alert_judge(load_checkpoint(self.inputs["gat"].checkpoint).extra, training_vehicle_ids(run.datamodule))
         evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold, judge=judge)
         histogram = torch.bincount(val["action"], minlength=len(self.actions)).tolist()
