@@ -53,7 +53,8 @@ BATCH_WINDOWS = 512
 def recording_threshold(normal_scores: torch.Tensor, target_fpr: float) -> float:
     """The threshold a window of the vehicle's other drives reaches with a chance of at most
     ``target_fpr``, judged from the recording's n windows: the ⌈(n + 1)(1 − target_fpr)⌉-th lowest
-    of their scores (the split-conformal quantile), so their highest when n + 1 < 1 / target_fpr.
+    of their scores (the split-conformal quantile): their highest below 2 / target_fpr − 1 windows
+    (199 at 0.01), and below 1 / target_fpr − 1 even that cannot show the tail.
 
     Training fits its thresholds on hundreds of validation windows cut from the captures it is
     tested on, where the interpolated quantile (``metrics.threshold_at_fpr``) serves. A
