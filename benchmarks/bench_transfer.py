@@ -6,10 +6,11 @@
 
 (a) ``vehicles``: real attack-free traffic of four cars (``shared/data/real/vehicles``). The
 camaro is the training vehicle: DoS, fuzzing and spoofing are injected (``kdcore.data.traffic``)
-into some of its captures to train on, with a burst in each capture's validation part; others, with the same attacks plus replay (never seen in
-training), are its known-vehicle test sets. For every other vehicle with enough clean traffic
-(civic8th, yaris09), one capture set aside is the calibration recording, and DoS, fuzzing,
-spoofing and replay are injected into *other* captures of that vehicle. For each model — teacher,
+into some of its captures to train on, with a burst in each capture's validation part; others,
+with the same attacks plus replay (never seen in training), are its known-vehicle test sets. For
+every other vehicle with enough clean traffic (civic8th, yaris09), one capture set aside is the
+calibration recording, and DoS, fuzzing, spoofing and replay are injected into *other* captures
+of that vehicle. For each model — teacher,
 student, student+KD of the GAT and the VGAE, and fusion of the KD students — it reports AUROC,
 F1 and FPR on each unknown vehicle before calibration, F1 and FPR after ``kdcore calibrate`` on
 that vehicle's clean recording, and the calibration's seconds. mazda3 is left out: its captures

@@ -138,6 +138,7 @@ def test_a_fusion_that_validates_below_an_input_defers_to_it():
 
 def test_a_deferring_fusion_checkpoint_scores_its_input_alone(engine, fusion_root, fusion_run, tmp_path):
     from kdcore.checkpoint import save_checkpoint
+    from kdcore.export import TOLERANCE, export_checkpoint, sample_windows
 
     checkpoint = load_checkpoint(fusion_run.checkpoint)
     assert "deferred_to" in checkpoint.extra["fusion"]
@@ -148,8 +149,6 @@ def test_a_deferring_fusion_checkpoint_scores_its_input_alone(engine, fusion_roo
     parts = predictor.components(run.datamodule.loader(run.datamodule.test_sets["test_01_dos"]))
     assert torch.all(parts["alpha"] == 1.0) and torch.equal(parts["score"], parts["p"])
     assert torch.all(torch.tensor(ACTIONS)[parts["action"]] == 1.0)
-    from kdcore.export import TOLERANCE, export_checkpoint, sample_windows
-
     assert export_checkpoint(tmp_path / "deferring.pth", "torchscript", tmp_path / "deferring.pt", engine=engine).max_abs_diff <= TOLERANCE
     exported = torch.jit.load(str(tmp_path / "deferring.pt"))
     for window in sample_windows(checkpoint, count=3):
