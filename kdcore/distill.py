@@ -67,14 +67,16 @@ class Distiller(nn.Module):
         self.connectors = self.strategy.build_connectors(student_dims, teacher_dims)
 
     def loss_terms(
-        self, mode: TrainingMode, student_outputs: dict[str, torch.Tensor], batch: Any, teacher_batch: Any = None
+        self, mode: TrainingMode, student_outputs: dict[str, torch.Tensor], batch: Any, teacher_batch: Any = None,
+        cached: bool = True,
     ) -> dict[str, torch.Tensor]:
         """The strategy's terms on ``batch``, the student's view. The teacher judges
         ``teacher_batch`` (default: the same): the whole windows, when the student sees some of
         them without their vehicle block — it passes on what it knows from the vehicle's profile
-        to a student that must judge by roles alone (distillation with privileged information)."""
+        to a student that must judge by roles alone (distillation with privileged information).
+        ``cached=False``: windows the cache cannot hold (perturbed ones), judged by the teacher now."""
         teacher_batch = batch if teacher_batch is None else teacher_batch
-        teacher_outputs = (self.cache.lookup(teacher_batch) if self.cache is not None
+        teacher_outputs = (self.cache.lookup(teacher_batch) if self.cache is not None and cached
                            else self.teacher.outputs(mode, teacher_batch, self.strategy.requires))
         device_type = next(iter(student_outputs.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from kdcore.data.graphset import drop_profile
+from kdcore.data.graphset import drop_profile, perturb_one_node
 from kdcore.distill import Distiller, outputs_of
 from kdcore.errors import KdcoreError
 from kdcore.memory import MemoryCleanup
@@ -70,6 +70,8 @@ class ModeModule(L.LightningModule):
         loss = terms["task_loss"]
         if self.distiller is not None:
             kd_terms = self.distiller.loss_terms(self.mode, outputs, batch, teacher_batch=whole)
+            if self.config.kd_noise:
+                kd_terms = self._with_perturbed(whole, kd_terms)
             terms.update({f"{name}_loss": value for name, value in kd_terms.items()})
             terms["kd_loss"] = torch.stack(list(kd_terms.values())).sum()
             loss = self.distiller.mix(terms["task_loss"], terms["kd_loss"])
@@ -80,6 +82,15 @@ class ModeModule(L.LightningModule):
         self._graphs += size
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         return loss
+
+    def _with_perturbed(self, whole: Any, kd_terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The KD terms averaged with those on perturbed copies of the windows (``kd_noise``):
+        the student matches its teacher between the windows it trains on too."""
+        noisy = perturb_one_node(whole, self.config.kd_noise)
+        view = self.student_view(noisy)
+        outputs = outputs_of(self.mode, self.model, view, self.distiller.strategy.requires)
+        noisy_terms = self.distiller.loss_terms(self.mode, outputs, view, teacher_batch=noisy, cached=False)
+        return {name: (value + noisy_terms[name]) / 2 for name, value in kd_terms.items()}
 
     def on_train_epoch_end(self) -> None:
         """Each loss term's epoch mean, logged once: a ``self.log`` per term and step would cost

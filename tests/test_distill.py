@@ -184,3 +184,41 @@ def test_the_teacher_judges_whole_windows_while_the_student_sees_them_without_th
 
     assert (seen["student"][:, UNPROFILED] == 1).all()  # every window without its vehicle block (rate 1.0) ...
     assert torch.equal(seen["teacher"], batch.x) and (batch.x[:, UNPROFILED] == 0).any()  # ... judged by a teacher that sees all of it
+
+
+def test_perturb_one_node_moves_one_node_of_every_window_and_leaves_the_batch_as_it_was():
+    from torch_geometric.data import Batch, Data
+
+    from kdcore.data.graphset import perturb_one_node
+
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    batch = Batch.from_data_list([Data(x=torch.randn(n, 4), edge_index=empty) for n in (3, 5, 1)])
+    before = batch.x.clone()
+    noisy = perturb_one_node(batch, 1.0)
+    assert torch.equal(batch.x, before)
+    moved = (noisy.x != batch.x).any(dim=1)
+    assert torch.bincount(batch.batch[moved], minlength=3).tolist() == [1, 1, 1]
+    assert torch.equal(perturb_one_node(batch, 0.0).x, before)
+
+
+def test_with_kd_noise_the_student_also_matches_its_teacher_on_perturbed_windows(engine, teacher_root, monkeypatch):
+    config = tiny_config(teacher_root, mode="normal", model_size="student", use_knowledge_distillation=True, profile_dropout=0.0,
+                         kd_noise=1.0)
+    run = engine.build(engine.plan(config))
+    module = ModeModule(run.mode, run.model, run, Distiller(run.strategy, run.teacher, run.config))
+    judged = []
+    original = FrozenTeacher.outputs
+
+    def recording(self, mode, batch, names=()):
+        judged.append(batch.x.clone())
+        return original(self, mode, batch, names)
+
+    monkeypatch.setattr(FrozenTeacher, "outputs", recording)
+    module.on_train_epoch_start()
+    batch = next(iter(run.datamodule.train_dataloader()))
+    loss = module.training_step(batch, 0)
+
+    assert torch.isfinite(loss) and len(judged) == 2  # the windows, then their perturbed copies
+    assert torch.equal(judged[0], batch.x)
+    moved = (judged[1] != batch.x).any(dim=1)
+    assert torch.bincount(batch.batch[moved], minlength=batch.num_graphs).tolist() == [1] * batch.num_graphs

@@ -155,6 +155,9 @@ class RunConfig:
     memory_cleanup_every: int = attrs.field(default=20, validator=v.ge(0))  # batches between gc (+ CUDA cache); 0: off
     # Compute the frozen teacher's outputs for the training graphs once and reuse them every epoch.
     cache_teacher_outputs: bool = False
+    # With KD, the student also matches its teacher on a copy of each batch with one node per window
+    # perturbed by Gaussian noise of this many feature spreads (``graphset.perturb_one_node``); 0: off.
+    kd_noise: float = attrs.field(default=0.0, validator=v.ge(0))
 
     # Every mode's decision threshold is fitted, not fixed: the score that this share of the
     # validation normal windows reaches (their 1 - target_fpr quantile). ``kdcore calibrate`` fits

@@ -141,6 +141,22 @@ def drop_profile(batch, rate: float):
     return batch
 
 
+def perturb_one_node(batch, strength: float):
+    """A copy of the batch with one random node of every window moved off its features by
+    Gaussian noise of ``strength`` times each feature's spread in the batch: windows near those
+    trained on, yet neither normal nor any attack seen, where a student learns how its teacher
+    judges what lies between (``kd_noise``). The batch given is left as it is."""
+    counts = torch.bincount(batch.batch, minlength=batch.num_graphs)
+    present = counts > 0
+    first = (torch.cumsum(counts, 0) - counts)[present]
+    chosen = first + (torch.rand(len(first), device=batch.x.device) * counts[present]).long()
+    x = batch.x.clone()
+    x[chosen] += torch.randn(len(chosen), x.size(1), device=x.device) * x.std(dim=0) * strength
+    batch = copy.copy(batch)  # PyG copies the attribute store, not the tensors
+    batch.x = x
+    return batch
+
+
 def labels_of(graphs: Dataset) -> torch.Tensor:
     """Window labels of a ``GraphSet``, a ``Subset`` of one, or any sequence of ``Data``."""
     if isinstance(graphs, Subset):
