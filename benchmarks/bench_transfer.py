@@ -2,7 +2,7 @@
 
     python benchmarks/bench_transfer.py [--shared ../shared] [--representation agnostic vocabulary]
                                         [--epochs 10] [--part vehicles road] [--work DIR]
-                                        [--gat-mode normal|curriculum]
+                                        [--gat-mode normal|curriculum] [--kd-noise 0]
 
 (a) ``vehicles``: real attack-free traffic of four cars (``shared/data/real/vehicles``). The
 camaro is the training vehicle: DoS, fuzzing and spoofing are injected (``kdcore.data.traffic``)
@@ -18,6 +18,7 @@ do not share one ID set (15 IDs in its longest capture, 36-39 in the others, und
 
 The GATs train in ``normal`` mode, or with ``--gat-mode curriculum`` as ``make demo`` trains them
 (after the VGAE teacher, which orders their curriculum); each mode has its own model folder.
+``--kd-noise X``: the KD students train with ``kd_noise`` X (docs/config.md), in a folder of their own.
 
 (b) ``road``: the ROAD masquerade captures (``shared/data/real/road-statgraph``), with the engine
 coolant masquerade held out of training whole (``test_max_engine_coolant_temp``: a signal never
@@ -169,11 +170,18 @@ def scores_on(checkpoint: Path, data: Path) -> dict:
     return {**figures(metrics), "test_sets": {name: figures(m) for name, m in metrics["test_sets"].items()}}
 
 
-def vehicles_part(shared: Path, work: Path, representation: str, epochs: int, seed: int, gat_mode: str) -> dict:
-    folders = prepare_vehicles(shared / "data/real/vehicles", work / "data", seed)
-    models = work / f"{representation}-{gat_mode}"  # fusion takes a curriculum GAT where there is one: a root per mode
+def models_folder(representation: str, gat_mode: str, training: dict) -> str:
+    """A model root per setting: fusion takes a curriculum GAT where there is one, and KD students
+    trained with ``kd_noise`` are other students."""
+    return f"{representation}-{gat_mode}" + (f"-kd_noise{training['kd_noise']:g}" if training["kd_noise"] else "")
+
+
+def vehicles_part(shared: Path, work: Path, representation: str, training: dict, gat_mode: str) -> dict:
+    """``training``: the RunConfig keys every model trains with (max_epochs, seed, kd_noise)."""
+    folders = prepare_vehicles(shared / "data/real/vehicles", work / "data", training["seed"])
+    models = work / models_folder(representation, gat_mode, training)
     base = dict(dataset="captures", data_root=str(folders[TRAIN_VEHICLE]), experiment_root=str(models),
-                representation=representation, max_epochs=epochs, seed=seed, progress_bar=False)
+                representation=representation, progress_bar=False, **training)
     started = time.perf_counter()
     checkpoints, skipped = train_all(Engine(), base, gat_mode)
     results: dict = {"train_seconds": round(time.perf_counter() - started, 1), "models": {}, "skipped": skipped}
@@ -190,7 +198,7 @@ def vehicles_part(shared: Path, work: Path, representation: str, epochs: int, se
     return results
 
 
-def road_part(shared: Path, work: Path, representation: str, epochs: int, seed: int, gat_mode: str) -> dict:
+def road_part(shared: Path, work: Path, representation: str, training: dict, gat_mode: str) -> dict:
     road = shared / "data/real/road-statgraph"
     root = work / "road-data"
     (root / "test_held_out").mkdir(parents=True, exist_ok=True)
@@ -198,8 +206,8 @@ def road_part(shared: Path, work: Path, representation: str, epochs: int, seed: 
         link = root / ("test_held_out" if capture.name == ROAD_HELD_OUT else ".") / capture.name
         if not link.exists():
             link.symlink_to(capture)
-    base = dict(dataset="road", data_root=str(root), experiment_root=str(work / f"road-{representation}-{gat_mode}"),
-                representation=representation, max_epochs=epochs, seed=seed, progress_bar=False)
+    base = dict(dataset="road", data_root=str(root), experiment_root=str(work / f"road-{models_folder(representation, gat_mode, training)}"),
+                representation=representation, progress_bar=False, **training)
     engine = Engine()
     results = {}
     for name, mode, size, kd in training_order(gat_mode):
@@ -253,6 +261,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--gat-mode", default="normal", choices=GAT_MODES, help="the GATs' training mode (make demo trains curriculum)")
+    parser.add_argument("--kd-noise", type=float, default=0.0, help="the KD students' kd_noise (docs/config.md)")
     parser.add_argument("--work", type=Path, default=None, help="keep data and models here (default: a temporary folder)")
     args = parser.parse_args()
     if not (args.shared / "data/real/vehicles").is_dir():
@@ -261,13 +270,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         output: dict = {"protocol": {"train_vehicle": TRAIN_VEHICLE, "other_vehicles": list(OTHER_VEHICLES),
-                                     "road_held_out": ROAD_HELD_OUT, "epochs": args.epochs, "seed": args.seed, "gat_mode": args.gat_mode}}
+                                     "road_held_out": ROAD_HELD_OUT, "epochs": args.epochs, "seed": args.seed, "gat_mode": args.gat_mode,
+                                     "kd_noise": args.kd_noise}}
+        training = {"max_epochs": args.epochs, "seed": args.seed, "kd_noise": args.kd_noise}
         for representation in args.representation:
             part = {}
             if "vehicles" in args.part:
-                part["vehicles"] = vehicles_part(args.shared, work, representation, args.epochs, args.seed, args.gat_mode)
+                part["vehicles"] = vehicles_part(args.shared, work, representation, training, args.gat_mode)
             if "road" in args.part:
-                part["road"] = road_part(args.shared, work, representation, args.epochs, args.seed, args.gat_mode)
+                part["road"] = road_part(args.shared, work, representation, training, args.gat_mode)
             output[representation] = part
         first = output[args.representation[0]]
         print(json.dumps({**headline(first.get("vehicles"), first.get("road")), **output}, indent=2))
