@@ -199,6 +199,8 @@ def test_perturb_one_node_moves_one_node_of_every_window_and_leaves_the_batch_as
     moved = (noisy.x != batch.x).any(dim=1)
     assert torch.bincount(batch.batch[moved], minlength=3).tolist() == [1, 1, 1]
     assert torch.equal(perturb_one_node(batch, 0.0).x, before)
+    lone = Batch.from_data_list([Data(x=torch.randn(1, 4), edge_index=empty)])
+    assert torch.equal(perturb_one_node(lone, 1.0).x, lone.x), "a lone node has no spread to move by"
 
 
 def test_with_kd_noise_the_student_also_matches_its_teacher_on_perturbed_windows(engine, teacher_root, monkeypatch):

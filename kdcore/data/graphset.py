@@ -151,7 +151,8 @@ def perturb_one_node(batch, strength: float):
     first = (torch.cumsum(counts, 0) - counts)[present]
     chosen = first + (torch.rand(len(first), device=batch.x.device) * counts[present]).long()
     x = batch.x.clone()
-    x[chosen] += torch.randn(len(chosen), x.size(1), device=x.device) * x.std(dim=0) * strength
+    spread = x.std(dim=0) if len(x) > 1 else torch.zeros_like(x[0])  # a lone node has none
+    x[chosen] += torch.randn(len(chosen), x.size(1), device=x.device) * spread * strength
     batch = copy.copy(batch)  # PyG copies the attribute store, not the tensors
     batch.x = x
     return batch
