@@ -224,3 +224,20 @@ def test_with_kd_noise_the_student_also_matches_its_teacher_on_perturbed_windows
     assert torch.equal(judged[0], batch.x)
     moved = (judged[1] != batch.x).any(dim=1)
     assert torch.bincount(batch.batch[moved], minlength=batch.num_graphs).tolist() == [1] * batch.num_graphs
+
+
+def test_perturbed_windows_are_judged_by_the_teacher_not_looked_up_in_its_cache(engine, teacher_root):
+    class NoWindowCached:
+        def lookup(self, batch):
+            raise AssertionError("a perturbed window is never in the teacher cache")
+
+    config = tiny_config(teacher_root, mode="autoencoder", model_size="student", use_knowledge_distillation=True)
+    run = engine.build(engine.plan(config))
+    distiller = Distiller(run.strategy, run.teacher, run.config)
+    batch = next(iter(run.datamodule.train_dataloader()))
+    distiller.build_connectors(run.mode, run.model, batch)
+    distiller.cache = NoWindowCached()
+    terms = distiller.loss_terms(run.mode, run.mode.outputs(run.model, batch), batch, cached=False)
+    assert set(terms) == {"kd_latent", "kd_recon"} and all(torch.isfinite(value) for value in terms.values())
+    with pytest.raises(AssertionError, match="never in the teacher cache"):
+        distiller.loss_terms(run.mode, run.mode.outputs(run.model, batch), batch)
