@@ -54,29 +54,31 @@ class OneWindow(nn.Module):
 
 class FusedWindow(nn.Module):
     """The fused detector on a single window: VGAE score and GAT probability, normalised and
-    weighed by the agent's chosen α (or one input alone, where the fusion defers to it). Outputs
+    weighed by the agent's chosen α, an input beyond its sure margin standing alone (or one input
+    alone, where the fusion defers to it). Outputs
     ``(score, p_gat, v_vgae, alpha)`` (``p_gat`` and ``v_vgae`` normalised); the decision is
     ``score >= threshold`` (saved in the fusion checkpoint)."""
 
     def __init__(self, predictor):
-        from kdcore.fusion import DEFERRED_ALPHA
+        from kdcore.fusion import DEFERRED_ALPHA, sure_level
 
         super().__init__()
         self.vgae, self.gat, self.dqn = predictor.vgae.eval(), predictor.gat.eval(), predictor.dqn.eval()
         self.normalisers = predictor.normalisers
         self.register_buffer("actions", predictor.actions.clone())
         self.deferred_alpha = None if predictor.deferred_to is None else DEFERRED_ALPHA[predictor.deferred_to]
+        self.sure = sure_level(predictor.sure_margin)
 
     def forward(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor):
         from kdcore.plugins.modes.autoencoder import graph_scores
-        from kdcore.fusion import fused_score, fusion_state, log_odds
+        from kdcore.fusion import fused_score, fusion_state, log_odds, standing_alpha
 
         batch = torch.zeros_like(id_token)
         raw = graph_scores({"recon": self.vgae(x, id_token, edge_index, batch)[0]}, x, self.vgae.error_scale, batch, 1)
         v = self.normalisers["vgae"](raw)
         p = self.normalisers["gat"](log_odds(torch.softmax(self.gat(x, id_token, edge_index, batch).float(), -1)[:, 1]))
         if self.deferred_alpha is None:
-            alpha = self.actions[self.dqn(fusion_state(p, v)).argmax(-1)]
+            alpha = standing_alpha(self.actions[self.dqn(fusion_state(p, v)).argmax(-1)], p, v, self.sure)
         else:
             alpha = torch.full_like(p, self.deferred_alpha)
         return fused_score(alpha, p, v), p, v, alpha

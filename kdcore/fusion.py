@@ -94,6 +94,20 @@ def fused_score(alpha: torch.Tensor, p: torch.Tensor, v: torch.Tensor) -> torch.
     return alpha * p + (1 - alpha) * v
 
 
+def standing_alpha(alpha: torch.Tensor, p: torch.Tensor, v: torch.Tensor, sure: float | None) -> torch.Tensor:
+    """The agent's α, except where an input is at or above ``sure`` (``sure_level``): there the
+    higher input decides alone (α = 1: the GAT, 0: the VGAE), whatever weight the agent chose."""
+    if sure is None:
+        return alpha
+    return torch.where(torch.maximum(p, v) >= sure, (p >= v).to(alpha.dtype), alpha)
+
+
+def sure_level(margin: float | None) -> float | None:
+    """Where a normalised input is ``margin`` robust spreads above its own threshold:
+    ``sigmoid(margin)`` (``ScoreNormaliser``); None: no margin, no input stands alone."""
+    return None if margin is None else 1.0 / (1.0 + math.exp(-margin))
+
+
 def rewards(s: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor, margin_weight: float) -> torch.Tensor:
     """``w_y · (±1 + margin_weight · margin)``: +1 for a right decision at the decision line, −1 for
     a wrong one, plus the signed distance of ``s`` from the line (×2, in [−1, 1]), all weighted by
@@ -131,9 +145,11 @@ class FusionPredictor:
     action set. ``components(loader)`` gives every intermediate per window; ``scores`` the fused score."""
 
     def __init__(self, vgae: nn.Module, gat: nn.Module, dqn: nn.Module, normalisers: dict[str, ScoreNormaliser],
-                 actions=ACTIONS, device: torch.device | str = "cpu", deferred_to: str | None = None):
+                 actions=ACTIONS, device: torch.device | str = "cpu", deferred_to: str | None = None,
+                 sure_margin: float | None = None):
         self.device = torch.device(device)
         self.deferred_to = deferred_to  # "gat" / "vgae": the input it leaves alone (``better_input``); None: the agent's α
+        self.sure_margin = sure_margin  # an input this many robust spreads above its threshold decides alone (not when deferring); None: never
         self.vgae = vgae.to(self.device).eval()
         self.gat = gat.to(self.device).eval()
         self.dqn = dqn
@@ -164,7 +180,7 @@ class FusionPredictor:
             self.dqn.eval()
             device = next(self.dqn.parameters()).device
             action = self.dqn(state.to(device)).argmax(-1).cpu() if len(state) else torch.empty(0, dtype=torch.long)
-            alpha = self.actions[action]
+            alpha = standing_alpha(self.actions[action], p, v, sure_level(self.sure_margin))
         return {"probability": probability, "p": p, "raw": raw, "v": v, "state": state, "action": action, "alpha": alpha,
                 "score": fused_score(alpha, p, v)}
 
@@ -211,7 +227,8 @@ class FusionPredictor:
             models[name] = engine.load_model(input_checkpoint, input_path)
         normalisers = {name: ScoreNormaliser(**{k: fusion[name][k] for k in ("median", "scale", "threshold")})
                        if "threshold" in fusion[name] else IDENTITY for name in ("vgae", "gat")}  # older: p as it is
-        predictor = cls(models["vgae"], models["gat"], dqn, normalisers, tuple(fusion["actions"]), device, fusion.get("deferred_to"))
+        predictor = cls(models["vgae"], models["gat"], dqn, normalisers, tuple(fusion["actions"]), device, fusion.get("deferred_to"),
+                        fusion.get("sure_margin"))  # older checkpoints: no override
         return predictor, float(checkpoint.extra["threshold"])
 
 
@@ -282,6 +299,11 @@ class FusionTraining:
     target_tau = 0.01  # soft update: target ← (1 − τ)·target + τ·online, after every gradient step
     epsilon_start, epsilon_end, epsilon_decay_share = 1.0, 0.05, 0.6  # ε reaches its floor at 60% of training
     min_transitions_per_epoch = 1024  # a short validation stream is repeated within an epoch
+    # An input whose score lies this many robust spreads above its own threshold decides alone
+    # (``standing_alpha``): the agent learns its mix on the validation windows, and on an attack they
+    # do not hold it can trust the input that misses it. Measured on real traffic (docs/fusion.md):
+    # 8 lost nothing anywhere, 5 and less cost ROAD's reverse light a few normal windows.
+    sure_margin = 8.0
 
     def __init__(self):
         self.inputs: dict[str, RunLayout] = {}
@@ -325,7 +347,7 @@ class FusionTraining:
             )
         run.model.to("cpu")
         predictor = FusionPredictor(models["vgae"], models["gat"], run.model, {"vgae": IDENTITY, "gat": IDENTITY},
-                                    self.actions, _input_device(config))
+                                    self.actions, _input_device(config), sure_margin=self.sure_margin)
         probability, raw = predictor.inputs(datamodule.loader(datamodule.val_set))
         predictor.normalisers = fit_normalisers(probability[labels == 0], raw[labels == 0], thresholds)
         p, v = predictor.normalisers["gat"](log_odds(probability)).float(), predictor.normalisers["vgae"](raw).float()
@@ -465,10 +487,11 @@ class FusionTraining:
         fusion: dict[str, Any] = {
             "actions": list(self.actions),
             "state_features": list(STATE_FEATURES),
-            "decision": "score >= threshold, score = alpha * p_gat + (1 - alpha) * v_vgae",
+            "decision": "score >= threshold, score = alpha * p_gat + (1 - alpha) * v_vgae; alpha 1 / 0 where p_gat / v_vgae, the higher, is >= sigmoid(sure_margin)",
             "vgae": {"path": str(self.inputs["vgae"].checkpoint), "score": SCORE, **attrs.asdict(predictor.normalisers["vgae"])},
             "gat": {"path": str(self.inputs["gat"].checkpoint), **attrs.asdict(predictor.normalisers["gat"])},
             "deferred_to": predictor.deferred_to,
+            "sure_margin": predictor.sure_margin,
             "val_action_counts": histogram,
             "val_mean_alpha": float(val["alpha"].mean()),
             "val_f1": f1_at(val["score"], self.val["label"], threshold),

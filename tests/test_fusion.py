@@ -95,6 +95,7 @@ def test_fusion_trains_and_writes_complete_artifacts(engine, fusion_root, fusion
 
 def test_the_decision_is_the_fused_score_against_the_threshold(engine, fusion_root, fusion_run):
     predictor, threshold = FusionPredictor.from_checkpoint(engine, fusion_run.checkpoint)
+    sure = 1 / (1 + np.exp(-load_checkpoint(fusion_run.checkpoint).extra["fusion"]["sure_margin"]))
     run = engine.build(engine.plan(tiny_config(fusion_root, mode="fusion")))
     for name, graphs in run.datamodule.test_sets.items():
         parts = predictor.components(run.datamodule.loader(graphs))
@@ -102,6 +103,10 @@ def test_the_decision_is_the_fused_score_against_the_threshold(engine, fusion_ro
         assert torch.all((parts["v"] >= 0) & (parts["v"] <= 1))
         fused = parts["alpha"] * parts["p"] + (1 - parts["alpha"]) * parts["v"]
         assert torch.allclose(parts["score"], fused)
+        higher = torch.maximum(parts["p"], parts["v"])
+        chosen = torch.tensor(ACTIONS, dtype=parts["alpha"].dtype)[parts["action"]]
+        assert torch.equal(parts["alpha"][higher < sure], chosen[higher < sure]), "the agent's weight, but where an input is sure"
+        assert torch.equal(parts["alpha"][higher >= sure], (parts["p"] >= parts["v"])[higher >= sure].to(chosen.dtype))
         predicted = (fused >= threshold).long()
         labels = graphs.labels.long()
         matrix = [[int(((labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
@@ -154,6 +159,33 @@ def test_a_deferring_fusion_checkpoint_scores_its_input_alone(engine, fusion_roo
     for window in sample_windows(checkpoint, count=3):
         score, p, _, alpha = exported(*window)
         assert torch.all(alpha == 1.0) and torch.equal(score, p)
+
+
+def test_an_input_beyond_its_sure_margin_decides_whatever_the_agents_weight():
+    """The agent trusts the GAT (α = 1) on windows the GAT calls normal; a VGAE score 9 spreads
+    above its threshold decides alone, 7 spreads does not; and the GAT's, the other way round."""
+    from kdcore.fusion import standing_alpha, sure_level
+
+    p = torch.tensor([0.1, 0.1], dtype=torch.float64)
+    v = torch.sigmoid(torch.tensor([9.0, 7.0], dtype=torch.float64))
+    alpha = standing_alpha(torch.tensor([1.0, 1.0]), p, v, sure_level(8.0))
+    assert alpha.tolist() == [0.0, 1.0]
+    assert torch.equal(fused_score(alpha, p, v), torch.stack([v[0], p[1]]))
+    assert standing_alpha(torch.tensor([0.0, 0.0]), v, p, sure_level(8.0)).tolist() == [1.0, 0.0], "the GAT's stands too"
+    assert standing_alpha(torch.tensor([1.0, 1.0]), p, v, sure_level(None)).tolist() == [1.0, 1.0], "no margin: the agent's"
+
+
+def test_a_fusion_checkpoint_without_a_sure_margin_fuses_as_before(engine, fusion_root, fusion_run, tmp_path):
+    from kdcore.checkpoint import save_checkpoint
+
+    checkpoint = load_checkpoint(fusion_run.checkpoint)
+    fusion = {key: value for key, value in checkpoint.extra["fusion"].items() if key != "sure_margin"}
+    save_checkpoint(tmp_path / "older.pth", attrs.evolve(checkpoint, extra={**checkpoint.extra, "fusion": fusion}))
+    predictor, _ = FusionPredictor.from_checkpoint(engine, tmp_path / "older.pth")
+    assert predictor.sure_margin is None
+    run = engine.build(engine.plan(tiny_config(fusion_root, mode="fusion")))
+    parts = predictor.components(run.datamodule.loader(run.datamodule.test_sets["test_01_dos"]))
+    assert torch.allclose(parts["score"], parts["alpha"] * parts["p"] + (1 - parts["alpha"]) * parts["v"])
 
 
 def test_fusion_f1_is_at_least_that_of_the_weaker_input(fusion_run, record_property):
