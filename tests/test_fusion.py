@@ -96,6 +96,7 @@ def test_fusion_trains_and_writes_complete_artifacts(engine, fusion_root, fusion
 def test_the_decision_is_the_fused_score_against_the_threshold(engine, fusion_root, fusion_run):
     predictor, threshold = FusionPredictor.from_checkpoint(engine, fusion_run.checkpoint)
     sure = 1 / (1 + np.exp(-load_checkpoint(fusion_run.checkpoint).extra["fusion"]["sure_margin"]))
+    standing = 0
     run = engine.build(engine.plan(tiny_config(fusion_root, mode="fusion")))
     for name, graphs in run.datamodule.test_sets.items():
         parts = predictor.components(run.datamodule.loader(graphs))
@@ -107,10 +108,12 @@ def test_the_decision_is_the_fused_score_against_the_threshold(engine, fusion_ro
         chosen = torch.tensor(ACTIONS, dtype=parts["alpha"].dtype)[parts["action"]]
         assert torch.equal(parts["alpha"][higher < sure], chosen[higher < sure]), "the agent's weight, but where an input is sure"
         assert torch.equal(parts["alpha"][higher >= sure], (parts["p"] >= parts["v"])[higher >= sure].to(chosen.dtype))
+        standing += int((higher >= sure).sum())
         predicted = (fused >= threshold).long()
         labels = graphs.labels.long()
         matrix = [[int(((labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
         assert matrix == fusion_run.metrics["test_sets"][name]["confusion_matrix"], name
+    assert standing > 0, "some windows lie beyond the sure margin, so the rule above was exercised"
 
 
 def test_a_fusion_trained_on_another_vgae_score_is_refused(engine, fusion_run, tmp_path):
@@ -185,7 +188,7 @@ def test_a_fusion_checkpoint_without_a_sure_margin_fuses_as_before(engine, fusio
     assert predictor.sure_margin is None
     run = engine.build(engine.plan(tiny_config(fusion_root, mode="fusion")))
     parts = predictor.components(run.datamodule.loader(run.datamodule.test_sets["test_01_dos"]))
-    assert torch.allclose(parts["score"], parts["alpha"] * parts["p"] + (1 - parts["alpha"]) * parts["v"])
+    assert torch.equal(parts["alpha"], torch.tensor(ACTIONS, dtype=parts["alpha"].dtype)[parts["action"]]), "the agent's α everywhere"
 
 
 def test_fusion_f1_is_at_least_that_of_the_weaker_input(fusion_run, record_property):
