@@ -120,7 +120,7 @@ def alert_metrics(records: Sequence[AlertRecord], tracker: IncidentTracker, clas
 def replayed_incidents(windows: list[WindowVerdict], tracker: IncidentTracker) -> list[tuple[Incident, int]]:
     """Every incident of ``windows`` (indexed from 0), replayed through a fresh tracker with
     ``tracker``'s settings, with the index of the window that opened it."""
-    replay = IncidentTracker(open_after=tracker.open_after, quiet_windows=tracker.quiet_windows)
+    replay = IncidentTracker(open_after=tracker.open_after, quiet_windows=tracker.quiet_windows, sure_margin=tracker.sure_margin)
     incidents = []
     for window in windows:
         if any(event["event_type"] == "incident_open" for event in replay.update(window)):

@@ -12,9 +12,11 @@ windows judged by roles alone; for a fused detector, its decision line 0.5): a s
 can show that a vehicle's normal traffic scores higher than the validation traffic did, but its
 few minutes (often at idle) cannot show that the vehicle's driving scores lower; measured, a
 lowered threshold raised false positives on the same vehicle's other recordings
-(docs/transfer.md). The weights are not touched (an agnostic VGAE takes the error scale it
-fitted in training on windows judged by roles); the result is an ordinary checkpoint, with a
-``calibration`` record of what was fitted on how much traffic. A fused detector calibrates its
+(docs/transfer.md). The recording's scores also give the spread that alerts' margins count
+(``kdcore.metrics.ScoreSpread``: it decides when one window opens an incident). The weights are
+not touched (an agnostic VGAE takes the error scale it fitted in training on windows judged by
+roles); the result is an ordinary checkpoint, with a ``calibration`` record of what was fitted
+on how much traffic. A fused detector calibrates its
 VGAE and GAT (written next to it), their normalisations and its fused threshold together.
 """
 
@@ -41,6 +43,7 @@ from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.detect import model_embedder, model_scorer
 from kdcore.errors import KdcoreError
+from kdcore.metrics import ScoreSpread
 from kdcore.plugins.modes.autoencoder import check_score
 from kdcore.plugins.modes.fusion import DECISION_LINE
 from kdcore.threads import torch_threads
@@ -161,17 +164,19 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         fitted = ["roles only"]  # and the classes of windows judged by roles, as this vehicle's are
         classes = AttackClasses.from_dict(checkpoint.extra["roles_attack_classes"]) if "roles_attack_classes" in checkpoint.extra else None
     if checkpoint.model == "dqn":
-        threshold, fusion = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr)
+        normal_scores, fusion = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr)
         extra.update(fusion)
         fitted += ["input normalisations", "inputs"]
     else:
         network = engine.load_model(checkpoint, model)
-        threshold = recording_threshold(model_scorer(network, checkpoint.model)(loader), target_fpr)
+        normal_scores = model_scorer(network, checkpoint.model)(loader)
         if classes is not None:
             embed = model_embedder(network, checkpoint.model)
             classes = classes.calibrated(np.concatenate([embed(batch).cpu().numpy() for batch in loader]))
             extra["attack_classes"] = classes.to_dict()
             fitted.append("attack-class radius")
+    threshold = recording_threshold(normal_scores, target_fpr)
+    extra["score_spread"] = ScoreSpread.fit(normal_scores, probabilities=checkpoint.model != "vgae").to_dict()
     trained = training_thresholds(checkpoint)
     if checkpoint.model == "dqn":
         # The inputs now sit at 0.5 at this vehicle's own thresholds (another scale than in training):
@@ -185,7 +190,7 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         **read,
         "windows": len(graphs),
         "representation": preprocessing.representation,
-        "fitted": [*fitted, "threshold"],
+        "fitted": [*fitted, "threshold", "score spread"],
         "aliased_ids": len(preprocessing.aliases),
         **({"class_radius_scale": classes.radius_scale} if "attack_classes" in extra else {}),
         "target_fpr": target_fpr,
@@ -218,10 +223,10 @@ def _save(out: Path, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
 
 
 def _calibrate_fusion(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs, read: dict[str, Any], loader,
-                      out: Path, target_fpr: float) -> tuple[float, dict[str, Any]]:
-    """Calibrate both inputs (written as ``<out stem>-vgae`` / ``-gat`` beside ``out``), refit the
-    inputs' normalisations on the clean windows (0.5 at each calibrated input's threshold), and fit
-    the fused threshold on them."""
+                      out: Path, target_fpr: float) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Calibrate both inputs (written as ``<out stem>-vgae`` / ``-gat`` beside ``out``) and refit the
+    inputs' normalisations on the clean windows (0.5 at each calibrated input's threshold); the
+    clean windows' fused scores, to fit the fused threshold on, and the fusion's new extra."""
     from kdcore.fusion import FusionPredictor, fit_normalisers
 
     fusion, thresholds = dict(checkpoint.extra["fusion"]), {}
@@ -237,4 +242,4 @@ def _calibrate_fusion(engine, model: Path, checkpoint: Checkpoint, graphs: Windo
     predictor.normalisers = fit_normalisers(probability, raw, thresholds)  # 0.5 at each calibrated input's threshold
     for name, normaliser in predictor.normalisers.items():
         fusion[name] = {**fusion[name], **attrs.asdict(normaliser)}
-    return recording_threshold(predictor.decide(probability, raw)["score"], target_fpr), {"fusion": fusion}
+    return predictor.decide(probability, raw)["score"], {"fusion": fusion}

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdcore.errors import ConfigError, KdcoreError
-from kdcore.incidents import OPEN_AFTER, QUIET_WINDOWS, IncidentTracker
+from kdcore.incidents import OPEN_AFTER, QUIET_WINDOWS, SURE_MARGIN, IncidentTracker
 from kdcore.quiet import quiet_libraries
 from kdcore.signals import Stopped, stop_on
 
@@ -498,6 +498,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print only the metrics, as JSON (progress goes to stderr)."),
     open_after: int = typer.Option(OPEN_AFTER, "--open-after", min=1, help="As in detect: alerting windows in a row that open an incident."),
     quiet_windows: int = typer.Option(QUIET_WINDOWS, "--quiet-windows", min=1, help="As in detect: windows without an alert that close an incident."),
+    sure_margin: float = typer.Option(SURE_MARGIN, "--sure-margin", min=0, help="As in detect: score spreads above the threshold at which one window opens an incident."),
 ) -> None:
     """Score a trained model on labelled data it was not trained with: metrics overall and per test set."""
     from rich.progress import track
@@ -514,7 +515,7 @@ def evaluate(
         metrics, windows = evaluate_model(
             detector, data, _capture_format(capture_format, layout), on_bad_rows,
             lambda sets: track(sets, description="evaluating", console=progress_console, transient=True),
-            IncidentTracker(open_after, quiet_windows),
+            IncidentTracker(open_after, quiet_windows, sure_margin),
         )
     except KdcoreError as error:
         _fail(error)
@@ -576,6 +577,8 @@ def detect(
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="With --bus: stop after this many seconds without a frame."),
     open_after: int = typer.Option(OPEN_AFTER, "--open-after", min=1, help="Alerting windows in a row that open an incident."),
     quiet_windows: int = typer.Option(QUIET_WINDOWS, "--quiet-windows", min=1, help="Windows in a row without an alert that close an incident."),
+    sure_margin: float = typer.Option(SURE_MARGIN, "--sure-margin", min=0,
+                                      help="Score spreads above the threshold at which one alerting window opens an incident alone (inf: never)."),
     verbose: bool = typer.Option(False, "--verbose", help="Also write a line per alerting window, not only when incidents open and close."),
 ) -> None:
     """Score live or replayed CAN traffic window by window; incidents as JSON lines, then a summary."""
@@ -634,7 +637,7 @@ def detect(
 
             if feeder is not None:
                 feeder.start()
-            summary = detector.detect(chunks, sink, show, verbose, IncidentTracker(open_after, quiet_windows))
+            summary = detector.detect(chunks, sink, show, verbose, IncidentTracker(open_after, quiet_windows, sure_margin))
     finally:
         stop_feed.set()
         if feeder is not None and feeder.is_alive():

@@ -46,7 +46,7 @@ from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.errors import KdcoreError
 from kdcore.export import TOLERANCE, OneWindow, sample_windows
 from kdcore.incidents import IncidentTracker, WindowVerdict, suspects
-from kdcore.metrics import AlertJudge
+from kdcore.metrics import AlertJudge, ScoreSpread
 from kdcore.plugins.modes.autoencoder import AutoencoderMode, check_score
 from kdcore.plugins.modes.normal import NormalMode
 from kdcore.signals import Stopped
@@ -104,6 +104,7 @@ class Detector:
         self.graph_node = data.get("graph_node", "can_id")
         self.preprocessing = Preprocessing.from_dict(data["preprocessing"])
         self.threshold = float(checkpoint.extra["threshold"])
+        self.spread = ScoreSpread.saved_in(checkpoint.extra)  # alerts' margins; None for a model saved before spreads
         self.score_window: Callable | None = None  # (x, id_token, edge_index) → score: the traced scorer, if any
         if checkpoint.model == "dqn":
             predictor, _ = FusionPredictor.from_checkpoint(engine, checkpoint_path)
@@ -187,8 +188,9 @@ class Detector:
         decided = time.perf_counter()
         alerting = scores >= self.threshold
         judged = self._judge_alerts(batch, alerting.nonzero().flatten(), graphs) if alerting.any() else {}
+        margins = self.spread.margins(scores, self.threshold).tolist() if self.spread is not None else [None] * len(scores)
         timed = graphs.timestamps  # without timestamps, start and end are the frames' positions in the capture
-        for index, (score, alert) in enumerate(zip(scores.tolist(), alerting.tolist())):
+        for index, (score, alert, margin) in enumerate(zip(scores.tolist(), alerting.tolist(), margins)):
             summary.windows += 1
             summary.latencies_ms.append((decided - arrived) * 1000)
             first, last = graphs.time_span[index].tolist()
@@ -196,7 +198,7 @@ class Detector:
             window = WindowVerdict(
                 index=summary.windows - 1, start=first if timed else int(first), end=last if timed else int(last),
                 unit="s" if timed else "frame", frames=self.window, score=score, alert=alert,
-                node_scores=node_scores, attack_class=attack_class, class_confidence=confidence,
+                node_scores=node_scores, attack_class=attack_class, class_confidence=confidence, margin=margin,
             )
             stream.window(window)
             if on_window is not None:
@@ -245,7 +247,8 @@ class _Stream:
             if self.verbose:
                 self.write([{"event_type": "window", "start": window.start, "end": window.end, "unit": window.unit,
                              self.node_field: [f"{can_id:03X}" for can_id in window.node_scores],
-                             "score": round(window.score, 6), "threshold": round(self.threshold, 6), "decision": "attack",
+                             "score": round(window.score, 6), "threshold": round(self.threshold, 6),
+                             "margin": None if window.margin is None else round(window.margin, 2), "decision": "attack",
                              "attack_class": window.attack_class,
                              "class_confidence": None if window.class_confidence is None else round(window.class_confidence, 4),
                              "suspects": suspects(window.node_scores)}])

@@ -81,7 +81,7 @@ def evaluate(
                 attacks.append(window_attack_names(prepared))
                 starts.append(graphs.time_span[:, 0])
                 records.setdefault(name, []).append(alert_record(prepared, scores[-1], detector.threshold, window,
-                                                                 detector.judge))
+                                                                 detector.judge, detector.spread))
             windows[name] = {"score": np.concatenate(scores), "label": np.concatenate(labels), "attack": np.concatenate(attacks),
                              "start": np.concatenate(starts)}
     for name, columns in windows.items():

@@ -70,8 +70,9 @@ class FusedWindow(nn.Module):
         self.sure = sure_level(predictor.sure_margin)
 
     def forward(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor):
+        from kdcore.fusion import fused_score, fusion_state, standing_alpha
+        from kdcore.metrics import log_odds
         from kdcore.plugins.modes.autoencoder import graph_scores
-        from kdcore.fusion import fused_score, fusion_state, log_odds, standing_alpha
 
         batch = torch.zeros_like(id_token)
         raw = graph_scores({"recon": self.vgae(x, id_token, edge_index, batch)[0]}, x, self.vgae.error_scale, batch, 1)

@@ -25,7 +25,7 @@ from kdcore.contracts import Evaluation
 from kdcore.data.graphset import labels_of
 from kdcore.errors import CheckpointError, KdcoreError
 from kdcore.layout import RunLayout
-from kdcore.metrics import AlertJudge, best_f1_threshold, evaluate_scores, training_vehicle_ids
+from kdcore.metrics import AlertJudge, ScoreSpread, best_f1_threshold, evaluate_scores, log_odds, robust_spread, training_vehicle_ids
 from kdcore.plugins.modes.autoencoder import SCORE, AutoencoderMode, check_score
 from kdcore.plugins.modes.fusion import ACTIONS, DECISION_LINE, STATE_FEATURES, FusionMode, find_inputs
 from kdcore.plugins.modes.normal import NormalMode
@@ -53,14 +53,7 @@ class ScoreNormaliser:
 
     @classmethod
     def fit(cls, normal_scores: torch.Tensor, threshold: float) -> ScoreNormaliser:
-        scores = normal_scores.double()
-        median = float(scores.median())
-        scale = float((scores - median).abs().median()) * 1.4826
-        if not scale > 0:
-            scale = float(scores.std()) if len(scores) > 1 else 0.0
-        if not scale > 0:
-            scale = max(abs(median), 1.0) * 1e-3
-        return cls(median=median, scale=scale, threshold=float(threshold))
+        return cls(median=float(normal_scores.double().median()), scale=robust_spread(normal_scores), threshold=float(threshold))
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
         """In float64: the fused score ranks windows by it, and on a vehicle the inputs were not
@@ -69,17 +62,6 @@ class ScoreNormaliser:
 
 
 IDENTITY = ScoreNormaliser(median=0.0, scale=1.0, threshold=0.0)  # on log-odds: the probability itself
-
-
-# How far p is kept off 0 and 1: float64's resolution near 1, so log-odds reach ±34.5. A confident
-# GAT can put a new vehicle's windows, and its threshold there, above 1 − 10⁻⁷.
-PROBABILITY_FLOOR = 1e-15
-
-
-def log_odds(probability: torch.Tensor | float) -> torch.Tensor:
-    """The GAT's raw score: log(p / (1 − p)), in float64, p kept off 0 and 1."""
-    p = torch.as_tensor(probability, dtype=torch.float64).clamp(PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-    return torch.log(p) - torch.log1p(-p)
 
 
 def fusion_state(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -482,7 +464,8 @@ class FusionTraining:
             logger.warning("fusion: the %s alone validates better (F1 %.3f) than the agent's mix (%.3f); the fused detector "
                            "decides as the %s", name, f1_at(val["score"], self.val["label"], threshold), mixed, name)
         judge = predictor.alert_judge(load_checkpoint(self.inputs["gat"].checkpoint).extra, training_vehicle_ids(run.datamodule))
-        evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold, judge=judge)
+        spread = ScoreSpread.fit(val["score"][self.val["label"] == 0], probabilities=True)  # the fused score is in [0, 1]
+        evaluation = evaluate_scores(predictor.scores, run.datamodule, threshold, {"score_spread": spread.to_dict()}, judge)
         histogram = torch.bincount(val["action"], minlength=len(self.actions)).tolist()
         fusion: dict[str, Any] = {
             "actions": list(self.actions),

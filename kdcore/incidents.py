@@ -2,7 +2,11 @@
 
 A window is judged on its own; an attack spans many windows. ``IncidentTracker`` opens an
 incident once ``open_after`` windows in a row alert (a lone alerting window is the kind of false
-alarm a threshold at ``target_fpr`` lets through about once in 1 / target_fpr windows), keeps it
+alarm a threshold at ``target_fpr`` lets through about once in 1 / target_fpr windows) — or at
+once on a window ``sure_margin`` or more score spreads above the threshold (its ``margin``, see
+``kdcore.metrics.ScoreSpread``), far beyond where a threshold's false alarms lie: an attack's
+first window holds only the frames after it began, often too few to alert, so waiting for a
+second alerting window after it cost a window's delay on most bursts. It keeps it
 open through gaps of fewer than ``quiet_windows`` windows without an alert, and closes it at the
 last alerting window. Each event is a plain dict, written by ``detect`` as one JSON line, so a SIEM
 can follow an attack live; the field names are documented in docs/deployment.md and stay.
@@ -23,6 +27,7 @@ from typing import Any
 import attrs
 
 OPEN_AFTER = 2  # alerting windows in a row that open an incident
+SURE_MARGIN = 8.0  # score spreads above the threshold at which one alerting window opens an incident alone
 QUIET_WINDOWS = 5  # windows in a row without an alert that close one
 SUSPECTS = 5  # IDs named per alert line
 
@@ -41,6 +46,7 @@ class WindowVerdict:
     node_scores: dict[int, float] = attrs.field(factory=dict)  # CAN ID → score; alerting windows only
     attack_class: str | None = None  # alerting windows of a model with attack classes (``kdcore.classes``)
     class_confidence: float | None = None
+    margin: float | None = None  # score spreads above the threshold (``ScoreSpread.margins``); None: the model has no spread
 
 
 def suspects(node_scores: dict[int, float], limit: int = SUSPECTS) -> list[dict[str, Any]]:
@@ -111,6 +117,7 @@ class IncidentTracker:
 
     open_after: int = attrs.field(default=OPEN_AFTER, validator=attrs.validators.ge(1))
     quiet_windows: int = attrs.field(default=QUIET_WINDOWS, validator=attrs.validators.ge(1))
+    sure_margin: float = attrs.field(default=SURE_MARGIN, validator=attrs.validators.ge(0))  # inf: never alone
     incidents: int = 0  # opened so far
     current: Incident | None = None
     pending: list[WindowVerdict] = attrs.field(factory=list)  # alerting windows in a row, not yet an incident
@@ -129,7 +136,8 @@ class IncidentTracker:
             self.quiet.clear()
             return []
         self.pending.append(window)
-        if len(self.pending) < self.open_after:
+        sure = window.margin is not None and window.margin >= self.sure_margin
+        if len(self.pending) < self.open_after and not sure:
             return []
         self.incidents += 1
         self.current = Incident(self.incidents, self.pending[0], self.pending[0])

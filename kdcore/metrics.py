@@ -77,6 +77,62 @@ def threshold_at_fpr(normal_scores: torch.Tensor, target_fpr: float) -> float:
     return float(torch.quantile(normal_scores.double(), 1.0 - target_fpr))
 
 
+# How far p is kept off 0 and 1: float64's resolution near 1, so log-odds reach ±34.5. A confident
+# GAT can put a new vehicle's windows, and its threshold there, above 1 − 10⁻⁷.
+PROBABILITY_FLOOR = 1e-15
+
+
+def log_odds(probability: torch.Tensor | float) -> torch.Tensor:
+    """A probability's log(p / (1 − p)), in float64, p kept off 0 and 1: the units in which a
+    GAT's (or a fused detector's) scores spread as evenly as a VGAE's errors do."""
+    p = torch.as_tensor(probability, dtype=torch.float64).clamp(PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def robust_spread(scores: torch.Tensor) -> float:
+    """1.4826 · the median absolute deviation (the standard deviation, for normal data, that a few
+    outliers do not move); the standard deviation where most scores tie, and a thousandth of the
+    median's size where all do — a spread is never zero."""
+    scores = scores.double()
+    median = float(scores.median())
+    spread = float((scores - median).abs().median()) * 1.4826
+    if not spread > 0:
+        spread = float(scores.std()) if len(scores) > 1 else 0.0
+    return spread if spread > 0 else max(abs(median), 1.0) * 1e-3
+
+
+@attrs.frozen
+class ScoreSpread:
+    """How widely a model's scores spread over attack-free windows (``robust_spread``), in
+    log-odds for a score that is a probability (the GAT's, the fused detector's), as they are for
+    an error (the VGAE's). A window's *margin* — how many spreads its score lies above the
+    threshold — says how surely it is an attack in units every model shares: an incident opens on
+    one window whose margin is wide enough (``kdcore.incidents``)."""
+
+    scale: float
+    log_odds: bool
+
+    @classmethod
+    def fit(cls, normal_scores: torch.Tensor, probabilities: bool) -> ScoreSpread:
+        """From attack-free windows' scores; ``probabilities``: they are probabilities, spread in log-odds."""
+        return cls(robust_spread(log_odds(normal_scores) if probabilities else normal_scores), probabilities)
+
+    def margins(self, scores: torch.Tensor | np.ndarray, threshold: float) -> np.ndarray:
+        """Each score's distance above ``threshold``, in spreads (negative below it)."""
+        scores = torch.as_tensor(scores, dtype=torch.float64)
+        units = log_odds if self.log_odds else (lambda values: torch.as_tensor(values, dtype=torch.float64))
+        return ((units(scores) - units(threshold)) / self.scale).numpy()
+
+    @classmethod
+    def saved_in(cls, extra: dict) -> ScoreSpread | None:
+        """The spread saved with a checkpoint (its ``extra``); None for one saved before spreads were."""
+        saved = extra.get("score_spread")
+        return None if saved is None else cls(float(saved["scale"]), bool(saved["log_odds"]))
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "log_odds": self.log_odds}
+
+
 def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor, target_fpr: float) -> float:
     """Among the thresholds that keep these windows' false-positive rate at ``target_fpr`` or
     below (at or above ``threshold_at_fpr`` of their normal ones), the one with the best F1; of
@@ -99,27 +155,30 @@ def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor, target_fpr: fl
 
 
 def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: float, representation: str,
-                      roles_score: Scorer | None = None) -> dict[str, float]:
-    """``threshold``: the score ``target_fpr`` of the validation normal windows reach. For the
-    agnostic representation also ``roles_threshold``: the same for those windows judged without
-    their profile, as a vehicle the model was not trained on is judged — the floor ``kdcore
-    calibrate`` keeps for another vehicle — scored by ``roles_score`` where the model scores
-    such windows its own way (the VGAE's error scale), else by ``score``."""
+                      roles_score: Scorer | None = None, probabilities: bool = False) -> dict:
+    """``threshold``: the score ``target_fpr`` of the validation normal windows reach, and
+    ``score_spread``: how widely they spread (``ScoreSpread``; ``probabilities``: the scores are
+    probabilities). For the agnostic representation also ``roles_threshold``: the same for those
+    windows judged without their profile, as a vehicle the model was not trained on is judged —
+    the floor ``kdcore calibrate`` keeps for another vehicle — scored by ``roles_score`` where
+    the model scores such windows its own way (the VGAE's error scale), else by ``score``."""
     loader = datamodule.loader(datamodule.normal(datamodule.val_set))
-    thresholds = {"threshold": threshold_at_fpr(score(loader), target_fpr)}
+    normal_scores = score(loader)
+    thresholds = {"threshold": threshold_at_fpr(normal_scores, target_fpr),
+                  "score_spread": ScoreSpread.fit(normal_scores, probabilities).to_dict()}
     if representation == "agnostic":
         without = (drop_profile(batch, 1.0) for batch in loader)
         thresholds["roles_threshold"] = threshold_at_fpr((roles_score or score)(without), target_fpr)
     return thresholds
 
 
-def evaluate_at_fitted_threshold(score: Scorer, run: Run, embed: Embedder | None = None,
-                                 node_scores: NodeScorer | None = None, roles_score: Scorer | None = None) -> Evaluation:
-    """What the built-in modes evaluate: thresholds fitted on validation normal windows at the
-    run's ``target_fpr`` (``fitted_thresholds``, saved with the model), attack classes on the
+def evaluate_at_fitted_threshold(score: Scorer, run: Run, embed: Embedder | None = None, node_scores: NodeScorer | None = None,
+                                 roles_score: Scorer | None = None, probabilities: bool = False) -> Evaluation:
+    """What the built-in modes evaluate: thresholds and the score spread fitted on validation normal
+    windows at the run's ``target_fpr`` (``fitted_thresholds``, saved with the model), attack classes on the
     model's window representation ``embed`` when the data names its attacks (saved as
     ``attack_classes``), then ``evaluate_scores``, judging the alerts with ``node_scores``."""
-    extra: dict = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation, roles_score)
+    extra: dict = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation, roles_score, probabilities)
     vehicle_ids = training_vehicle_ids(run.datamodule)
     classes = fit_attack_classes(embed, run.datamodule, run.config.representation, node_scores, vehicle_ids) if embed is not None else {}
     extra.update({key: fitted.to_dict() for key, fitted in classes.items()})
@@ -230,8 +289,10 @@ def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float
                     judge: AlertJudge | None = None) -> Evaluation:
     """Metrics over all test sets together, and for each named test set on its own; ``extra``
     is saved with the model beside the threshold. With a ``judge``, also how the alerts localise,
-    classify and merge into incidents (``alert_metrics``, with ``detect``'s incident settings)."""
+    classify and merge into incidents (``alert_metrics``, with ``detect``'s incident settings and
+    the ``score_spread`` in ``extra``)."""
     per_set, windows, all_scores, all_labels, all_names, records = {}, {}, [], [], [], []
+    spread = ScoreSpread.saved_in(extra or {})
     for name, graphs in datamodule.test_sets.items():
         scores = score(datamodule.loader(graphs))
         labels, names = graphs.labels, window_attack_names(graphs)
@@ -239,7 +300,7 @@ def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float
             per_set[name] = detection_metrics(scores, labels, threshold, names)
             windows[name] = {"score": scores.numpy(), "label": labels.numpy(), "attack": names, "start": graphs.time_span[:, 0].numpy()}
             if judge is not None:
-                records.append(alert_record(graphs, scores.numpy(), threshold, datamodule.config.window_size, judge,
+                records.append(alert_record(graphs, scores.numpy(), threshold, datamodule.config.window_size, judge, spread,
                                             datamodule.config.batch_size))
                 per_set[name].update(alert_metrics(records[-1:], IncidentTracker(), judge.class_names))
         all_scores.append(scores)
@@ -254,10 +315,12 @@ def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float
 
 
 def alert_record(graphs: GraphSet | MappedGraphSet, scores: np.ndarray, threshold: float, window: int, judge: AlertJudge,
-                 batch_size: int = 512) -> AlertRecord:
+                 spread: ScoreSpread | None = None, batch_size: int = 512) -> AlertRecord:
     """The windows of ``graphs`` as ``kdcore detect`` judges them, in order: the alerting ones with
-    their nodes' scores and attack class; with every window's label and attacked IDs."""
+    their nodes' scores, attack class and (with the model's ``spread``) margin; with every window's
+    label and attacked IDs."""
     alerting = np.flatnonzero(scores >= threshold).tolist()
+    margins = spread.margins(scores, threshold).tolist() if spread is not None else [None] * len(scores)
     per_node, classes = {}, {}
     for windows, batch in zip(_batched(alerting, batch_size), DataLoader(Subset(graphs, alerting), batch_size=batch_size)):
         scored = _nodes_by_id(graphs, windows, judge.node_scores(batch), batch.ptr)
@@ -268,11 +331,11 @@ def alert_record(graphs: GraphSet | MappedGraphSet, scores: np.ndarray, threshol
     unit = "s" if graphs.timestamps else "frame"
     labels = graphs.labels.numpy()
     verdicts, attacked = [], []
-    for index, (score, (first, last)) in enumerate(zip(scores.tolist(), graphs.time_span.tolist())):
+    for index, (score, margin, (first, last)) in enumerate(zip(scores.tolist(), margins, graphs.time_span.tolist())):
         attack_class, confidence = classes.get(index, (None, None))
         verdicts.append(WindowVerdict(index=index, start=first, end=last, unit=unit, frames=window, score=score,
                                       alert=index in per_node, node_scores=per_node.get(index, {}),
-                                      attack_class=attack_class, class_confidence=confidence))
+                                      attack_class=attack_class, class_confidence=confidence, margin=margin))
         if labels[index]:
             can_ids, node_attack = graphs.window_nodes(index)
             attacked.append(frozenset(can_ids[node_attack].tolist()))

@@ -23,6 +23,7 @@ from kdcore.data.windows import build_window_graphs
 from kdcore.detect import Detector
 from kdcore.errors import KdcoreError
 from kdcore.evaluate import evaluate
+from kdcore.metrics import ScoreSpread, robust_spread
 
 GAT = "automotive/tiny/supervised/gat/teacher/no-kd/normal/models/gat_normal.pth"
 VGAE = "automotive/tiny/unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth"
@@ -61,7 +62,7 @@ def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root,
     out = tmp_path / "calibrated.pth"
     record = calibrate(teacher_root / model, [recordings / "clean.csv"], out, target_fpr=0.05, engine=engine)
     assert record["frames"] == 2000 and record["windows"] == 40 and record["seconds"] > 0
-    assert record["fitted"] == ["roles only", "attack-class radius", "threshold"] and record["representation"] == "agnostic"
+    assert record["fitted"] == ["roles only", "attack-class radius", "threshold", "score spread"] and record["representation"] == "agnostic"
 
     detector = Detector(out, engine=engine)
     assert load_checkpoint(out).extra["calibration"] == record
@@ -71,6 +72,10 @@ def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root,
     scores = calibration_scores(detector, recordings / "clean.csv")
     assert detector.threshold == record["threshold"] >= record["threshold_on_recording"]
     assert float((scores >= record["threshold_on_recording"]).float().mean()) <= 0.05 + 1 / len(scores)
+    trained_spread = ScoreSpread.saved_in(load_checkpoint(teacher_root / model).extra)
+    assert detector.spread == ScoreSpread.fit(scores, probabilities=model == GAT) != trained_spread  # the new vehicle's
+    margins = torch.from_numpy(detector.spread.margins(scores, detector.threshold))
+    assert robust_spread(margins) == pytest.approx(1.0)  # a margin counts the recording's own spreads
 
     metrics, _ = evaluate(detector, [recordings / "test_01_dos"])  # the calibrated checkpoint evaluates like any
     assert metrics["windows"] == 40 and 0.0 <= metrics["fpr"] <= 1.0
@@ -79,7 +84,8 @@ def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root,
 def test_a_vocabulary_model_aliases_every_new_id_to_a_trained_one(engine, vocabulary_gat, recordings, tmp_path):
     out = tmp_path / "calibrated.pth"
     record = calibrate(vocabulary_gat, [recordings / "clean.csv"], out, engine=engine)
-    assert record["aliased_ids"] == 12 and record["fitted"] == ["CAN-ID aliases", "feature scaling", "attack-class radius", "threshold"]
+    assert record["aliased_ids"] == 12 and record["fitted"] == ["CAN-ID aliases", "feature scaling", "attack-class radius", "threshold",
+                                                                "score spread"]
     tokens = Detector(out, engine=engine).preprocessing.id_token(np.arange(0x100, 0x100 + 12 * 16, 16) + OTHER_IDS)
     assert (tokens > 0).all()  # every ID of the new vehicle maps to a trained ID, none is "unseen"
     preprocessing = Detector(out, engine=engine).preprocessing
@@ -92,7 +98,7 @@ def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_t
     trained = load_checkpoint(result.checkpoint).extra
     out = tmp_path / "calibrated.pth"
     record = calibrate(result.checkpoint, [recordings / "clean.csv"], out, engine=engine)
-    assert record["fitted"] == ["roles only", "attack-class radius", "threshold"]
+    assert record["fitted"] == ["roles only", "attack-class radius", "threshold", "score spread"]
     assert record["trained"]["roles_threshold"] == trained["roles_threshold"]
     assert record["threshold"] == max(record["threshold_on_recording"], trained["roles_threshold"])
     assert len(Detector(out, engine=engine).preprocessing.vocabulary) == 0

@@ -55,6 +55,9 @@ def test_replayed_alerts_cover_the_attack_windows(engine, teacher_root):
     assert len(alerted - attack_spans) <= 0.35 * len(alerted), "few alerts on normal windows"
     assert all(r["decision"] == "attack" and r["score"] >= r["threshold"] and r["can_ids"] and r["unit"] == "s" for r in records)
     assert all({s["can_id"] for s in r["suspects"]} <= set(r["can_ids"]) and r["suspects"] for r in records)
+    expected = detector.spread.margins(np.array([r["score"] for r in records]), detector.threshold)
+    assert [r["margin"] for r in records] == pytest.approx(expected, abs=0.01)  # spreads above the threshold, all >= 0
+    assert min(r["margin"] for r in records) >= 0 and max(r["margin"] for r in records) > 1
 
 
 def test_a_capture_without_timestamps_alerts_by_frame_position(engine, teacher_root):

@@ -99,6 +99,8 @@ def test_the_incident_settings_are_detects(teacher_root):
     model, dos = str(teacher_root / GAT / "models" / "gat_normal.pth"), str(teacher_root / "data" / "tiny" / "test_01_dos")
     runner = CliRunner()
     default = json.loads(runner.invoke(app, ["evaluate", model, dos, "--json"]).stdout)["incidents"]
-    strict = json.loads(runner.invoke(app, ["evaluate", model, dos, "--json", "--open-after", "50"]).stdout)["incidents"]
+    strict, alone = (json.loads(runner.invoke(app, ["evaluate", model, dos, "--json", "--open-after", "50", "--sure-margin", margin]).stdout)["incidents"]
+                     for margin in ("inf", "0"))
     assert default["detected_bursts"] == 1 and strict["detected_bursts"] == 0  # the burst is 6 windows: never 50 in a row
+    assert alone["detected_bursts"] == 1  # ... but any alerting window is at least 0 spreads above the threshold
     assert strict["listed"] == [] and strict["bursts"] == default["bursts"] == 1

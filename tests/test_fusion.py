@@ -18,8 +18,8 @@ from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.errors import IncompatibleError, KdcoreError
 from kdcore.models import build_model
 from kdcore.models.dqn import DQN
-from kdcore.fusion import FusionPredictor, ScoreNormaliser, fused_score, log_odds, rewards
-from kdcore.metrics import threshold_at_fpr
+from kdcore.fusion import FusionPredictor, ScoreNormaliser, fused_score, rewards
+from kdcore.metrics import ScoreSpread, log_odds, threshold_at_fpr
 from kdcore.plugins.modes.fusion import ACTIONS, STATE_FEATURES, find_inputs, input_candidates
 from kdcore.plugins.validation import FUSION_KD_MESSAGE
 
@@ -89,6 +89,8 @@ def test_fusion_trains_and_writes_complete_artifacts(engine, fusion_root, fusion
     vgae = load_checkpoint(fusion["vgae"]["path"]).extra
     assert checkpoint.extra["data"] == vgae["data"]
     assert fusion["vgae"]["threshold"] == pytest.approx(vgae["threshold"], rel=1e-5)  # v = 0.5 at the VGAE's own threshold
+    spread = ScoreSpread.saved_in(checkpoint.extra)
+    assert spread.log_odds and spread.scale > 0  # the fused score, a value in [0, 1], spreads in log-odds
     rows = (layout.logs / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,train_loss") and len(rows) == 2  # one epoch
 
@@ -380,6 +382,7 @@ def test_calibrating_fusion_calibrates_its_inputs_and_its_fused_threshold(engine
     scores = detector.score(DataLoader(detector.preprocessing.apply(build_window_graphs(
         node_keys(read_capture(clean), "can_id"), detector.window, detector.window)), batch_size=64))
     assert float((scores >= threshold).float().mean()) <= 0.05 + 1 / len(scores)
+    assert detector.spread == ScoreSpread.fit(scores, probabilities=True)  # alerts' margins in this vehicle's spreads
 
 
 def test_the_fused_threshold_is_the_lowest_that_flags_the_best_windows():

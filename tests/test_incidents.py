@@ -3,9 +3,11 @@
 import attrs
 import numpy as np
 import pytest
+import torch
 
 from kdcore.alert_metrics import AlertRecord, alert_metrics, bursts
 from kdcore.incidents import IncidentTracker, WindowVerdict, suspects
+from kdcore.metrics import ScoreSpread
 
 INCIDENT_FIELDS = {"event_type", "incident", "start", "end", "unit", "windows", "frames", "peak_score", "attack_class",
                    "class_confidence", "suspects"}
@@ -32,6 +34,42 @@ def test_an_incident_opens_after_alerts_in_a_row_survives_short_gaps_and_closes_
     assert (first_close["incident"], first_close["windows"], first_close["frames"]) == (1, 4, 500)  # windows 3-7, the quiet 5 included
     assert first_close["start"] == pytest.approx(0.15) and first_close["end"] == pytest.approx(0.399)
     assert events[2][1]["incident"] == 2 and events[2][1]["windows"] == 2
+
+
+def test_a_window_far_enough_above_the_threshold_opens_an_incident_alone():
+    margins = [None, 9.0, None, 3.9, None, None, None, None, 4.0]  # windows 1, 3 and 8 alert alone
+    windows = [attrs.evolve(window, margin=margin) for window, margin in zip(stream(".#.#....#"), margins)]
+
+    def opened(sure_margin, windows=windows):
+        events = IncidentTracker(open_after=2, quiet_windows=1, sure_margin=sure_margin).run(windows)
+        return [round(event["start"], 3) for event in events if event["event_type"] == "incident_open"]
+
+    assert opened(4.0) == [0.05, 0.4]
+    assert opened(3.0) == [0.05, 0.15, 0.4]
+    assert opened(float("inf")) == []  # never alone
+    assert opened(0.0, [attrs.evolve(window, margin=None) for window in windows]) == []  # a model saved without a score spread
+
+
+def test_a_margin_counts_attack_free_spreads_in_log_odds_for_a_probability():
+    log_odds = torch.tensor([-6.0, -5.0, -4.0, -5.0, -6.0, 30.0], dtype=torch.float64)  # one far outlier
+    spread = ScoreSpread.fit(torch.sigmoid(log_odds), probabilities=True)
+    assert spread.scale == pytest.approx(1.4826)  # the median absolute deviation is 1: the outlier does not move it
+    threshold = float(torch.sigmoid(torch.tensor(-3.0, dtype=torch.float64)))
+    scores = torch.sigmoid(torch.tensor([-3.0, -3.0 + 3 * 1.4826, 20.0], dtype=torch.float64))
+    assert spread.margins(scores, threshold) == pytest.approx([0.0, 3.0, 23 / 1.4826])
+    errors = ScoreSpread.fit(torch.tensor([1.0, 2.0, 3.0]), probabilities=False)  # a VGAE's error: as it is
+    assert errors.margins(np.array([2.0, 5.0]), 2.0) == pytest.approx([0.0, 3 / 1.4826])
+    assert ScoreSpread.saved_in({"score_spread": errors.to_dict()}) == errors and ScoreSpread.saved_in({}) is None
+
+
+def test_a_sure_first_window_shortens_time_to_detect():
+    labels = np.array([0, 1, 1, 1, 1, 0])
+    windows = [attrs.evolve(window, margin=margin) for window, margin in zip(stream("..###."), [None, None, 12.0, 1.0, 1.0, None])]
+    record = AlertRecord(windows, labels, np.where(labels == 1, "dos", "normal"), [frozenset({0x0C5})] * 6,
+                         np.where(labels == 1, [w.start for w in windows], np.nan))
+    delays = [alert_metrics([record], IncidentTracker(sure_margin=margin))["incidents"]["time_to_detect_windows_median"]
+              for margin in (4.0, float("inf"))]
+    assert delays == [1.0, 2.0]  # the burst's first window (1) holds too few attack frames to alert
 
 
 def test_suspects_rank_ids_by_their_share_of_each_windows_evidence():

@@ -92,7 +92,7 @@ class NormalMode(TrainingMode):
 
         return evaluate_at_fitted_threshold(lambda loader: self.attack_probabilities(model, loader), run,
                                             lambda batch: self.window_embeddings(model, batch),
-                                            lambda batch: self.node_scores(model, batch))
+                                            lambda batch: self.node_scores(model, batch), probabilities=True)
 
 
 def gradient_x_input(model, batch, differentiable: bool) -> torch.Tensor:
