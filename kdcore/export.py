@@ -67,22 +67,24 @@ class FusedWindow(nn.Module):
         self.normalisers = predictor.normalisers
         self.register_buffer("actions", predictor.actions.clone())
         self.deferred_alpha = None if predictor.deferred_to is None else DEFERRED_ALPHA[predictor.deferred_to]
+        self.sure_margin = predictor.sure_margin
         self.sure = sure_level(predictor.sure_margin)
 
     def forward(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor):
-        from kdcore.fusion import fused_score, fusion_state, standing_alpha
+        from kdcore.fusion import alone_score, fused_score, fusion_state, standing_alpha
         from kdcore.metrics import log_odds
         from kdcore.plugins.modes.autoencoder import graph_scores
 
         batch = torch.zeros_like(id_token)
         raw = graph_scores({"recon": self.vgae(x, id_token, edge_index, batch)[0]}, x, self.vgae.error_scale, batch, 1)
-        v = self.normalisers["vgae"](raw)
-        p = self.normalisers["gat"](log_odds(torch.softmax(self.gat(x, id_token, edge_index, batch).float(), -1)[:, 1]))
+        v_spreads = self.normalisers["vgae"].spreads(raw)
+        p_spreads = self.normalisers["gat"].spreads(log_odds(torch.softmax(self.gat(x, id_token, edge_index, batch).float(), -1)[:, 1]))
+        p, v = torch.sigmoid(p_spreads), torch.sigmoid(v_spreads)
         if self.deferred_alpha is None:
             alpha = standing_alpha(self.actions[self.dqn(fusion_state(p, v)).argmax(-1)], p, v, self.sure)
         else:
             alpha = torch.full_like(p, self.deferred_alpha)
-        return fused_score(alpha, p, v), p, v, alpha
+        return alone_score(fused_score(alpha, p, v), alpha, p_spreads, v_spreads, self.sure_margin), p, v, alpha
 
 
 INPUTS = ("x", "id_token", "edge_index")

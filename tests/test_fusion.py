@@ -149,6 +149,7 @@ def test_a_fusion_that_validates_below_an_input_defers_to_it():
 def test_a_deferring_fusion_checkpoint_scores_its_input_alone(engine, fusion_root, fusion_run, tmp_path):
     from kdcore.checkpoint import save_checkpoint
     from kdcore.export import TOLERANCE, export_checkpoint, sample_windows
+    from kdcore.fusion import sure_level
 
     checkpoint = load_checkpoint(fusion_run.checkpoint)
     assert "deferred_to" in checkpoint.extra["fusion"]
@@ -157,13 +158,16 @@ def test_a_deferring_fusion_checkpoint_scores_its_input_alone(engine, fusion_roo
     predictor, _ = FusionPredictor.from_checkpoint(engine, tmp_path / "deferring.pth")
     run = engine.build(engine.plan(tiny_config(fusion_root, mode="fusion")))
     parts = predictor.components(run.datamodule.loader(run.datamodule.test_sets["test_01_dos"]))
-    assert torch.all(parts["alpha"] == 1.0) and torch.equal(parts["score"], parts["p"])
+    sure = sure_level(predictor.sure_margin)  # beyond it the score is re-expressed (``alone_score``), not moved across it
+    assert torch.all(parts["alpha"] == 1.0) and torch.equal(parts["score"] >= sure, parts["p"] >= sure)
+    below = parts["p"] < sure
+    assert torch.equal(parts["score"][below], parts["p"][below]) and below.any() and not below.all()
     assert torch.all(torch.tensor(ACTIONS)[parts["action"]] == 1.0)
     assert export_checkpoint(tmp_path / "deferring.pth", "torchscript", tmp_path / "deferring.pt", engine=engine).max_abs_diff <= TOLERANCE
     exported = torch.jit.load(str(tmp_path / "deferring.pt"))
     for window in sample_windows(checkpoint, count=3):
         score, p, _, alpha = exported(*window)
-        assert torch.all(alpha == 1.0) and torch.equal(score, p)
+        assert torch.all(alpha == 1.0) and (torch.equal(score, p) if p < sure else sure <= score < 1.0)
 
 
 def test_an_input_beyond_its_sure_margin_decides_whatever_the_agents_weight():
@@ -336,6 +340,26 @@ def test_windows_far_above_an_uncalibrated_threshold_keep_their_order_in_the_fus
     assert p.float().unique().numel() == 1 and p[0] < p[1]
     score = fused_score(torch.tensor([1.0, 1.0]), p, torch.zeros(2, dtype=torch.float64))
     assert score[0] < score[1]
+
+
+def test_windows_an_input_decides_alone_keep_their_order_beyond_float64s_sigmoid():
+    """Before calibration, seed 2's GAT input put yaris09's windows 40-odd spreads above its
+    threshold, where the float64 sigmoid is exactly 1: standing alone, it ranked them at 0.90."""
+    from kdcore.fusion import alone_score
+
+    normaliser = ScoreNormaliser(median=0.0, scale=0.5, threshold=0.0)
+    spreads = normaliser.spreads(torch.tensor([2.0, 3.0, 20.0, 25.0], dtype=torch.float64))  # 4, 6, 40 and 50 spreads
+    p, v = torch.sigmoid(spreads), torch.full((4,), 0.1, dtype=torch.float64)
+    assert p[2] == p[3] == 1.0, "the sigmoid cannot tell them apart"
+    alpha = torch.tensor([1.0, 0.5, 1.0, 1.0])
+    mixed = fused_score(alpha, p, v)
+    score = alone_score(mixed, alpha, spreads, torch.full((4,), -10.0, dtype=torch.float64), margin=8.0)
+    assert score[1] == mixed[1] and score[0] == p[0], "below the margin, or mixed: the fused score as it was"
+    assert mixed[1] < 0.9 < score[2] < score[3] < 1.0, "beyond it: apart, on the same side of any threshold below it"
+    at_margin = alone_score(torch.sigmoid(torch.tensor([8.0], dtype=torch.float64)), torch.ones(1), torch.tensor([8.0]),
+                            torch.zeros(1), margin=8.0)
+    assert at_margin == pytest.approx(float(torch.sigmoid(torch.tensor(8.0))))  # it meets the sigmoid there
+    assert torch.equal(alone_score(mixed, alpha, spreads, spreads, margin=None), mixed), "no margin: as it was"
 
 
 def test_reward_favours_right_decisions_and_balances_classes():
