@@ -33,7 +33,8 @@ top suspect is an attacked ID, over every model and vehicle, on the attacks that
 (DoS, spoofing, replay); ``class_accuracy_min``: the lowest attack-class accuracy of detected
 windows over every model and vehicle, on the attacks trained on; ``incident_localisation_min_top1``
 and ``incident_class_accuracy_min``: the same over incidents (their suspects and their class, what
-an analyst reads). Each set's figures also say how
+an analyst reads); ``incident_delay_windows_max``: the highest median time-to-detect of a set, in
+windows from a burst's first window to the one that opens its incident. Each set's figures also say how
 its alerts localise, classify and merge into incidents (``alerts``).
 """
 
@@ -246,6 +247,8 @@ def headline(vehicles: dict | None, road: dict | None) -> dict:
                                   ("incident_class_accuracy_min", "incident_class_accuracy", trained_on)):
             present = [figures[share] for figures in group if figures.get(share) is not None]
             keys[key] = min(present) if present else None
+        delays = [figures["delay_windows"] for _, figures in alerts if figures.get("delay_windows") is not None]
+        keys["incident_delay_windows_max"] = max(delays) if delays else None  # the slowest set's median time-to-detect
     if road and "gat_teacher" in road:
         gat_sets = [(test, m["f1"]) for name in ("gat_teacher", "gat_student_kd") for test, m in road[name]["test_sets"].items()]
         keys["road_min_f1_gat"] = min(f1 for _, f1 in gat_sets)

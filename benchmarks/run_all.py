@@ -7,7 +7,7 @@ The headline keys come first — ``graph_build_frames_per_s``, ``kd_overhead_rat
 ``data_inspect_68k_rows_s``, ``soak_rss_growth``, ``soak_frames_per_s``, ``study_parallel_speedup``, and the transfer keys (``transfer_min_auroc_before``, ``transfer_min_f1_after``,
 ``transfer_max_fpr_after``, ``calibration_seconds_max``, ``road_min_f1_gat``, ``road_min_f1_gat_trained_signals``,
 ``localisation_min_top1``, ``class_accuracy_min``, ``incident_localisation_min_top1``,
-``incident_class_accuracy_min``) — then each
+``incident_class_accuracy_min``, ``incident_delay_windows_max``) — then each
 script's full output under its own name, and the machine. Each script runs in a fresh process, so
 one's memory does not count against the next; they run one after another, so they do not compete
 for cores.
@@ -39,7 +39,7 @@ SCRIPTS = {
 DEMO_ROOT = Path("experiments/demo")
 TRANSFER_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer_max_fpr_after", "calibration_seconds_max", "road_min_f1_gat",
                  "road_min_f1_gat_trained_signals", "localisation_min_top1", "class_accuracy_min", "incident_localisation_min_top1",
-                 "incident_class_accuracy_min")
+                 "incident_class_accuracy_min", "incident_delay_windows_max")
 
 
 def run_script(args: list[str]) -> dict:
