@@ -6,7 +6,7 @@ alarm a threshold at ``target_fpr`` lets through about once in 1 / target_fpr wi
 once on a window ``sure_margin`` or more score spreads above the threshold (its ``margin``, see
 ``kdcore.metrics.ScoreSpread``), far beyond where a threshold's false alarms lie: an attack's
 first window holds only the frames after it began, often too few to alert, so waiting for a
-second alerting window after it cost a window's delay on most bursts. It keeps it
+second alerting window after it cost a window's delay on many bursts (docs/deployment.md). It keeps it
 open through gaps of fewer than ``quiet_windows`` windows without an alert, and closes it at the
 last alerting window. Each event is a plain dict, written by ``detect`` as one JSON line, so a SIEM
 can follow an attack live; the field names are documented in docs/deployment.md and stay.

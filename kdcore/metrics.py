@@ -119,9 +119,10 @@ class ScoreSpread:
 
     def margins(self, scores: torch.Tensor | np.ndarray, threshold: float) -> np.ndarray:
         """Each score's distance above ``threshold``, in spreads (negative below it)."""
-        scores = torch.as_tensor(scores, dtype=torch.float64)
-        units = log_odds if self.log_odds else (lambda values: torch.as_tensor(values, dtype=torch.float64))
-        return ((units(scores) - units(threshold)) / self.scale).numpy()
+        scores, threshold = torch.as_tensor(scores, dtype=torch.float64), torch.tensor(threshold, dtype=torch.float64)
+        if self.log_odds:
+            scores, threshold = log_odds(scores), log_odds(threshold)
+        return ((scores - threshold) / self.scale).numpy()
 
     @classmethod
     def saved_in(cls, extra: dict) -> ScoreSpread | None:
