@@ -26,15 +26,23 @@ def test_an_attack_capture_is_cut_in_time_order_on_window_boundaries():
     label = np.zeros(10_000, np.uint8)
     label[6_050:8_020:7] = 1  # one attack span, frames 6050-8015
     parts = attack_parts(label, window=100, val=0.15)
-    assert [split for split, *_ in parts] == ["train", "val", "train", "test"]
+    assert [split for split, *_ in parts] == ["train", "val", "train", "val", "train", "val", "train", "test"]
     assert [first for _, first, _ in parts] == [0, *[end for *_, end in parts[:-1]]]  # contiguous, in order
     assert parts[-1][2] == 10_000 and all(first % 100 == 0 for _, first, _ in parts)
     a, b = 6_000, 8_100  # the window boundaries around the attack
-    assert parts[0][2] == round(a * 0.85 / 100) * 100  # most of the attack-free prefix trains
-    test_first = parts[3][1]
+    prefix_val = [(first, min(end, a)) for split, first, end in parts if split == "val"]
+    assert [end for _, end in prefix_val] == [2_000, 4_000, 6_000], "each third of the prefix ends in validation"
+    assert sum(end - first for first, end in prefix_val) == 0.15 * a  # most of the attack-free prefix trains
+    test_first = parts[-1][1]
     assert test_first == round((a + (1 - TEST_SHARE) * (b - a)) / 100) * 100
-    for split, first, end in parts[1:]:  # validation, training and test all see the attack
+    for split, first, end in parts[-3:]:  # validation, training and test all see the attack
         assert label[first:end].any(), split
+
+
+def test_an_attack_at_a_captures_start_leaves_no_prefix_to_validate_on():
+    label = np.zeros(1_000, np.uint8)
+    label[:600] = 1
+    assert attack_parts(label, window=100, val=0.15) == [("val", 0, 100), ("train", 100, 400), ("test", 400, 1_000)]
 
 
 def test_a_capture_without_attacks_trains_and_validates():
