@@ -541,6 +541,7 @@ def calibrate(
     normal: list[Path] = typer.Option(..., "--normal", help="An attack-free capture of the target vehicle, or a folder of them; repeat for more."),
     out: Path = typer.Option(..., "--out", help="Where to write the calibrated checkpoint (a fused detector's inputs go beside it)."),
     target_fpr: Optional[float] = typer.Option(None, "--target-fpr", help="False-positive rate to fit the threshold at (default: the model's target_fpr)."),
+    headroom: Optional[float] = typer.Option(None, "--headroom", help="Score spreads to raise the threshold above the recording's quantile, room for the vehicle's other drives (default 0.5)."),
     capture_format: Optional[str] = FormatOption,
     layout: Optional[Path] = LayoutOption,
     on_bad_rows: str = BadRowsOption,
@@ -551,7 +552,8 @@ def calibrate(
 
     quiet_libraries()
     try:
-        record = calibrate_model(model, normal, out, target_fpr, _capture_format(capture_format, layout), on_bad_rows)
+        record = calibrate_model(model, normal, out, target_fpr, _capture_format(capture_format, layout), on_bad_rows,
+                                 headroom=headroom)
     except KdcoreError as error:
         _fail(error)
     if as_json:

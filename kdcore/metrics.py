@@ -124,6 +124,12 @@ class ScoreSpread:
             scores, threshold = log_odds(scores), log_odds(threshold)
         return ((scores - threshold) / self.scale).numpy()
 
+    def raised(self, threshold: float, spreads: float) -> float:
+        """``threshold`` moved ``spreads`` spreads up (in log-odds for a probability)."""
+        if self.log_odds:
+            return float(torch.sigmoid(log_odds(threshold) + spreads * self.scale))
+        return threshold + spreads * self.scale
+
     @classmethod
     def saved_in(cls, extra: dict) -> ScoreSpread | None:
         """The spread saved with a checkpoint (its ``extra``); None for one saved before spreads were."""

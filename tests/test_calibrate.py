@@ -12,7 +12,7 @@ from torch_geometric.loader import DataLoader
 from typer.testing import CliRunner
 
 from conftest import tiny_capture, tiny_config
-from kdcore.calibrate import MAX_MIN_FRAMES, calibrate, minimum_frames, recording_threshold
+from kdcore.calibrate import HEADROOM, MAX_MIN_FRAMES, calibrate, minimum_frames, recording_threshold
 from kdcore.checkpoint import load_checkpoint
 from kdcore.classes import AttackClasses
 from kdcore.cli import app
@@ -70,12 +70,16 @@ def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root,
     assert np.array_equal(detector.preprocessing.vehicle_ids, recorded)  # where alerts find a suspect foreign
     assert np.array_equal(detector.judge.vehicle_ids, recorded)
     scores = calibration_scores(detector, recordings / "clean.csv")
-    assert detector.threshold == record["threshold"] >= record["threshold_on_recording"]
+    assert detector.threshold == record["threshold"] >= record["threshold_with_headroom"] > record["threshold_on_recording"]
     assert float((scores >= record["threshold_on_recording"]).float().mean()) <= 0.05 + 1 / len(scores)
     trained_spread = ScoreSpread.saved_in(load_checkpoint(teacher_root / model).extra)
     assert detector.spread == ScoreSpread.fit(scores, probabilities=model == GAT) != trained_spread  # the new vehicle's
     margins = torch.from_numpy(detector.spread.margins(scores, detector.threshold))
     assert robust_spread(margins) == pytest.approx(1.0)  # a margin counts the recording's own spreads
+    # the headroom: the recording's quantile raised by HEADROOM of the recording's own spreads
+    assert record["headroom_spreads"] == HEADROOM > 0
+    headroom = detector.spread.margins(np.array([record["threshold_with_headroom"]]), record["threshold_on_recording"])
+    assert headroom[0] == pytest.approx(HEADROOM)
 
     metrics, _ = evaluate(detector, [recordings / "test_01_dos"])  # the calibrated checkpoint evaluates like any
     assert metrics["windows"] == 40 and 0.0 <= metrics["fpr"] <= 1.0
@@ -100,7 +104,7 @@ def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_t
     record = calibrate(result.checkpoint, [recordings / "clean.csv"], out, engine=engine)
     assert record["fitted"] == ["roles only", "attack-class radius", "threshold", "score spread"]
     assert record["trained"]["roles_threshold"] == trained["roles_threshold"]
-    assert record["threshold"] == max(record["threshold_on_recording"], trained["roles_threshold"])
+    assert record["threshold"] == max(record["threshold_with_headroom"], trained["roles_threshold"])
     assert len(Detector(out, engine=engine).preprocessing.vocabulary) == 0
     calibrated = load_checkpoint(out).extra  # attack classes of windows judged by roles, as the new vehicle's are
     assert trained["attack_classes"] != trained["roles_attack_classes"]
@@ -166,6 +170,14 @@ def test_several_recordings_calibrate_together_from_the_command_line(teacher_roo
     assert plain.exit_code == 0 and f"attack-class radius ×{load_checkpoint(out).extra['calibration']['class_radius_scale']:.2f}" in plain.stdout
     refused = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "short.csv"), "--out", str(out)])
     assert refused.exit_code == 2 and "too few to calibrate on" in refused.output
+    exact = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "clean.csv"), "--out", str(out),
+                                     "--headroom", "0", "--json"])
+    record = json.loads(exact.stdout)  # no headroom: the recording's quantile itself
+    assert record["headroom_spreads"] == 0 and record["threshold_with_headroom"] == record["threshold_on_recording"]
+    negative = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "clean.csv"),
+                                        "--out", str(tmp_path / "negative.pth"), "--headroom", "-1"])
+    assert negative.exit_code == 2 and "--headroom must be 0 or more score spreads, got -1.0" in negative.output
+    assert not (tmp_path / "negative.pth").exists()
 
 
 def test_vocabulary_calibration_aliases_unseen_ids_to_the_training_id_most_alike():

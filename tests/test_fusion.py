@@ -399,7 +399,7 @@ def test_calibrating_fusion_calibrates_its_inputs_and_its_fused_threshold(engine
     assert predictor.sure_margin == load_checkpoint(fusion_run.checkpoint).extra["fusion"]["sure_margin"] == 8.0, \
         "the margin is in the inputs' own spreads: it carries to the calibrated vehicle"
     detector = Detector(out, engine=engine)
-    assert threshold == record["threshold"] == detector.threshold == max(record["threshold_on_recording"], 0.5)
+    assert threshold == record["threshold"] == detector.threshold == max(record["threshold_with_headroom"], 0.5)
     gat = load_checkpoint(tmp_path / "fusion-calibrated-gat.pth").extra  # the fused detector's classes: its calibrated GAT's
     assert detector.judge.classes.to_dict() == gat["attack_classes"]
     assert gat["attack_classes"]["radius_scale"] == gat["calibration"]["class_radius_scale"] >= 1.0

@@ -60,6 +60,9 @@ def test_a_margin_counts_attack_free_spreads_in_log_odds_for_a_probability():
     errors = ScoreSpread.fit(torch.tensor([1.0, 2.0, 3.0]), probabilities=False)  # a VGAE's error: as it is
     assert errors.margins(np.array([2.0, 5.0]), 2.0) == pytest.approx([0.0, 3 / 1.4826])
     assert ScoreSpread.saved_in({"score_spread": errors.to_dict()}) == errors and ScoreSpread.saved_in({}) is None
+    # a threshold raised by some spreads lies that many spreads above, in the same units
+    assert spread.raised(threshold, 0.5) == pytest.approx(float(torch.sigmoid(torch.tensor(-3.0 + 0.5 * 1.4826))))
+    assert errors.raised(2.0, 2.0) == pytest.approx(2.0 + 2 * 1.4826) and errors.raised(2.0, 0.0) == 2.0
 
 
 def test_a_sure_first_window_shortens_time_to_detect():
