@@ -563,7 +563,8 @@ def calibrate(
     radius = f" ×{record['class_radius_scale']:.2f}" if "class_radius_scale" in record else ""
     fitted = [f"{item}{radius}" if item == "attack-class radius" else item for item in record["fitted"]]
     typer.echo(f"calibrated on {record['frames']:,} frames ({record['windows']} windows{seconds}): "
-               f"{', '.join(fitted)}; threshold {record['threshold']:.4g} at target FPR {record['target_fpr']:g}")
+               f"{', '.join(fitted)}; threshold {record['threshold']:.4g} at target FPR {record['target_fpr']:g}, "
+               f"headroom {record['headroom_spreads']:g} score spreads")
     typer.echo(f"written: {out}")
 
 
