@@ -44,7 +44,7 @@ from kdcore.data.formats.base import CaptureFormat
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs, node_keys
-from kdcore.detect import model_embedder, model_scorer
+from kdcore.detect import model_embedder, model_scorer, scoring_mode
 from kdcore.errors import KdcoreError
 from kdcore.metrics import ScoreSpread
 from kdcore.plugins.modes.autoencoder import check_score
@@ -166,12 +166,13 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
     preprocessing = Preprocessing.from_dict(checkpoint.extra["data"]["preprocessing"]).calibrated(graphs)
     loader = DataLoader(preprocessing.apply(graphs), batch_size=BATCH_WINDOWS)
     extra: dict[str, Any] = {}
+    fitted_on = scoring_mode(checkpoint.model).window_embedding
     if preprocessing.representation == "vocabulary":
         fitted = ["CAN-ID aliases", "feature scaling"]
-        classes = AttackClasses.saved_in(checkpoint.extra)
+        classes = AttackClasses.saved_in(checkpoint.extra, fitted_on)
     else:
         fitted = ["roles only"]  # and the classes of windows judged by roles, as this vehicle's are
-        classes = AttackClasses.from_dict(checkpoint.extra["roles_attack_classes"]) if "roles_attack_classes" in checkpoint.extra else None
+        classes = AttackClasses.saved_in(checkpoint.extra, fitted_on, "roles_attack_classes")
     if checkpoint.model == "dqn":
         normal_scores, fusion = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr, headroom)
         extra.update(fusion)

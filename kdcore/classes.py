@@ -1,7 +1,8 @@
 """Which attack an alert is: the nearest attack class in the detector's own window representation.
 
 A trained detector already separates attacks from normal traffic; its window representation (the
-GAT's pooled nodes, the VGAE's mean latent) also tells attacks apart. ``AttackClasses`` is fitted
+GAT's pooled nodes, the VGAE's most suspicious node) also tells attacks apart; the classes keep
+the name of the representation they were fitted on (``fitted_on``) and serve only that one. ``AttackClasses`` is fitted
 after training on the attack windows of the training and validation splits, whose attack names
 the dataset gives (folder or file names, textual labels, sidecars): each class is the mean of its
 windows' standardised representations. A window goes to the nearest class mean, with confidence
@@ -31,6 +32,7 @@ vehicle varies less). Which class is nearest, and how confidently, does not chan
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +40,7 @@ import attrs
 import numpy as np
 
 UNKNOWN = "unknown"
+LEGACY_REPRESENTATION = "pooled nodes"  # what classes saved before ``fitted_on`` was recorded were fitted on
 MIN_CONFIDENCE = 0.5
 RADIUS_QUANTILE = 0.99
 MIN_CUE_SHARE = 0.1  # a class is ruled out for a cue fewer than this share of its training windows showed
@@ -71,13 +74,14 @@ class AttackClasses:
     foreign_share: np.ndarray | None = None  # (classes,) share of windows showing foreign IDs injected; NaN: no cue seen
     normal_spread: float | None = None  # median distance of the training vehicle's normal windows from their mean
     radius_scale: float = 1.0  # how much wider the vehicle calibrated on spreads; the radius grows by it
+    fitted_on: str = LEGACY_REPRESENTATION  # the window representation (``TrainingMode.window_embedding``)
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, names: np.ndarray, cues: np.ndarray | None = None,
-            normal_embeddings: np.ndarray | None = None) -> AttackClasses:
-        """From the representations of attack windows, their attack names and, if known, their
-        ``suspect_cue``s; with the representations of attack-free windows the model was not fitted
-        on, also their ``normal_spread`` (for ``calibrated``)."""
+            normal_embeddings: np.ndarray | None = None, fitted_on: str = LEGACY_REPRESENTATION) -> AttackClasses:
+        """From the representations of attack windows (named ``fitted_on``), their attack names
+        and, if known, their ``suspect_cue``s; with the representations of attack-free windows the
+        model was not fitted on, also their ``normal_spread`` (for ``calibrated``)."""
         embeddings, names = np.asarray(embeddings, np.float64), np.asarray(names)
         classes = sorted(set(names.tolist()))
         if not classes:
@@ -87,7 +91,7 @@ class AttackClasses:
         means = np.stack([standard[names == name].mean(axis=0) for name in classes])
         own = np.linalg.norm(standard - means[np.searchsorted(classes, names)], axis=1)
         foreign_share = None if cues is None else np.array([_mean_present(np.asarray(cues)[names == name]) for name in classes])
-        fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share)
+        fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share, fitted_on=fitted_on)
         if normal_embeddings is None or len(normal_embeddings) < 2:
             return fitted
         return attrs.evolve(fitted, normal_spread=fitted.spread(normal_embeddings))
@@ -131,13 +135,23 @@ class AttackClasses:
         return open_to | ~open_to.any(axis=1, keepdims=True)
 
     @classmethod
-    def saved_in(cls, extra: dict[str, Any]) -> AttackClasses | None:
-        """The classes saved with a checkpoint (its ``extra``); None for one saved without."""
-        return cls.from_dict(extra["attack_classes"]) if "attack_classes" in extra else None
+    def saved_in(cls, extra: dict[str, Any], fitted_on: str, key: str = "attack_classes") -> AttackClasses | None:
+        """The classes saved with a checkpoint (its ``extra``) under ``key``, if they were fitted on
+        the window representation ``fitted_on``; None for a checkpoint saved without, or with
+        classes of a representation its mode no longer gives (trained before it changed)."""
+        if key not in extra:
+            return None
+        classes = cls.from_dict(extra[key])
+        if classes.fitted_on != fitted_on:
+            logging.getLogger(__name__).warning(
+                "attack classes fitted on %r, but the model now represents windows by %r: alerts carry no class "
+                "(train the model again to classify)", classes.fitted_on, fitted_on)
+            return None
+        return classes
 
     def to_dict(self) -> dict[str, Any]:
         saved = {"names": list(self.names), "means": self.means.tolist(), "center": self.center.tolist(),
-                 "scale": self.scale.tolist(), "radius": self.radius}
+                 "scale": self.scale.tolist(), "radius": self.radius, "fitted_on": self.fitted_on}
         if self.foreign_share is not None:
             saved["foreign_share"] = [None if np.isnan(share) else float(share) for share in self.foreign_share]
         if self.normal_spread is not None:
@@ -149,7 +163,8 @@ class AttackClasses:
         shares = data.get("foreign_share")  # absent: saved before the cue existed
         return cls(data["names"], np.asarray(data["means"]), np.asarray(data["center"]), np.asarray(data["scale"]),
                    float(data["radius"]), None if shares is None else np.array([np.nan if v is None else v for v in shares]),
-                   data.get("normal_spread"), float(data.get("radius_scale", 1.0)))  # absent: saved before calibration scaled them
+                   data.get("normal_spread"), float(data.get("radius_scale", 1.0)),  # absent: saved before calibration scaled them
+                   data.get("fitted_on", LEGACY_REPRESENTATION))
 
 
 def _mean_present(values: np.ndarray) -> float:

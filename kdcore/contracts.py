@@ -85,6 +85,10 @@ class TrainingMode:
         suspicious. Alerts rank a window's CAN IDs by it; None: the mode cannot say."""
         return None
 
+    # Names what ``window_embeddings`` returns: attack classes saved with a model are used only
+    # on the representation they were fitted on.
+    window_embedding: ClassVar[str] = "pooled nodes"
+
     def window_embeddings(self, model: nn.Module, batch: Any) -> torch.Tensor | None:
         """Per window of ``batch``: the model's representation of it, on which attack classes are
         told apart (``kdcore.classes``); None: the mode has none."""

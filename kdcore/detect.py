@@ -113,9 +113,9 @@ class Detector:
                                                self.preprocessing.vehicle_ids)
             return
         model = engine.load_model(checkpoint, checkpoint_path)
-        mode = NormalMode() if checkpoint.model == "gat" else AutoencoderMode()
+        mode = scoring_mode(checkpoint.model)
         self.score = model_scorer(model, checkpoint.model)
-        self.judge = AlertJudge(lambda batch: mode.node_scores(model, batch), AttackClasses.saved_in(checkpoint.extra),
+        self.judge = AlertJudge(lambda batch: mode.node_scores(model, batch), AttackClasses.saved_in(checkpoint.extra, mode.window_embedding),
                                 model_embedder(model, checkpoint.model), self.preprocessing.vehicle_ids)
         self.score_window = self._traced(WindowScore(model), sample_windows(checkpoint))
 
@@ -263,6 +263,11 @@ class _Stream:
             self.sink.flush()
 
 
+def scoring_mode(name: str) -> NormalMode | AutoencoderMode:
+    """The mode whose code scores, explains and represents the windows of a GAT or a VGAE."""
+    return NormalMode() if name == "gat" else AutoencoderMode()
+
+
 def model_scorer(model, name: str) -> Callable:
     """``loader → one score per window`` of a GAT (P(attack)) or VGAE (reconstruction error), by its mode's own code."""
     if name == "gat":
@@ -272,7 +277,7 @@ def model_scorer(model, name: str) -> Callable:
 
 def model_embedder(model, name: str) -> Callable:
     """``batch → one representation per window`` of a GAT or VGAE (what its attack classes are fitted on)."""
-    mode = NormalMode() if name == "gat" else AutoencoderMode()
+    mode = scoring_mode(name)
     return lambda batch: mode.window_embeddings(model, batch)
 
 

@@ -202,7 +202,7 @@ class FusionPredictor:
         """How the fused detector's alerts name suspects (``node_scores``) and their attack class:
         the classes saved with its GAT (``gat_extra``), on the GAT's representation, on a vehicle
         that sends ``vehicle_ids``."""
-        return AlertJudge(self.node_scores, AttackClasses.saved_in(gat_extra),
+        return AlertJudge(self.node_scores, AttackClasses.saved_in(gat_extra, self._classifier.window_embedding),
                           lambda batch: self._classifier.window_embeddings(self.gat, batch), vehicle_ids)
 
     def components(self, loader) -> dict[str, torch.Tensor]:

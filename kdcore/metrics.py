@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 import attrs
@@ -23,7 +24,7 @@ from torchmetrics.functional.classification import (
 )
 
 from kdcore.alert_metrics import AlertRecord, alert_metrics
-from kdcore.classes import AttackClasses, suspect_cue
+from kdcore.classes import LEGACY_REPRESENTATION, AttackClasses, suspect_cue
 from kdcore.contracts import Evaluation
 from kdcore.data.graphset import drop_profile, labels_of
 from kdcore.incidents import IncidentTracker, WindowVerdict
@@ -162,32 +163,36 @@ def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor, target_fpr: fl
 
 
 def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: float, representation: str,
-                      roles_score: Scorer | None = None, probabilities: bool = False) -> dict:
+                      judging_roles: Callable[[], AbstractContextManager] = nullcontext, probabilities: bool = False) -> dict:
     """``threshold``: the score ``target_fpr`` of the validation normal windows reach, and
     ``score_spread``: how widely they spread (``ScoreSpread``; ``probabilities``: the scores are
     probabilities). For the agnostic representation also ``roles_threshold``: the same for those
     windows judged without their profile, as a vehicle the model was not trained on is judged —
-    the floor ``kdcore calibrate`` keeps for another vehicle — scored by ``roles_score`` where
-    the model scores such windows its own way (the VGAE's error scale), else by ``score``."""
+    the floor ``kdcore calibrate`` keeps for another vehicle — scored within ``judging_roles()``,
+    the model as it judges such windows (the VGAE: with its roles error scale)."""
     loader = datamodule.loader(datamodule.normal(datamodule.val_set))
     normal_scores = score(loader)
     thresholds = {"threshold": threshold_at_fpr(normal_scores, target_fpr),
                   "score_spread": ScoreSpread.fit(normal_scores, probabilities).to_dict()}
     if representation == "agnostic":
-        without = (drop_profile(batch, 1.0) for batch in loader)
-        thresholds["roles_threshold"] = threshold_at_fpr((roles_score or score)(without), target_fpr)
+        with judging_roles():
+            thresholds["roles_threshold"] = threshold_at_fpr(score(drop_profile(batch, 1.0) for batch in loader), target_fpr)
     return thresholds
 
 
 def evaluate_at_fitted_threshold(score: Scorer, run: Run, embed: Embedder | None = None, node_scores: NodeScorer | None = None,
-                                 roles_score: Scorer | None = None, probabilities: bool = False) -> Evaluation:
+                                 judging_roles: Callable[[], AbstractContextManager] = nullcontext, probabilities: bool = False,
+                                 fitted_on: str = LEGACY_REPRESENTATION) -> Evaluation:
     """What the built-in modes evaluate: thresholds and the score spread fitted on validation normal
     windows at the run's ``target_fpr`` (``fitted_thresholds``, saved with the model), attack classes on the
-    model's window representation ``embed`` when the data names its attacks (saved as
-    ``attack_classes``), then ``evaluate_scores``, judging the alerts with ``node_scores``."""
-    extra: dict = fitted_thresholds(score, run.datamodule, run.config.target_fpr, run.config.representation, roles_score, probabilities)
+    model's window representation ``embed`` (named ``fitted_on``) when the data names its attacks
+    (saved as ``attack_classes``), then ``evaluate_scores``, judging the alerts with ``node_scores``.
+    Windows judged by roles alone are scored within ``judging_roles()``."""
+    config = run.config
+    extra: dict = fitted_thresholds(score, run.datamodule, config.target_fpr, config.representation, judging_roles, probabilities)
     vehicle_ids = training_vehicle_ids(run.datamodule)
-    classes = fit_attack_classes(embed, run.datamodule, run.config.representation, node_scores, vehicle_ids) if embed is not None else {}
+    classes = {} if embed is None else fit_attack_classes(embed, run.datamodule, config.representation, node_scores, vehicle_ids,
+                                                          fitted_on, judging_roles)
     extra.update({key: fitted.to_dict() for key, fitted in classes.items()})
     judge = AlertJudge(node_scores, classes.get("attack_classes"), embed, vehicle_ids) if node_scores is not None else None
     return evaluate_scores(score, run.datamodule, extra["threshold"], extra, judge)
@@ -200,16 +205,17 @@ def training_vehicle_ids(datamodule: GraphDataModule) -> np.ndarray | None:
 
 
 def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representation: str, node_scores: NodeScorer | None = None,
-                       vehicle_ids: np.ndarray | None = None) -> dict[str, AttackClasses]:
+                       vehicle_ids: np.ndarray | None = None, fitted_on: str = LEGACY_REPRESENTATION,
+                       judging_roles: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, AttackClasses]:
     """``attack_classes`` (``kdcore.classes``) of the attack windows of the training and validation
     splits, with their ``suspect_cue``s against ``vehicle_ids`` where ``node_scores`` are given,
     and the spread of the validation normal windows (what ``kdcore calibrate`` compares a new
     vehicle's with); for the agnostic representation also ``roles_attack_classes``, of the same
-    windows judged without their profile, as another vehicle is judged (what ``kdcore calibrate``
-    switches to). Empty where no attack is named."""
-    views = {"attack_classes": lambda batch: batch}
+    windows judged without their profile and within ``judging_roles()``, as another vehicle is
+    judged (what ``kdcore calibrate`` switches to). Empty where no attack is named."""
+    views = {"attack_classes": (lambda batch: batch, nullcontext)}
     if representation == "agnostic":
-        views["roles_attack_classes"] = lambda batch: drop_profile(batch, 1.0)
+        views["roles_attack_classes"] = (lambda batch: drop_profile(batch, 1.0), judging_roles)
     embeddings, cues, names = {key: [] for key in views}, {key: [] for key in views}, []
     for graphs in (datamodule.train_set, datamodule.val_set):
         known = attack_names_of(graphs)
@@ -219,20 +225,22 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
         loader = datamodule.loader(Subset(graphs, attacks))
         for windows, batch in zip(_batched(attacks, loader.batch_size), loader):
             names.append(np.asarray(known)[batch.attack_type.cpu().numpy()])
-            for key, view in views.items():
-                embeddings[key].append(embed(view(batch)).cpu().numpy())
-                if node_scores is not None:
-                    scored = _nodes_by_id(graphs, windows, node_scores(view(batch)), batch.ptr)
-                    cues[key].append([suspect_cue(nodes, vehicle_ids) for nodes in scored])
+            for key, (view, judging) in views.items():
+                with judging():
+                    embeddings[key].append(embed(view(batch)).cpu().numpy())
+                    if node_scores is not None:
+                        scored = _nodes_by_id(graphs, windows, node_scores(view(batch)), batch.ptr)
+                        cues[key].append([suspect_cue(nodes, vehicle_ids) for nodes in scored])
     if not names:
         return {}
     normal = {key: [] for key in views}
     for batch in datamodule.loader(datamodule.normal(datamodule.val_set)):  # read once for every view
-        for key, view in views.items():
-            normal[key].append(embed(view(batch)).cpu().numpy())
+        for key, (view, judging) in views.items():
+            with judging():
+                normal[key].append(embed(view(batch)).cpu().numpy())
     return {key: AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names),
                                    np.concatenate(cues[key]) if cues[key] else None,
-                                   np.concatenate(normal[key]) if normal[key] else None) for key in views}
+                                   np.concatenate(normal[key]) if normal[key] else None, fitted_on) for key in views}
 
 
 def _batched(items: list, size: int) -> list[list]:

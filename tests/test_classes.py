@@ -29,6 +29,20 @@ def test_windows_go_to_the_nearest_class_and_far_ones_are_unknown():
     assert np.array_equal(again.predict(embeddings)[0], predicted)
 
 
+def test_classes_are_used_only_on_the_representation_they_were_fitted_on(caplog):
+    rng = np.random.default_rng(0)
+    classes = AttackClasses.fit(*clusters(rng), fitted_on="top node")
+    extra = {"attack_classes": classes.to_dict()}
+    again = AttackClasses.saved_in(extra, "top node")
+    assert again.fitted_on == "top node" and np.array_equal(again.means, classes.means)
+    assert AttackClasses.saved_in(extra, "pooled nodes") is None  # a model whose mode now represents windows otherwise
+    assert "train the model again to classify" in caplog.text
+    assert AttackClasses.saved_in({}, "top node") is None
+    saved_before = {key: value for key, value in classes.to_dict().items() if key != "fitted_on"}
+    assert AttackClasses.saved_in({"attack_classes": saved_before}, "pooled nodes") is not None  # what every older one was fitted on
+    assert AttackClasses.saved_in({"roles_attack_classes": classes.to_dict()}, "top node", "roles_attack_classes") is not None
+
+
 def test_fitting_needs_attack_windows():
     with pytest.raises(ValueError, match="no attack windows"):
         AttackClasses.fit(np.zeros((0, 3)), np.array([], dtype=str))

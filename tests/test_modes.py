@@ -81,6 +81,29 @@ def test_the_vgae_error_scale_is_each_features_normal_error_floored():
     assert torch.allclose(per_feature[:2], torch.ones(2)) and torch.allclose(scaled, ((x**2) / scale).mean(-1))
 
 
+def test_a_vgae_represents_a_window_by_its_most_suspicious_node():
+    """What the VGAE's attack classes are fitted on: the node with the highest reconstruction error,
+    its signed errors in units of each feature's normal error, then its features."""
+    from torch_geometric.data import Batch, Data
+
+    from kdcore.plugins.modes.autoencoder import AutoencoderMode, node_errors
+    from kdcore.plugins.modes.normal import NormalMode
+
+    class Zeros(AutoencoderMode):  # reconstructs every feature as 0
+        def outputs(self, model, batch):
+            return {"recon": torch.zeros_like(batch.x)}
+
+    model = torch.nn.Linear(1, 1)
+    model.error_scale = torch.tensor([4.0, 1.0])
+    windows = [torch.tensor([[1.0, 0.0], [0.0, -3.0], [2.0, 2.0]]), torch.tensor([[-6.0, 0.0], [1.0, 1.0]])]
+    batch = Batch.from_data_list([Data(x=x) for x in windows])
+    embedded = Zeros().window_embeddings(model, batch)
+    errors = node_errors({"recon": torch.zeros_like(batch.x)}, batch.x, model.error_scale)
+    assert errors.tolist() == [0.125, 4.5, 2.5, 4.5, 0.625]
+    assert embedded.tolist() == [[0.0, -3.0, 0.0, -3.0], [-3.0, 0.0, -6.0, 0.0]]
+    assert AutoencoderMode.window_embedding == "top node" != NormalMode.window_embedding  # the GAT's: pooled nodes
+
+
 def test_gat_probabilities_near_one_stay_apart_through_the_metrics():
     from torch_geometric.data import Data
 

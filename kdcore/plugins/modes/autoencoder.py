@@ -6,7 +6,8 @@ torch is imported in the methods that train and score, so listing the mode costs
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import TYPE_CHECKING
 
 from kdcore.contracts import KDSupport, TrainingMode
@@ -34,6 +35,7 @@ class AutoencoderMode(TrainingMode):
     learning_type = "unsupervised"
     train_on_normal_only = True
     kl_weight = 0.1
+    window_embedding = "top node"
 
     def outputs(self, model, batch):
         cont_out, canid_logits, neighbor_logits, z, kl_loss = model(batch.x, batch.id_token, batch.edge_index, batch.batch)
@@ -77,14 +79,20 @@ class AutoencoderMode(TrainingMode):
             return node_errors(self.outputs(model, batch), batch.x, model.error_scale)
 
     def window_embeddings(self, model, batch) -> torch.Tensor:
-        """The mean of the window's node latents."""
+        """The window's most suspicious node (the highest reconstruction error): how each of its
+        features errs, signed and in that feature's normal error, and its features themselves.
+
+        An attack shows at the node it strikes, on any vehicle; the mean of a window's latents
+        (used before) carried the vehicle more than the attack: measured on vehicles the VGAEs
+        were not trained on, it named 0.01-0.43 of yaris09's DoS windows (docs/deployment.md)."""
         import torch
-        from torch_geometric.nn import global_mean_pool
 
         model.eval()
         batch = batch.to(next(model.parameters()).device)
         with torch.no_grad():
-            return global_mean_pool(self.outputs(model, batch)["z"].float(), batch.batch)
+            residual = (batch.x - self.outputs(model, batch)["recon"].float()) / model.error_scale.sqrt()
+            top = top_nodes(residual.pow(2).mean(-1), batch.batch, batch.num_graphs)
+            return torch.cat([residual[top], batch.x[top]], dim=-1)
 
     def stale(self, checkpoint):
         """A VGAE trained with another window score: its thresholds do not fit today's."""
@@ -108,19 +116,17 @@ class AutoencoderMode(TrainingMode):
 
         datamodule, extra = run.datamodule, {"score": SCORE}
         normal = datamodule.loader(datamodule.normal(datamodule.val_set))
-        roles_score = None
+        judging_roles = nullcontext
         if run.config.representation == "agnostic":
             roles_scale = fit_error_scale(self, model, (drop_profile(batch, 1.0) for batch in normal))
             extra["roles_error_scale"] = roles_scale.tolist()
-
-            def roles_score(loader):
-                with using_error_scale(model, roles_scale):
-                    return self.window_scores(model, loader)
+            judging_roles = partial(using_error_scale, model, roles_scale)
 
         model.error_scale.copy_(fit_error_scale(self, model, normal))
         evaluation = evaluate_at_fitted_threshold(lambda loader: self.window_scores(model, loader), run,
                                                   lambda batch: self.window_embeddings(model, batch),
-                                                  lambda batch: self.node_scores(model, batch), roles_score)
+                                                  lambda batch: self.node_scores(model, batch), judging_roles,
+                                                  fitted_on=self.window_embedding)
         return attrs.evolve(evaluation, extra={**evaluation.extra, **extra})
 
 
@@ -172,6 +178,16 @@ def graph_scores(outputs, x, scale, batch, num_graphs: int) -> torch.Tensor:
     from torch_geometric.utils import scatter
 
     return scatter(node_errors(outputs, x, scale), batch, dim=0, dim_size=num_graphs, reduce="mean")
+
+
+def top_nodes(node_scores: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """Index of each graph's highest-scored node (the first of ties)."""
+    import torch
+    from torch_geometric.utils import scatter
+
+    peak = scatter(node_scores, batch, dim=0, dim_size=num_graphs, reduce="max")
+    candidates = torch.where(node_scores == peak[batch], torch.arange(len(node_scores), device=batch.device), len(node_scores))
+    return scatter(candidates, batch, dim=0, dim_size=num_graphs, reduce="min")
 
 
 def node_errors(outputs, x, scale) -> torch.Tensor:

@@ -92,7 +92,8 @@ class NormalMode(TrainingMode):
 
         return evaluate_at_fitted_threshold(lambda loader: self.attack_probabilities(model, loader), run,
                                             lambda batch: self.window_embeddings(model, batch),
-                                            lambda batch: self.node_scores(model, batch), probabilities=True)
+                                            lambda batch: self.node_scores(model, batch), probabilities=True,
+                                            fitted_on=self.window_embedding)
 
 
 def gradient_x_input(model, batch, differentiable: bool) -> torch.Tensor:
