@@ -34,7 +34,11 @@ top suspect is an attacked ID, over every model and vehicle, on the attacks that
 windows over every model and vehicle, on the attacks trained on; ``incident_localisation_min_top1``
 and ``incident_class_accuracy_min``: the same over incidents (their suspects and their class, what
 an analyst reads); ``incident_delay_windows_max``: the highest median time-to-detect of a set, in
-windows from a burst's first window to the one that opens its incident. Each set's figures also say how
+windows from a burst's first window to the one that opens its incident; ``kd_sets_short_of_teacher``:
+of ``kd_sets_compared`` (every test set of both parts, once for the GAT and once for the VGAE),
+those where the student+KD is more than 1 F1 point under its teacher or under the plain student
+(F1 to two decimals); ``fusion_sets_below_better_input``: of ``fusion_sets_compared``, those where
+fusion is under the better of its inputs (the KD students). Each set's figures also say how
 its alerts localise, classify and merge into incidents (``alerts``).
 """
 
@@ -253,7 +257,32 @@ def headline(vehicles: dict | None, road: dict | None) -> dict:
         gat_sets = [(test, m["f1"]) for name in ("gat_teacher", "gat_student_kd") for test, m in road[name]["test_sets"].items()]
         keys["road_min_f1_gat"] = min(f1 for _, f1 in gat_sets)
         keys["road_min_f1_gat_trained_signals"] = min(f1 for test, f1 in gat_sets if test != "test_held_out")
-    return keys
+    return {**keys, **students_and_fusion(vehicles, road)}
+
+
+def students_and_fusion(vehicles: dict | None, road: dict | None) -> dict:
+    """How many test sets the KD students fall short of their teacher (or plain student) on, and
+    fusion of its better input, each of how many: issue #14 asks for none."""
+    points = {name: set_points(vehicles, road, name) for name in [*(name for name, *_ in MODELS), "fusion_students"]}
+    short = [name for family in ("gat", "vgae") for name, kd in points[f"{family}_student_kd"].items()
+             if kd < points[f"{family}_teacher"][name] - 1 or kd < points[f"{family}_student"][name]]
+    fused = points["fusion_students"]
+    below = [name for name, score in fused.items() if score < max(points["gat_student_kd"][name], points["vgae_student_kd"][name])]
+    return {"kd_sets_short_of_teacher": len(short), "kd_sets_compared": len(points["gat_student_kd"]) + len(points["vgae_student_kd"]),
+            "fusion_sets_below_better_input": len(below), "fusion_sets_compared": len(fused)}
+
+
+def set_points(vehicles: dict | None, road: dict | None, model: str) -> dict[str, int]:
+    """``model``'s F1 in points (two decimals) on every test set: the training vehicle's, the
+    unknown vehicles' after calibration, ROAD's; none for a model not run (fusion skipped)."""
+    f1s = {}
+    row = (vehicles or {}).get("models", {}).get(model)
+    if row:
+        parts = {"known_vehicle": row["known_vehicle"], **{vehicle: row[vehicle]["after"] for vehicle in OTHER_VEHICLES}}
+        f1s.update({f"{part}/{name}": m["f1"] for part, stats in parts.items() for name, m in stats["test_sets"].items()})
+    if road and model in road:
+        f1s.update({f"road/{name}": m["f1"] for name, m in road[model]["test_sets"].items()})
+    return {name: round(100 * f1) for name, f1 in f1s.items()}
 
 
 def main() -> None:

@@ -39,7 +39,8 @@ SCRIPTS = {
 DEMO_ROOT = Path("experiments/demo")
 TRANSFER_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer_max_fpr_after", "calibration_seconds_max", "road_min_f1_gat",
                  "road_min_f1_gat_trained_signals", "localisation_min_top1", "class_accuracy_min", "incident_localisation_min_top1",
-                 "incident_class_accuracy_min", "incident_delay_windows_max")
+                 "incident_class_accuracy_min", "incident_delay_windows_max", "kd_sets_short_of_teacher", "kd_sets_compared",
+                 "fusion_sets_below_better_input", "fusion_sets_compared")
 
 
 def run_script(args: list[str]) -> dict:
