@@ -1,4 +1,4 @@
-"""Students are ≤ 7 % of their teacher's parameters on any vocabulary, and teachers are unchanged."""
+"""Students are ≤ 7 % of their teacher's parameters on any vocabulary, and teachers change only as documented."""
 
 import pytest
 import torch
@@ -53,6 +53,7 @@ def gat_teacher_shapes(f, n):
         shapes |= {
             f"convs.{layer}.att_src": (1, 4, 64), f"convs.{layer}.att_dst": (1, 4, 64),
             f"convs.{layer}.bias": (64,), f"convs.{layer}.lin.weight": (256, fan_in),
+            f"contexts.{layer}.weight": (64, 64), f"contexts.{layer}.bias": (64,),  # the window context (2026-12-01)
         }
     return shapes | {
         "classifier.0.weight": (64, 192), "classifier.0.bias": (64,), "classifier.3.weight": (2, 64), "classifier.3.bias": (2,),
@@ -72,8 +73,8 @@ def vgae_teacher_shapes(f, n):
     }
 
 
-# The teachers' parameters as they were before the students were resized (issue #14): old teacher
-# checkpoints hold exactly these, and load strictly.
+# The teachers' parameters: as they were before the students were resized (issue #14), and since
+# then the GAT teacher's window context. Old teacher checkpoints hold their own and load strictly.
 TEACHER_SHAPES = {"gat": gat_teacher_shapes, "vgae": vgae_teacher_shapes}
 OLD_TEACHER_HPARAMS = {
     "gat": dict(num_node_features=14, num_ids=67, num_classes=2, hidden_channels=64, heads=4, num_layers=3, embedding_dim=16, dropout=0.2),
@@ -186,6 +187,26 @@ def test_students_export(tmp_path, format):
         save_checkpoint(path, Checkpoint(model=model_class.name, hparams=model.hparams, state_dict=model.state_dict(), extra=extra))
         report = export_checkpoint(path, format, tmp_path / f"{model_class.name}.{format}", engine=Engine(load_entry_points=False))
         assert report.max_abs_diff <= TOLERANCE and report.windows > 1
+
+
+def test_with_context_a_node_is_judged_against_the_whole_window():
+    """Two nodes without an edge between them: only through the window context does one node's
+    state after the first layer depend on the other's features."""
+    def first_layer_of_node_0(model, other):
+        seen = []
+        hook = model.convs[1].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0][0].clone()))
+        x = torch.stack([torch.ones(14), torch.full((14,), other)])
+        with torch.no_grad():
+            model.embed(x, torch.tensor([1, 2]), torch.zeros((2, 0), dtype=torch.long), torch.zeros(2, dtype=torch.long))
+        hook.remove()
+        return seen[0]
+
+    torch.manual_seed(0)
+    with_context = build(GAT, "teacher", 4).eval()
+    assert with_context.hparams["context"] and not GAT(**OLD_TEACHER_HPARAMS["gat"]).hparams["context"]
+    assert not torch.allclose(first_layer_of_node_0(with_context, 0.0), first_layer_of_node_0(with_context, 5.0))
+    without = GAT(num_node_features=14, num_ids=4, **{**GAT.sizes["teacher"], "context": False}).eval()
+    assert torch.equal(first_layer_of_node_0(without, 0.0), first_layer_of_node_0(without, 5.0))
 
 
 def test_a_gat_saved_before_its_activation_was_a_hyperparameter_keeps_relu():
