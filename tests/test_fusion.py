@@ -105,13 +105,15 @@ def test_the_decision_is_the_fused_score_against_the_threshold(engine, fusion_ro
         assert torch.isin(parts["alpha"], torch.tensor(ACTIONS)).all()
         assert torch.all((parts["v"] >= 0) & (parts["v"] <= 1))
         fused = parts["alpha"] * parts["p"] + (1 - parts["alpha"]) * parts["v"]
-        assert torch.allclose(parts["score"], fused)
         higher = torch.maximum(parts["p"], parts["v"])
+        assert torch.allclose(parts["score"][higher < sure], fused[higher < sure])
+        # an input deciding alone beyond its sure margin keeps ranking there (fusion.alone_score), at or above its sure level
+        assert (parts["score"][higher >= sure] >= sure - 1e-12).all()
         chosen = torch.tensor(ACTIONS, dtype=parts["alpha"].dtype)[parts["action"]]
         assert torch.equal(parts["alpha"][higher < sure], chosen[higher < sure]), "the agent's weight, but where an input is sure"
         assert torch.equal(parts["alpha"][higher >= sure], (parts["p"] >= parts["v"])[higher >= sure].to(chosen.dtype))
         standing += int((higher >= sure).sum())
-        predicted = (fused >= threshold).long()
+        predicted = (parts["score"] >= threshold).long()
         labels = graphs.labels.long()
         matrix = [[int(((labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
         assert matrix == fusion_run.metrics["test_sets"][name]["confusion_matrix"], name
