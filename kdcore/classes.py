@@ -39,8 +39,9 @@ from typing import Any
 import attrs
 import numpy as np
 
+from kdcore.contracts import POOLED_NODES
+
 UNKNOWN = "unknown"
-LEGACY_REPRESENTATION = "pooled nodes"  # what classes saved before ``fitted_on`` was recorded were fitted on
 MIN_CONFIDENCE = 0.5
 RADIUS_QUANTILE = 0.99
 MIN_CUE_SHARE = 0.1  # a class is ruled out for a cue fewer than this share of its training windows showed
@@ -74,11 +75,11 @@ class AttackClasses:
     foreign_share: np.ndarray | None = None  # (classes,) share of windows showing foreign IDs injected; NaN: no cue seen
     normal_spread: float | None = None  # median distance of the training vehicle's normal windows from their mean
     radius_scale: float = 1.0  # how much wider the vehicle calibrated on spreads; the radius grows by it
-    fitted_on: str = LEGACY_REPRESENTATION  # the window representation (``TrainingMode.window_embedding``)
+    fitted_on: str = POOLED_NODES  # the window representation (``TrainingMode.window_embedding``)
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, names: np.ndarray, cues: np.ndarray | None = None,
-            normal_embeddings: np.ndarray | None = None, fitted_on: str = LEGACY_REPRESENTATION) -> AttackClasses:
+            normal_embeddings: np.ndarray | None = None, fitted_on: str = POOLED_NODES) -> AttackClasses:
         """From the representations of attack windows (named ``fitted_on``), their attack names
         and, if known, their ``suspect_cue``s; with the representations of attack-free windows the
         model was not fitted on, also their ``normal_spread`` (for ``calibrated``)."""
@@ -164,7 +165,7 @@ class AttackClasses:
         return cls(data["names"], np.asarray(data["means"]), np.asarray(data["center"]), np.asarray(data["scale"]),
                    float(data["radius"]), None if shares is None else np.array([np.nan if v is None else v for v in shares]),
                    data.get("normal_spread"), float(data.get("radius_scale", 1.0)),  # absent: saved before calibration scaled them
-                   data.get("fitted_on", LEGACY_REPRESENTATION))
+                   data.get("fitted_on", POOLED_NODES))
 
 
 def _mean_present(values: np.ndarray) -> float:

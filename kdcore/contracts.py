@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from kdcore.config import RunConfig
     from kdcore.run import Run
 
+# The window representation every built-in mode gave its attack classes until the VGAE's changed:
+# the default name, and what classes saved before names were recorded were fitted on.
+POOLED_NODES = "pooled nodes"
+
 
 class KDSupport(str, enum.Enum):
     """Whether a mode can train a student with knowledge distillation."""
@@ -87,7 +91,7 @@ class TrainingMode:
 
     # Names what ``window_embeddings`` returns: attack classes saved with a model are used only
     # on the representation they were fitted on.
-    window_embedding: ClassVar[str] = "pooled nodes"
+    window_embedding: ClassVar[str] = POOLED_NODES
 
     def window_embeddings(self, model: nn.Module, batch: Any) -> torch.Tensor | None:
         """Per window of ``batch``: the model's representation of it, on which attack classes are

@@ -24,8 +24,8 @@ from torchmetrics.functional.classification import (
 )
 
 from kdcore.alert_metrics import AlertRecord, alert_metrics
-from kdcore.classes import LEGACY_REPRESENTATION, AttackClasses, suspect_cue
-from kdcore.contracts import Evaluation
+from kdcore.classes import AttackClasses, suspect_cue
+from kdcore.contracts import POOLED_NODES, Evaluation
 from kdcore.data.graphset import drop_profile, labels_of
 from kdcore.incidents import IncidentTracker, WindowVerdict
 
@@ -182,7 +182,7 @@ def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: fl
 
 def evaluate_at_fitted_threshold(score: Scorer, run: Run, embed: Embedder | None = None, node_scores: NodeScorer | None = None,
                                  judging_roles: Callable[[], AbstractContextManager] = nullcontext, probabilities: bool = False,
-                                 fitted_on: str = LEGACY_REPRESENTATION) -> Evaluation:
+                                 fitted_on: str = POOLED_NODES) -> Evaluation:
     """What the built-in modes evaluate: thresholds and the score spread fitted on validation normal
     windows at the run's ``target_fpr`` (``fitted_thresholds``, saved with the model), attack classes on the
     model's window representation ``embed`` (named ``fitted_on``) when the data names its attacks
@@ -205,7 +205,7 @@ def training_vehicle_ids(datamodule: GraphDataModule) -> np.ndarray | None:
 
 
 def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representation: str, node_scores: NodeScorer | None = None,
-                       vehicle_ids: np.ndarray | None = None, fitted_on: str = LEGACY_REPRESENTATION,
+                       vehicle_ids: np.ndarray | None = None, fitted_on: str = POOLED_NODES,
                        judging_roles: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, AttackClasses]:
     """``attack_classes`` (``kdcore.classes``) of the attack windows of the training and validation
     splits, with their ``suspect_cue``s against ``vehicle_ids`` where ``node_scores`` are given,
