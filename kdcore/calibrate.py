@@ -18,9 +18,11 @@ lowered threshold raised false positives on the same vehicle's other recordings
 (docs/transfer.md). The recording's scores also give the spread that alerts' margins count
 (``kdcore.metrics.ScoreSpread``: it decides when one window opens an incident). The weights are
 not touched (an agnostic VGAE takes the error scale it fitted in training on windows judged by
-roles); the result is an ordinary checkpoint, with a ``calibration`` record of what was fitted
-on how much traffic. A fused detector calibrates its
-VGAE and GAT (written next to it), their normalisations and its fused threshold together.
+roles), but for a GAT student distilled in training: before the rest it matches its teacher
+again on the recording (``kdcore.recording_kd``), and its threshold is never below its teacher's
+floor either. The result is an ordinary checkpoint, with a ``calibration`` record of what was
+fitted on how much traffic. A fused detector calibrates its VGAE and GAT (written next to it),
+their normalisations and its fused threshold together.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from kdcore.errors import KdcoreError
 from kdcore.metrics import ScoreSpread
 from kdcore.plugins.modes.autoencoder import check_score
 from kdcore.plugins.modes.fusion import DECISION_LINE
+from kdcore.recording_kd import distil_on_recording, recording_distillation
 from kdcore.threads import torch_threads
 
 MIN_WINDOWS = 20  # clean windows needed to fit the scaling and a threshold on
@@ -119,11 +122,14 @@ def _captures(path: Path) -> list[Path]:
 def calibrate(
     model: str | Path, normal: Sequence[str | Path], out: str | Path, target_fpr: float | None = None,
     capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "error", engine=None, headroom: float | None = None,
+    distil: bool = True, teacher: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write ``out``: ``model`` calibrated on the attack-free captures ``normal``; returns the
     ``calibration`` record saved in it. ``target_fpr`` defaults to the one the model was trained
     with; ``headroom`` (score spreads the threshold is raised above the recording's quantile)
-    defaults to ``HEADROOM``."""
+    defaults to ``HEADROOM``. ``distil``: a student distilled with a strategy that is
+    ``on_recordings`` first matches its teacher (``teacher``, if given) again on the recording
+    (``kdcore.recording_kd``); a fused detector's inputs each their own."""
     from kdcore.engine import Engine
 
     started = time.perf_counter()
@@ -138,9 +144,13 @@ def calibrate(
     headroom = HEADROOM if headroom is None else headroom
     if not headroom >= 0.0:
         raise KdcoreError(f"--headroom must be 0 or more score spreads, got {headroom}")
+    if teacher is not None and (checkpoint.model == "dqn" or not distil):
+        raise KdcoreError("--teacher names the teacher of a GAT or VGAE student to distil; a fused detector's inputs "
+                          "are distilled from their own teachers" if distil else "--teacher is given but --no-distil too")
     graphs, read = read_clean_windows(normal, checkpoint.extra["data"], capture_format, on_bad_rows)
-    with torch_threads(1), torch.inference_mode():
-        record = _calibrate(engine or Engine(), model, checkpoint, graphs, read, out, target_fpr, headroom)
+    teaching = Teaching(distil, teacher)
+    with torch_threads(1):
+        record = _calibrate(engine or Engine(), model, checkpoint, graphs, read, out, target_fpr, headroom, teaching)
     record["calibration_seconds"] = round(time.perf_counter() - started, 3)
     _save(out, checkpoint, record)
     return record
@@ -159,12 +169,34 @@ def _checkpoint(path: Path) -> Checkpoint:
     return checkpoint
 
 
+@attrs.frozen
+class Teaching:
+    """Whether students are distilled again on the recording, and from which teacher (None: the
+    one each was distilled from in training)."""
+
+    distil: bool = True
+    teacher: str | Path | None = None
+
+
 def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs, read: dict[str, Any], out: Path,
-               target_fpr: float, headroom: float) -> dict[str, Any]:
-    """The calibration record of ``checkpoint`` on ``graphs`` (its preprocessing, threshold and,
-    for fusion, the rest under ``"extra"``); fusion inputs are written beside ``out``."""
+               target_fpr: float, headroom: float, teaching: Teaching) -> dict[str, Any]:
+    """The calibration record of ``checkpoint`` on ``graphs`` (its preprocessing, threshold, the
+    weights where a student was distilled again and, for fusion, the rest under ``"extra"``);
+    fusion inputs are written beside ``out``."""
     preprocessing = Preprocessing.from_dict(checkpoint.extra["data"]["preprocessing"]).calibrated(graphs)
-    loader = DataLoader(preprocessing.apply(graphs), batch_size=BATCH_WINDOWS)
+    windows = preprocessing.apply(graphs)
+    network = engine.load_model(checkpoint, model) if checkpoint.model != "dqn" else None
+    again = recording_distillation(engine, checkpoint, model, teaching.teacher) if teaching.distil and network else None
+    distilled = distil_on_recording(engine, network, checkpoint, *again, windows, scoring_mode(checkpoint.model)) if again else None
+    with torch.inference_mode():
+        return _fit(engine, model, checkpoint, network, graphs, windows, preprocessing, read, out, target_fpr, headroom, teaching, distilled)
+
+
+def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGraphs, windows, preprocessing: Preprocessing,
+         read: dict[str, Any], out: Path, target_fpr: float, headroom: float, teaching: Teaching,
+         distilled: dict[str, Any] | None) -> dict[str, Any]:
+    """The record of ``_calibrate``, from the model as it now scores."""
+    loader = DataLoader(windows, batch_size=BATCH_WINDOWS)
     extra: dict[str, Any] = {}
     fitted_on = scoring_mode(checkpoint.model).window_embedding
     if preprocessing.representation == "vocabulary":
@@ -174,11 +206,12 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         fitted = ["roles only"]  # and the classes of windows judged by roles, as this vehicle's are
         classes = AttackClasses.saved_in(checkpoint.extra, fitted_on, "roles_attack_classes")
     if checkpoint.model == "dqn":
-        normal_scores, fusion = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr, headroom)
+        normal_scores, fusion = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr, headroom, teaching)
         extra.update(fusion)
         fitted += ["input normalisations", "inputs"]
     else:
-        network = engine.load_model(checkpoint, model)
+        if distilled:
+            fitted.append("weights distilled again from the teacher")
         normal_scores = model_scorer(network, checkpoint.model)(loader)
         if classes is not None:
             embed = model_embedder(network, checkpoint.model)
@@ -194,10 +227,9 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         # The inputs now sit at 0.5 at this vehicle's own thresholds (another scale than in training):
         # below that line no input, weighed as the agent weighs it, calls an attack on this vehicle.
         floor = DECISION_LINE
-    elif preprocessing.representation == "agnostic":
-        floor = trained.get("roles_threshold", trained["threshold"])
-    else:
-        floor = trained["threshold"]
+    else:  # a student distilled again scores as its teacher does: never below the teacher's floor either
+        floors = [trained, *([training_thresholds(load_checkpoint(distilled["teacher"]))] if distilled else [])]
+        floor = max(_on_the_same_footing(thresholds, preprocessing.representation) for thresholds in floors)
     return {
         **read,
         "windows": len(graphs),
@@ -212,8 +244,10 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
         "trained": trained,
         "threshold": max(raised, floor),
         "calibrated_from": str(model),
+        **({"distilled": distilled} if distilled else {}),
         "preprocessing": preprocessing.to_dict(),
         "extra": extra,
+        **({"state_dict": network.state_dict()} if distilled else {}),
     }
 
 
@@ -226,18 +260,25 @@ def training_thresholds(checkpoint: Checkpoint) -> dict[str, float]:
     return {key: float(extra[key]) for key in ("threshold", "roles_threshold") if key in extra}
 
 
+def _on_the_same_footing(thresholds: dict[str, float], representation: str) -> float:
+    """Of ``training_thresholds``, the one fitted as the calibrated model judges: for an agnostic
+    model, on windows judged by roles alone."""
+    return thresholds.get("roles_threshold", thresholds["threshold"]) if representation == "agnostic" else thresholds["threshold"]
+
+
 def _save(out: Path, checkpoint: Checkpoint, record: dict[str, Any]) -> None:
     """The checkpoint with the record's preprocessing, threshold and extra; the record kept in it too."""
     preprocessing, extra = record.pop("preprocessing"), record.pop("extra")
+    state_dict = record.pop("state_dict", checkpoint.state_dict)  # a student distilled again has new weights
     data = {**checkpoint.extra["data"], "preprocessing": preprocessing}
     save_checkpoint(out, Checkpoint(
-        model=checkpoint.model, hparams=checkpoint.hparams, state_dict=checkpoint.state_dict, config=checkpoint.config,
+        model=checkpoint.model, hparams=checkpoint.hparams, state_dict=state_dict, config=checkpoint.config,
         extra={**checkpoint.extra, **extra, "data": data, "threshold": record["threshold"], "calibration": record},
     ))
 
 
 def _calibrate_fusion(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs, read: dict[str, Any], loader,
-                      out: Path, target_fpr: float, headroom: float) -> tuple[torch.Tensor, dict[str, Any]]:
+                      out: Path, target_fpr: float, headroom: float, teaching: Teaching) -> tuple[torch.Tensor, dict[str, Any]]:
     """Calibrate both inputs (written as ``<out stem>-vgae`` / ``-gat`` beside ``out``) and refit the
     inputs' normalisations on the clean windows (0.5 at each calibrated input's threshold); the
     clean windows' fused scores, to fit the fused threshold on, and the fusion's new extra."""
@@ -247,7 +288,8 @@ def _calibrate_fusion(engine, model: Path, checkpoint: Checkpoint, graphs: Windo
     for name in ("vgae", "gat"):
         path, input_out = Path(fusion[name]["path"]), out.with_name(f"{out.stem}-{name}{out.suffix}")
         input_checkpoint = _checkpoint(path)
-        record = _calibrate(engine, path, input_checkpoint, graphs, read, input_out, target_fpr, headroom)
+        with torch.inference_mode(False):  # an input may be distilled again: that trains
+            record = _calibrate(engine, path, input_checkpoint, graphs, read, input_out, target_fpr, headroom, teaching)
         thresholds[name] = record["threshold"]
         _save(input_out, input_checkpoint, record)
         fusion[name] = {**fusion[name], "path": str(input_out)}

@@ -135,10 +135,15 @@ class DistillationStrategy:
     ``requires`` names the mode outputs both models must provide. ``build_connectors`` makes the
     trainable glue (e.g. a projection) once output dimensions are known; the connectors are
     trained with the student. ``loss_terms`` returns named float32 terms whose sum is the KD loss.
+
+    ``on_recordings``: ``kdcore calibrate`` distils a student of this strategy again, on the new
+    vehicle's clean recording, with these terms alone (there are no labels). Off unless a strategy
+    turns it on: its terms must hold on unlabelled normal windows of another vehicle.
     """
 
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
+    on_recordings: ClassVar[bool] = False
 
     def build_connectors(
         self, student_dims: dict[str, int], teacher_dims: dict[str, int]

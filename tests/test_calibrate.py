@@ -208,3 +208,62 @@ def test_a_calibrated_model_detects_replayed_traffic_and_exports_with_parity(eng
     assert summary.windows == len(attacked) // detector.window and summary.alert_windows > 0
     report = export_checkpoint(out, "torchscript", tmp_path / "calibrated.pt", engine=engine)
     assert report.max_abs_diff <= TOLERANCE and report.path.is_file()
+
+
+@pytest.fixture(scope="module")
+def kd_student(engine, teacher_root, tmp_path_factory):
+    """A GAT student distilled from the tiny GAT teacher."""
+    config = tiny_config(tmp_path_factory.mktemp("kd-student"), mode="normal", model_size="student",
+                         use_knowledge_distillation=True, teacher_model_path=str(teacher_root / GAT))
+    return engine.run(config).checkpoint
+
+
+def log_odds_gap(student: Detector, teacher: Detector, capture) -> float:
+    """Mean |student − teacher| attack log-odds over a capture's windows."""
+    gap = torch.logit(calibration_scores(student, capture).double(), eps=1e-12) - torch.logit(calibration_scores(teacher, capture).double(), eps=1e-12)
+    return float(gap.abs().mean())
+
+
+def test_a_distilled_student_matches_its_teacher_again_on_the_recording(engine, teacher_root, kd_student, recordings, tmp_path):
+    undistilled, distilled = tmp_path / "undistilled.pth", tmp_path / "distilled.pth"
+    plain = calibrate(kd_student, [recordings / "clean.csv"], undistilled, engine=engine, distil=False)
+    record = calibrate(kd_student, [recordings / "clean.csv"], distilled, engine=engine)
+    trained, kept, changed = (load_checkpoint(path).state_dict for path in (kd_student, undistilled, distilled))
+    assert "distilled" not in plain and all(torch.equal(kept[key], value) for key, value in trained.items())
+    assert not all(torch.equal(changed[key], value) for key, value in trained.items())
+    assert record["distilled"]["teacher"] == str(teacher_root / GAT) and record["distilled"]["strategy"] == "gat-attribution"
+    assert record["distilled"]["steps"] == 100 and "weights distilled again from the teacher" in record["fitted"]
+    teacher = Detector(teacher_root / GAT, engine=engine)
+    teacher.preprocessing = Detector(distilled, engine=engine).preprocessing  # the teacher judging by roles, as the student now does
+    before = log_odds_gap(Detector(undistilled, engine=engine), teacher, recordings / "clean-2.csv")
+    after = log_odds_gap(Detector(distilled, engine=engine), teacher, recordings / "clean-2.csv")
+    assert after < 0.5 * before, (before, after)  # closer to its teacher on the vehicle's other recording too
+    teacher_floor = load_checkpoint(teacher_root / GAT).extra["roles_threshold"]
+    assert record["threshold"] >= max(teacher_floor, record["threshold_with_headroom"], plain["trained"]["roles_threshold"])
+    calibrate(kd_student, [recordings / "clean.csv"], tmp_path / "again.pth", engine=engine)
+    again = load_checkpoint(tmp_path / "again.pth").state_dict
+    assert all(torch.equal(again[key], value) for key, value in load_checkpoint(distilled).state_dict.items()), "deterministic"
+
+
+def test_a_student_whose_teacher_is_missing_or_other_is_refused(engine, kd_student, vocabulary_gat, recordings, tmp_path):
+    out = tmp_path / "calibrated.pth"
+    with pytest.raises(KdcoreError, match=r"teacher of .+ not found: .+missing\.pth; pass --teacher PATH or --no-distil"):
+        calibrate(kd_student, [recordings / "clean.csv"], out, engine=engine, teacher=tmp_path / "missing.pth")
+    with pytest.raises(KdcoreError, match=r"is not a gat trained on the student's data"):
+        calibrate(kd_student, [recordings / "clean.csv"], out, engine=engine, teacher=vocabulary_gat)
+    refused = CliRunner().invoke(app, ["calibrate", str(kd_student), "--normal", str(recordings / "clean.csv"), "--out", str(out),
+                                       "--no-distil", "--teacher", str(vocabulary_gat)])
+    assert refused.exit_code == 2 and "--teacher is given but --no-distil too" in refused.output
+    assert not out.exists()
+
+
+def test_a_student_of_a_strategy_not_on_recordings_keeps_its_weights(engine, teacher_root, recordings, tmp_path):
+    config = tiny_config(tmp_path, mode="autoencoder", model_size="student", use_knowledge_distillation=True,
+                         teacher_model_path=str(teacher_root / VGAE))
+    student = engine.run(config).checkpoint
+    record = calibrate(student, [recordings / "clean.csv"], tmp_path / "calibrated.pth", engine=engine)
+    assert "distilled" not in record
+    trained, calibrated = load_checkpoint(student).state_dict, load_checkpoint(tmp_path / "calibrated.pth").state_dict
+    assert all(torch.equal(calibrated[key], value) for key, value in trained.items() if key != "error_scale")
+    with pytest.raises(KdcoreError, match="distilled with 'vgae-dual-signal', which does not distil on recordings; --teacher does not apply"):
+        calibrate(student, [recordings / "clean.csv"], tmp_path / "other.pth", engine=engine, teacher=teacher_root / VGAE)

@@ -11,6 +11,7 @@ class GatSoftLabel(DistillationStrategy):
 
     name = "gat-softlabel"
     requires = ("logits",)
+    on_recordings = True  # measured: the student keeps its teacher on other vehicles (docs/transfer.md)
 
     def loss_terms(self, student, teacher, connectors, batch, config):
         import torch.nn.functional as F

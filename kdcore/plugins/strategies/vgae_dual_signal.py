@@ -11,6 +11,9 @@ class VgaeDualSignal(DistillationStrategy):
 
     The projection ``Linear(student_dim → teacher_dim)`` exists only when the dims differ, and is
     trained with the student. The two returned terms are already weighted; their sum is the KD loss.
+    Not ``on_recordings``: distilled again on a vehicle's recording, the student's errors moved off
+    the error scale it fitted in training (a false-positive rate of up to 0.09 where it had 0.005;
+    docs/transfer.md).
     """
 
     name = "vgae-dual-signal"
