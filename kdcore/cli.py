@@ -550,12 +550,15 @@ def calibrate(
     as_json: bool = typer.Option(False, "--json", help="Print only the calibration record, as JSON."),
 ) -> None:
     """Fit a trained detector to a vehicle from a short attack-free recording of it (no labels needed)."""
+    from rich.console import Console
+
     from kdcore.calibrate import calibrate as calibrate_model
 
     quiet_libraries()
     try:
-        record = calibrate_model(model, normal, out, target_fpr, _capture_format(capture_format, layout), on_bad_rows,
-                                 headroom=headroom, distil=distil, teacher=teacher)
+        with Console(stderr=True).status(f"calibrating {model.name}…"):
+            record = calibrate_model(model, normal, out, target_fpr, _capture_format(capture_format, layout), on_bad_rows,
+                                     headroom=headroom, distil=distil, teacher=teacher)
     except KdcoreError as error:
         _fail(error)
     if as_json:
