@@ -9,7 +9,7 @@ most. Then the decision threshold is fitted at ``target_fpr`` of the recording's
 (``recording_threshold``: at the highest of them where they are too few to show that tail) and
 raised by ``HEADROOM`` of the recording's score spreads: the vehicle's other drives are not the
 recording's windows over again (measured, the GATs' and VGAEs' false positives on those drives
-fell from up to 0.077 to up to 0.041, docs/transfer.md) — never below the threshold fitted in
+fell from up to 0.077 to up to 0.020, docs/transfer.md) — never below the threshold fitted in
 training on the same footing (for an agnostic model, on validation
 windows judged by roles alone; for a fused detector, its decision line 0.5): a short recording
 can show that a vehicle's normal traffic scores higher than the validation traffic did, but its
@@ -56,7 +56,7 @@ from kdcore.threads import torch_threads
 
 MIN_WINDOWS = 20  # clean windows needed to fit the scaling and a threshold on
 MAX_MIN_FRAMES = 5000  # calibration never asks for more than this many frames
-HEADROOM = 0.5  # score spreads the threshold sits above the recording's quantile: room for the vehicle's other drives
+HEADROOM = 1.0  # score spreads the threshold sits above the recording's quantile: room for the vehicle's other drives
 BATCH_WINDOWS = 512
 
 

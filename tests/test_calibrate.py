@@ -171,7 +171,7 @@ def test_several_recordings_calibrate_together_from_the_command_line(teacher_roo
     assert record["frames"] == 4000 and record["target_fpr"] == 0.1 and len(record["captures"]) == 2
     plain = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "clean.csv"), "--out", str(out)])
     assert plain.exit_code == 0 and f"attack-class radius ×{load_checkpoint(out).extra['calibration']['class_radius_scale']:.2f}" in plain.stdout
-    assert "target FPR 0.01, headroom 0.5 score spreads" in plain.stdout
+    assert f"target FPR 0.01, headroom {HEADROOM:g} score spreads" in plain.stdout
     refused = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "short.csv"), "--out", str(out)])
     assert refused.exit_code == 2 and "too few to calibrate on" in refused.output
     exact = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "clean.csv"), "--out", str(out),
