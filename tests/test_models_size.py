@@ -53,7 +53,6 @@ def gat_teacher_shapes(f, n):
         shapes |= {
             f"convs.{layer}.att_src": (1, 4, 64), f"convs.{layer}.att_dst": (1, 4, 64),
             f"convs.{layer}.bias": (64,), f"convs.{layer}.lin.weight": (256, fan_in),
-            f"contexts.{layer}.weight": (64, 64), f"contexts.{layer}.bias": (64,),  # the window context (2026-12-01)
         }
     return shapes | {
         "classifier.0.weight": (64, 192), "classifier.0.bias": (64,), "classifier.3.weight": (2, 64), "classifier.3.bias": (2,),
@@ -73,8 +72,8 @@ def vgae_teacher_shapes(f, n):
     }
 
 
-# The teachers' parameters: as they were before the students were resized (issue #14), and since
-# then the GAT teacher's window context. Old teacher checkpoints hold their own and load strictly.
+# The teachers' parameters: as they were before the students were resized (issue #14). Old teacher
+# checkpoints hold their own and load strictly.
 TEACHER_SHAPES = {"gat": gat_teacher_shapes, "vgae": vgae_teacher_shapes}
 OLD_TEACHER_HPARAMS = {
     "gat": dict(num_node_features=14, num_ids=67, num_classes=2, hidden_channels=64, heads=4, num_layers=3, embedding_dim=16, dropout=0.2),
@@ -202,10 +201,10 @@ def test_with_context_a_node_is_judged_against_the_whole_window():
         return seen[0]
 
     torch.manual_seed(0)
-    with_context = build(GAT, "teacher", 4).eval()
-    assert with_context.hparams["context"] and not GAT(**OLD_TEACHER_HPARAMS["gat"]).hparams["context"]
+    with_context = GAT(num_node_features=14, num_ids=4, **{**GAT.sizes["teacher"], "context": True}).eval()
+    assert with_context.hparams["context"] and not build(GAT, "teacher", 4).hparams["context"]
     assert not torch.allclose(first_layer_of_node_0(with_context, 0.0), first_layer_of_node_0(with_context, 5.0))
-    without = GAT(num_node_features=14, num_ids=4, **{**GAT.sizes["teacher"], "context": False}).eval()
+    without = build(GAT, "teacher", 4).eval()
     assert torch.equal(first_layer_of_node_0(without, 0.0), first_layer_of_node_0(without, 5.0))
 
 
