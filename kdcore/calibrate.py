@@ -187,16 +187,26 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
     windows = preprocessing.apply(graphs)
     network = engine.load_model(checkpoint, model) if checkpoint.model != "dqn" else None
     again = recording_distillation(engine, checkpoint, model, teaching.teacher) if teaching.distil and network else None
-    distilled = distil_on_recording(engine, network, checkpoint, *again, windows, scoring_mode(checkpoint.model)) if again else None
-    with torch.inference_mode():
-        return _fit(engine, model, checkpoint, network, graphs, windows, preprocessing, read, out, target_fpr, headroom, teaching, distilled)
-
-
-def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGraphs, windows, preprocessing: Preprocessing,
-         read: dict[str, Any], out: Path, target_fpr: float, headroom: float, teaching: Teaching,
-         distilled: dict[str, Any] | None) -> dict[str, Any]:
-    """The record of ``_calibrate``, from the model as it now scores."""
     loader = DataLoader(windows, batch_size=BATCH_WINDOWS)
+    distilled, trained_embeddings = None, None
+    if again:
+        trained_embeddings = _embeddings(network, checkpoint.model, loader)
+        distilled = distil_on_recording(engine, network, checkpoint, *again, windows, scoring_mode(checkpoint.model))
+    with torch.inference_mode():
+        return _fit(engine, model, checkpoint, network, graphs, loader, preprocessing, read, out, target_fpr, headroom, teaching,
+                    distilled, trained_embeddings)
+
+
+def _embeddings(network, model: str, loader) -> np.ndarray:
+    embed = model_embedder(network, model)
+    return np.concatenate([embed(batch).cpu().numpy() for batch in loader])
+
+
+def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGraphs, loader, preprocessing: Preprocessing,
+         read: dict[str, Any], out: Path, target_fpr: float, headroom: float, teaching: Teaching,
+         distilled: dict[str, Any] | None, trained_embeddings: np.ndarray | None) -> dict[str, Any]:
+    """The record of ``_calibrate``, from the model as it now scores; ``trained_embeddings``: the
+    recording's window representations before it was distilled again."""
     extra: dict[str, Any] = {}
     fitted_on = scoring_mode(checkpoint.model).window_embedding
     if preprocessing.representation == "vocabulary":
@@ -214,8 +224,10 @@ def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGra
             fitted.append("weights distilled again from the teacher")
         normal_scores = model_scorer(network, checkpoint.model)(loader)
         if classes is not None:
-            embed = model_embedder(network, checkpoint.model)
-            classes = classes.calibrated(np.concatenate([embed(batch).cpu().numpy() for batch in loader]))
+            embeddings = _embeddings(network, checkpoint.model, loader)
+            if trained_embeddings is not None:  # distilled again: the classes go where the vehicle's windows went
+                classes = classes.moved((embeddings - trained_embeddings).mean(axis=0))
+            classes = classes.calibrated(embeddings)
             extra["attack_classes"] = classes.to_dict()
             fitted.append("attack-class radius")
     threshold = recording_threshold(normal_scores, target_fpr)

@@ -102,6 +102,12 @@ class AttackClasses:
         standard = (np.asarray(embeddings, np.float64) - self.center) / self.scale
         return float(np.median(np.linalg.norm(standard - standard.mean(axis=0), axis=1)))
 
+    def moved(self, drift: np.ndarray) -> AttackClasses:
+        """The classes carried along a drift of the representation they were fitted in (its mean
+        move over the same windows): a student distilled again on a vehicle's recording moves every
+        window's representation, its classes' with them (``kdcore.calibrate``)."""
+        return attrs.evolve(self, center=self.center + np.asarray(drift, np.float64))
+
     def calibrated(self, normal_embeddings: np.ndarray) -> AttackClasses:
         """The classes for the vehicle these attack-free windows come from: the radius grown by how
         much wider they spread than the training vehicle's normal windows, never shrunk. Unchanged

@@ -233,6 +233,10 @@ def test_a_distilled_student_matches_its_teacher_again_on_the_recording(engine, 
     assert not all(torch.equal(changed[key], value) for key, value in trained.items())
     assert record["distilled"]["teacher"] == str(teacher_root / GAT) and record["distilled"]["strategy"] == "gat-attribution"
     assert record["distilled"]["steps"] == 100 and "weights distilled again from the teacher" in record["fitted"]
+    centre = {path: np.asarray(load_checkpoint(path).extra["attack_classes"]["center"]) for path in (undistilled, distilled)}
+    trained_centre = np.asarray(load_checkpoint(kd_student).extra["roles_attack_classes"]["center"])
+    assert np.array_equal(centre[undistilled], trained_centre)  # the classes moved only with the representation
+    assert not np.allclose(centre[distilled], trained_centre)
     teacher = Detector(teacher_root / GAT, engine=engine)
     teacher.preprocessing = Detector(distilled, engine=engine).preprocessing  # the teacher judging by roles, as the student now does
     before = log_odds_gap(Detector(undistilled, engine=engine), teacher, recordings / "clean-2.csv")

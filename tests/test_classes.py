@@ -117,3 +117,13 @@ def test_calibrated_classes_widen_their_radius_by_how_much_wider_the_new_vehicle
     # classes saved before the spread was kept are left as they are
     old = {key: value for key, value in classes.to_dict().items() if key not in ("normal_spread", "radius_scale")}
     assert AttackClasses.from_dict(old).calibrated(3 * normal).radius_scale == 1.0
+
+
+def test_classes_moved_with_their_representation_name_the_moved_windows_as_before():
+    rng = np.random.default_rng(1)
+    classes = AttackClasses.fit(*clusters(rng))
+    embeddings, names = clusters(rng, 50)
+    drift = np.array([30.0, -12.0, 5.0])  # a student distilled again: every window's representation moves
+    assert (classes.predict(embeddings + drift)[0] == UNKNOWN).all()
+    moved, _ = classes.moved(drift).predict(embeddings + drift)
+    assert np.array_equal(moved, classes.predict(embeddings)[0]) and (moved == names).mean() >= 0.95
