@@ -198,6 +198,7 @@ def _calibrate(engine, model: Path, checkpoint: Checkpoint, graphs: WindowGraphs
 
 
 def _embeddings(network, model: str, loader) -> np.ndarray:
+    """The window representations attack classes are fitted in, of every window of ``loader``."""
     embed = model_embedder(network, model)
     return np.concatenate([embed(batch).cpu().numpy() for batch in loader])
 

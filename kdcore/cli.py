@@ -542,7 +542,7 @@ def calibrate(
     out: Path = typer.Option(..., "--out", help="Where to write the calibrated checkpoint (a fused detector's inputs go beside it)."),
     target_fpr: Optional[float] = typer.Option(None, "--target-fpr", help="False-positive rate to fit the threshold at (default: the model's target_fpr)."),
     headroom: Optional[float] = typer.Option(None, "--headroom", help="Score spreads to raise the threshold above the recording's quantile, room for the vehicle's other drives (default 1)."),
-    distil: bool = typer.Option(True, "--distil/--no-distil", help="A distilled student first matches its teacher again on the recording (a fused detector's, each its own)."),
+    distil: bool = typer.Option(True, "--distil/--no-distil", help="A GAT student+KD first matches its teacher again on the recording (a fused detector's GAT input too); --no-distil keeps the weights."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="The teacher to distil from (default: the one the student was distilled from in training)."),
     capture_format: Optional[str] = FormatOption,
     layout: Optional[Path] = LayoutOption,
