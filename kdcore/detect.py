@@ -46,7 +46,7 @@ from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.errors import KdcoreError
 from kdcore.export import TOLERANCE, OneWindow, sample_windows
 from kdcore.incidents import IncidentTracker, WindowVerdict, suspects
-from kdcore.metrics import AlertJudge, ScoreSpread
+from kdcore.metrics import AlertJudge, ScoreSpread, log_odds
 from kdcore.plugins.modes.autoencoder import AutoencoderMode, check_score
 from kdcore.plugins.modes.normal import NormalMode
 from kdcore.signals import Stopped
@@ -117,11 +117,15 @@ class Detector:
         self.score = model_scorer(model, checkpoint.model)
         self.judge = AlertJudge(lambda batch: mode.node_scores(model, batch), AttackClasses.saved_in(checkpoint.extra, mode.window_embedding),
                                 model_embedder(model, checkpoint.model), self.preprocessing.vehicle_ids)
+        # where the traced and the eager score are compared: a GAT's probabilities in log-odds, so
+        # that a threshold near 0 or 1 (a sure classifier's) is not within the tolerance of every window
+        self._decision_units = log_odds if checkpoint.model == "gat" else _float64
         self.score_window = self._traced(WindowScore(model), sample_windows(checkpoint))
 
     def _traced(self, scorer: WindowScore, windows: list[tuple[torch.Tensor, ...]]) -> Callable | None:
         """``scorer`` traced to TorchScript on the first window, if on every window its score is
-        the eager scorer's within the export tolerance; else None (eager scoring), with a warning.
+        the eager scorer's within the export tolerance (in log-odds for a GAT); else None (eager
+        scoring), with a warning.
 
         A trace records one path through the Python branches of PyG's layers; comparing on windows
         of other sizes is what shows that path holds for them too.
@@ -131,8 +135,9 @@ class Detector:
                 warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
                 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # the check below decides
                 traced = torch.jit.trace(scorer, windows[0], check_trace=False)
+                units = self._decision_units
                 difference = max(
-                    float((traced(*window) - self.score([one_window_batch(*window)])).abs().max()) for window in windows
+                    float((units(traced(*window)) - units(self.score([one_window_batch(*window)]))).abs().max()) for window in windows
                 )
         except Exception as error:  # whatever breaks the trace, eager scoring still works
             why = str(error).partition("\n")[0]  # one line: torch's messages can run on for pages
@@ -220,11 +225,11 @@ class Detector:
 
     def _score_one(self, x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """One window through the traced scorer if there is one. A traced score within the
-        tolerance of the threshold is computed again eagerly: no decision rests on a difference
-        the parity check allows."""
+        tolerance of the threshold (in the parity check's units) is computed again eagerly: no
+        decision rests on a difference the parity check allows."""
         if self.score_window is not None:
             score = self.score_window(x, id_token, edge_index)
-            if abs(float(score) - self.threshold) > TOLERANCE:
+            if abs(float(self._decision_units(score) - self._decision_units(self.threshold))) > TOLERANCE:
                 return score
         return self.score([one_window_batch(x, id_token, edge_index)])
 
@@ -292,6 +297,10 @@ class WindowScore(OneWindow):
         if not self.vgae:
             return torch.softmax(outputs[0].double(), -1)[:, 1]  # as NormalMode.attack_probabilities
         return graph_scores({"recon": outputs[0]}, x, self.model.error_scale, torch.zeros_like(id_token), 1)
+
+
+def _float64(score: torch.Tensor | float) -> torch.Tensor:
+    return torch.as_tensor(score, dtype=torch.float64)
 
 
 def one_window_batch(x: torch.Tensor, id_token: torch.Tensor, edge_index: torch.Tensor) -> Batch:

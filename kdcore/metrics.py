@@ -126,7 +126,10 @@ class ScoreSpread:
         return ((scores - threshold) / self.scale).numpy()
 
     def raised(self, threshold: float, spreads: float) -> float:
-        """``threshold`` moved ``spreads`` spreads up (in log-odds for a probability)."""
+        """``threshold`` moved ``spreads`` spreads up (in log-odds for a probability); none: itself,
+        not its round trip through log-odds."""
+        if spreads == 0:
+            return threshold
         if self.log_odds:
             return float(torch.sigmoid(log_odds(threshold) + spreads * self.scale))
         return threshold + spreads * self.scale
