@@ -10,6 +10,7 @@ from torch_geometric.data import Batch
 from conftest import tiny_capture
 from kdcore.data.graphset import drop_profile
 from kdcore.data.preprocess import AGNOSTIC_FEATURES, ROLE_FEATURES, UNPROFILED, Preprocessing
+from kdcore.data.frames import FrameTable
 from kdcore.data.windows import FEATURES, build_window_graphs
 
 WINDOW = 50
@@ -82,3 +83,34 @@ def test_profile_dropout_makes_whole_windows_look_like_another_vehicle():
     assert (dropped_batch.x[dropped, UNPROFILED + 1:] == 0).all() and (dropped_batch.id_token[dropped] == 0).all()
     assert torch.equal(dropped_batch.x[:, :UNPROFILED], batch.x[:, :UNPROFILED])
     assert torch.equal(dropped_batch.x[~dropped], batch.x[~dropped]) and (batch.x[:, UNPROFILED] == 0).all()  # the batch given is untouched
+
+
+def test_send_period_tells_a_flood_from_a_cars_own_fast_id():
+    # A car whose 0x260 takes a third of every window at 20 ms; a flood of 0x000 every 0.2 ms; 0x7FF sent once.
+    t_fast = np.arange(0, 1.0, 0.020)
+    t_slow = np.concatenate([np.arange(0, 1.0, 0.010) + 0.001, np.arange(0, 1.0, 0.010) + 0.002])
+    t_flood = 0.5 + np.arange(300) * 0.0002
+    timestamp = np.concatenate([t_fast, t_slow, t_flood, [0.2503]])
+    can_id = np.concatenate([np.full(len(t_fast), 0x260), np.repeat([0x100, 0x120], len(t_slow) // 2), np.zeros(len(t_flood)), [0x7FF]])
+    order = np.argsort(timestamp, kind="stable")
+    table = FrameTable.from_frames(timestamp[order], can_id[order].astype(np.uint32), np.full(len(order), 8), np.zeros((len(order), 8)))
+    graphs = build_window_graphs(table, WINDOW, WINDOW)
+    x, _ = fitted().calibrated(graphs).inputs(graphs.x, graphs.can_id, graphs.node_ptr)
+    period = x[:, ROLE["send_period"]]
+    fast, flood, once = (graphs.can_id == 0x260), (graphs.can_id == 0), (graphs.can_id == 0x7FF)
+    np.testing.assert_allclose(period[fast & (graphs.x[:, FEATURES.index("count")] >= 2)], (np.log10(0.020) + 4) / 4, atol=0.02)
+    assert period[flood & (graphs.x[:, FEATURES.index("count")] >= 2)].max() < 0.1 < (np.log10(0.010) + 4) / 4 - 0.05
+    assert period[once] >= (np.log10(0.010) + 4) / 4  # once in a window of 10 ms IDs: at least the window's span apart
+    assert ROLE["send_period"] < UNPROFILED
+
+
+def test_a_model_saved_before_send_period_keeps_the_roles_it_was_trained_on():
+    saved = fitted().to_dict()
+    assert saved["roles"] == list(ROLE_FEATURES)
+    del saved["roles"]  # as checkpoints saved before it
+    before = Preprocessing.from_dict(saved)
+    graphs = build_window_graphs(tiny_capture(np.random.default_rng(5), 1000), WINDOW, WINDOW)
+    x, _ = before.inputs(graphs.x, graphs.can_id, graphs.node_ptr)
+    now, _ = fitted().inputs(graphs.x, graphs.can_id, graphs.node_ptr)
+    assert before.num_features == x.shape[1] == len(AGNOSTIC_FEATURES) - 1
+    np.testing.assert_array_equal(x, np.delete(now, ROLE["send_period"], axis=1))

@@ -46,8 +46,12 @@ COUNT, POSITION, GAP_MEAN, GAP_STD, PAYLOAD_STD, DLC = (FEATURES.index(name) for
 # drive (speed, gear, temperature), and measured as deviations they called later normal driving
 # an attack (docs/transfer.md).
 STATISTICS = tuple(FEATURES.index(name) for name in ("count", "interarrival_mean", "interarrival_std", "payload_std", "dlc_mean"))
-ROLE_FEATURES = ("frame_share", "priority_rank", "timing_jitter", "payload_spread", "dlc", "position", "node_share", "unprofiled")
-AGNOSTIC_FEATURES = (*ROLE_FEATURES, *(f"{name}_scaled" for name in FEATURES), *(f"{FEATURES[i]}_deviation" for i in STATISTICS))
+ROLE_FEATURES = ("frame_share", "priority_rank", "timing_jitter", "send_period", "payload_spread", "dlc", "position", "node_share",
+                 "unprofiled")
+# The roles of models saved before ``send_period`` (their checkpoints name no roles): they load with these.
+ROLES_BEFORE_SEND_PERIOD = tuple(name for name in ROLE_FEATURES if name != "send_period")
+VEHICLE_BLOCK = (*(f"{name}_scaled" for name in FEATURES), *(f"{FEATURES[i]}_deviation" for i in STATISTICS))
+AGNOSTIC_FEATURES = (*ROLE_FEATURES, *VEHICLE_BLOCK)
 UNPROFILED = ROLE_FEATURES.index("unprofiled")
 DEVIATION_CLIP = 10.0  # profile spreads: beyond this a deviation is simply "far"
 SPREAD_FLOOR = 0.1  # a statistic's profile spread is at least this share of its spread over all IDs
@@ -65,7 +69,8 @@ class Preprocessing:
     ``aliases`` (calibrated ``vocabulary`` models) maps another vehicle's IDs to the tokens of the
     training IDs whose profiles they resemble most. ``recorded_ids`` (calibrated models) are the
     IDs of the calibration recording: what the vehicle sends, against which an alert's IDs are
-    found foreign (``vehicle_ids``, ``kdcore.classes.suspect_cue``).
+    found foreign (``vehicle_ids``, ``kdcore.classes.suspect_cue``). ``roles``: the role columns
+    of an ``agnostic`` node, in order (``ROLE_FEATURES``; fewer for a model saved before some).
     """
 
     vocabulary: np.ndarray
@@ -76,6 +81,7 @@ class Preprocessing:
     representation: str = "vocabulary"
     aliases: dict[int, int] = attrs.field(factory=dict)
     recorded_ids: np.ndarray | None = None
+    roles: tuple[str, ...] = ROLE_FEATURES
 
     @property
     def vehicle_ids(self) -> np.ndarray:
@@ -90,7 +96,7 @@ class Preprocessing:
 
     @property
     def num_features(self) -> int:
-        return len(AGNOSTIC_FEATURES) if self.representation == "agnostic" else len(FEATURES)
+        return len(self.roles) + len(VEHICLE_BLOCK) if self.representation == "agnostic" else len(FEATURES)
 
     @classmethod
     def fit(cls, graphs: WindowGraphs, representation: str = "vocabulary") -> Preprocessing:
@@ -210,17 +216,18 @@ class Preprocessing:
             deviation = np.where(profiled[:, None], np.nan_to_num(deviation, nan=0.0), 0.0)[:, list(STATISTICS)]
             vehicle_block = np.where(ours[:, None], np.column_stack([self.scale(x), deviation]), 0.0)
             tokens = np.where(ours, self.id_token(can_id), OUT_OF_VOCABULARY).astype(np.int64)
-        roles = np.column_stack([
-            x[:, COUNT] / np.maximum(frames, 1),
-            rank,
-            np.clip(np.nan_to_num(jitter, nan=0.0), 0, 5),
-            x[:, PAYLOAD_STD] / 64,
-            x[:, DLC] / 8,
-            x[:, POSITION],
-            nodes / np.maximum(frames, 1),
-            ~profiled,
-        ])
-        return np.column_stack([roles, vehicle_block]).astype(np.float32), tokens
+        roles = {
+            "frame_share": lambda: x[:, COUNT] / np.maximum(frames, 1),
+            "priority_rank": lambda: rank,
+            "timing_jitter": lambda: np.clip(np.nan_to_num(jitter, nan=0.0), 0, 5),
+            "send_period": lambda: _send_period(x, window_of_node, len(nodes_per_window)),
+            "payload_spread": lambda: x[:, PAYLOAD_STD] / 64,
+            "dlc": lambda: x[:, DLC] / 8,
+            "position": lambda: x[:, POSITION],
+            "node_share": lambda: nodes / np.maximum(frames, 1),
+            "unprofiled": lambda: ~profiled,
+        }
+        return np.column_stack([*(roles[name]() for name in self.roles), vehicle_block]).astype(np.float32), tokens
 
     def apply(self, graphs: WindowGraphs) -> GraphSet:
         from kdcore.data.graphset import GraphSet
@@ -248,6 +255,7 @@ class Preprocessing:
             "profile_std": _listed(self.profile_std),
             "aliases": [[can_id, token] for can_id, token in sorted(self.aliases.items())],
             **recorded,
+            **({"roles": list(self.roles)} if self.representation == "agnostic" else {}),
         }
 
     @classmethod
@@ -263,6 +271,7 @@ class Preprocessing:
             representation=data.get("representation", "vocabulary"),
             aliases={int(can_id): int(token) for can_id, token in data.get("aliases", [])},
             recorded_ids=None if "recorded_ids" not in data else np.asarray(data["recorded_ids"], dtype=np.uint32),
+            roles=tuple(data.get("roles", ROLES_BEFORE_SEND_PERIOD)),
         )
 
 
@@ -275,6 +284,20 @@ def _unlisted(rows: list | None, missing: np.ndarray) -> np.ndarray:
     if rows is None:
         return missing
     return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64).reshape(missing.shape)
+
+
+def _send_period(x: np.ndarray, window_of_node: np.ndarray, num_windows: int) -> np.ndarray:
+    """How often a node's ID sends, on a log scale the same on every car: 0 at 0.1 ms between
+    frames (a flood), 0.5 at 10 ms, 1 at 1 s, up to 1.25. An ID sent once in its window sends at
+    most once per the window's span (its longest-sending ID's). 0 without timestamps.
+
+    A car's own fast IDs take a large share of its windows (a third of yaris09's, at 20 ms),
+    which the share alone cannot tell from a flood (docs/transfer.md, "How often an ID sends")."""
+    gaps = np.nan_to_num(x[:, GAP_MEAN], nan=0.0)
+    span = np.zeros(num_windows)
+    np.maximum.at(span, window_of_node, gaps * np.maximum(x[:, COUNT] - 1, 0))
+    period = np.where(x[:, COUNT] >= 2, gaps, span[window_of_node])
+    return np.where(period > 0, np.clip((np.log10(np.maximum(period, 1e-12)) + 4) / 4, 0, 1.25), 0.0)
 
 
 def _window_share(hits: np.ndarray, of: np.ndarray, window_of_node: np.ndarray, num_windows: int) -> np.ndarray:
