@@ -66,8 +66,9 @@ def recording_threshold(normal_scores: torch.Tensor, target_fpr: float) -> float
     of their scores (the split-conformal quantile): their highest below 2 / target_fpr − 1 windows
     (199 at 0.01), and below 1 / target_fpr − 1 even that cannot show the tail.
 
-    Training fits its thresholds on hundreds of validation windows cut from the captures it is
-    tested on, where the interpolated quantile (``metrics.threshold_at_fpr``) serves. A
+    Training fits its thresholds on hundreds of validation windows, where the interpolated
+    quantile (``metrics.threshold_at_fpr``) serves (raised by ``threshold_headroom``, as a
+    recording's is by the headroom). A
     calibration recording is one short drive (5 000 frames is 50 windows): an interpolated
     quantile lies between its two highest windows, and the same vehicle's other drives exceed it
     more often than ``target_fpr`` (measured, docs/transfer.md)."""

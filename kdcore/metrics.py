@@ -166,33 +166,58 @@ def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor, target_fpr: fl
 
 
 def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: float, representation: str,
-                      judging_roles: Callable[[], AbstractContextManager] = nullcontext, probabilities: bool = False) -> dict:
-    """``threshold``: the score ``target_fpr`` of the validation normal windows reach, and
-    ``score_spread``: how widely they spread (``ScoreSpread``; ``probabilities``: the scores are
-    probabilities). For the agnostic representation also ``roles_threshold``: the same for those
-    windows judged without their profile, as a vehicle the model was not trained on is judged —
-    the floor ``kdcore calibrate`` keeps for another vehicle — scored within ``judging_roles()``,
-    the model as it judges such windows (the VGAE: with its roles error scale)."""
-    loader = datamodule.loader(datamodule.normal(datamodule.val_set))
-    normal_scores = score(loader)
-    thresholds = {"threshold": threshold_at_fpr(normal_scores, target_fpr),
-                  "score_spread": ScoreSpread.fit(normal_scores, probabilities).to_dict()}
+                      judging_roles: Callable[[], AbstractContextManager] = nullcontext, probabilities: bool = False,
+                      headroom: float = 0.0) -> dict:
+    """``threshold``: the score ``target_fpr`` of the validation normal windows reach, raised by up
+    to ``headroom`` of their ``score_spread`` (``ScoreSpread``; ``probabilities``: the scores are
+    probabilities) but never past a validation attack window it catches (``raised_while_validated``). For the
+    agnostic representation also ``roles_threshold``: the same for the validation windows judged
+    without their profile, as a vehicle the model was not trained on is judged — the floor
+    ``kdcore calibrate`` keeps for another vehicle — scored within ``judging_roles()``, the model
+    as it judges such windows (the VGAE: with its roles error scale)."""
+    labels = labels_of(datamodule.val_set)
+    loader = datamodule.loader(datamodule.val_set)
+    scores = score(loader)
+    spread = ScoreSpread.fit(scores[labels == 0], probabilities)
+    thresholds = {"threshold": raised_while_validated(scores, labels, target_fpr, spread, headroom), "score_spread": spread.to_dict()}
     if representation == "agnostic":
         with judging_roles():
-            thresholds["roles_threshold"] = threshold_at_fpr(score(drop_profile(batch, 1.0) for batch in loader), target_fpr)
+            roles_scores = score(drop_profile(batch, 1.0) for batch in loader)
+        roles_spread = ScoreSpread.fit(roles_scores[labels == 0], probabilities)
+        thresholds["roles_threshold"] = raised_while_validated(roles_scores, labels, target_fpr, roles_spread, headroom)
     return thresholds
+
+
+def raised_while_validated(scores: torch.Tensor, labels: torch.Tensor, target_fpr: float, spread: ScoreSpread,
+                           headroom: float) -> float:
+    """The ``1 - target_fpr`` quantile of the normal windows' ``scores``, raised by up to ``headroom``
+    spreads — but never past an attack window among ``scores`` that the quantile catches: the
+    threshold rises through normal windows only, and stops at the lowest such attack.
+
+    Headroom, because the vehicle's other drives are not the validation windows over again: at
+    the quantile itself, models that ranked every attack of the training vehicle above every
+    normal window flagged 2-8 % of its other drives. Never past a caught attack, because one
+    spread is not the same room for every model: a GAT trained on ROAD spread its normal windows
+    over 6-17 log-odds, and a full spread put its threshold above its masquerades; raised as far
+    as the validation F1 stayed best, the VGAE student lost a third of its ROAD masquerade windows
+    (docs/transfer.md, "Headroom in training")."""
+    quantile = threshold_at_fpr(scores[labels == 0], target_fpr)
+    raised = spread.raised(quantile, headroom)
+    caught = scores[(labels == 1) & (scores.double() >= quantile)]
+    return min(raised, float(caught.min())) if len(caught) else raised
 
 
 def evaluate_at_fitted_threshold(score: Scorer, run: Run, embed: Embedder | None = None, node_scores: NodeScorer | None = None,
                                  judging_roles: Callable[[], AbstractContextManager] = nullcontext, probabilities: bool = False,
                                  fitted_on: str = POOLED_NODES) -> Evaluation:
     """What the built-in modes evaluate: thresholds and the score spread fitted on validation normal
-    windows at the run's ``target_fpr`` (``fitted_thresholds``, saved with the model), attack classes on the
+    windows at the run's ``target_fpr`` and ``threshold_headroom`` (``fitted_thresholds``, saved with the model), attack classes on the
     model's window representation ``embed`` (named ``fitted_on``) when the data names its attacks
     (saved as ``attack_classes``), then ``evaluate_scores``, judging the alerts with ``node_scores``.
     Windows judged by roles alone are scored within ``judging_roles()``."""
     config = run.config
-    extra: dict = fitted_thresholds(score, run.datamodule, config.target_fpr, config.representation, judging_roles, probabilities)
+    extra: dict = fitted_thresholds(score, run.datamodule, config.target_fpr, config.representation, judging_roles, probabilities,
+                                    config.threshold_headroom)
     vehicle_ids = training_vehicle_ids(run.datamodule)
     classes = {} if embed is None else fit_attack_classes(embed, run.datamodule, config.representation, node_scores, vehicle_ids,
                                                           fitted_on, judging_roles)

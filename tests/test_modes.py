@@ -233,3 +233,33 @@ def test_gradient_clipping_reaches_the_trainer(engine, tmp_path):
 
     run = engine.build(engine.plan(tiny_config(tmp_path, mode="normal", gradient_clip_val=0.5)))
     assert make_trainer(run, []).gradient_clip_val == 0.5
+
+
+def test_the_fitted_threshold_leaves_headroom_above_the_validation_quantile_but_keeps_every_attack_it_caught():
+    from kdcore.metrics import ScoreSpread, fitted_thresholds, threshold_at_fpr
+
+    class Validation:  # the datamodule's part fitted_thresholds reads: the validation windows, in one loader
+        def __init__(self, labels):
+            self.val_set = type("Windows", (), {"labels": labels})()
+
+        def loader(self, split):
+            return [split]
+
+    normal = 2.0 + 0.5 * torch.randn(400, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for probabilities, transform in ((False, lambda x: x), (True, torch.sigmoid)):
+        def fitted(attacks, headroom=1.0):
+            scores = transform(torch.cat([normal, torch.as_tensor(attacks, dtype=torch.float64)]))
+            labels = torch.cat([torch.zeros(len(normal), dtype=torch.long), torch.ones(len(attacks), dtype=torch.long)])
+            return fitted_thresholds(lambda loader: scores, Validation(labels), 0.01, "vocabulary", probabilities=probabilities,
+                                     headroom=headroom), scores
+
+        plain, scores = fitted([], headroom=0.0)
+        quantile = threshold_at_fpr(scores[:len(normal)], 0.01)
+        assert plain["threshold"] == quantile
+        spread = ScoreSpread(**plain["score_spread"])
+        for attacks in ([], [9.0, 10.0, 11.0, 0.0]):  # no attack, or every one it catches far above: the whole spread
+            raised, _ = fitted(attacks)
+            assert spread.margins([raised["threshold"]], quantile)[0] == pytest.approx(1.0)
+        between = float(normal.quantile(0.99)) + 0.05  # attacks just above the quantile, where a full spread would lose them
+        stopped, scores = fitted([between] * 20 + [10.0] * 20)
+        assert stopped["threshold"] == float(scores[-40]) > quantile, "raised through the normal windows up to the first attack"
