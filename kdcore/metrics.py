@@ -170,8 +170,8 @@ def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: fl
                       headroom: float = 0.0) -> dict:
     """``threshold``: the score ``target_fpr`` of the validation normal windows reach, raised by up
     to ``headroom`` of their ``score_spread`` (``ScoreSpread``; ``probabilities``: the scores are
-    probabilities) but never past a validation attack window it catches (``raised_while_validated``). For the
-    agnostic representation also ``roles_threshold``: the same for the validation windows judged
+    probabilities), but never past a validation attack window it catches (``raised_while_validated``).
+    For the agnostic representation also ``roles_threshold``: the same for the validation windows judged
     without their profile, as a vehicle the model was not trained on is judged — the floor
     ``kdcore calibrate`` keeps for another vehicle — scored within ``judging_roles()``, the model
     as it judges such windows (the VGAE: with its roles error scale)."""
@@ -198,8 +198,7 @@ def raised_while_validated(scores: torch.Tensor, labels: torch.Tensor, target_fp
     the quantile itself, models that ranked every attack of the training vehicle above every
     normal window flagged 2-8 % of its other drives. Never past a caught attack, because one
     spread is not the same room for every model: a GAT trained on ROAD spread its normal windows
-    over 6-17 log-odds, and a full spread put its threshold above its masquerades; raised as far
-    as the validation F1 stayed best, the VGAE student lost a third of its ROAD masquerade windows
+    over 6-17 log-odds, and a full spread put its threshold above its masquerades
     (docs/transfer.md, "Headroom in training")."""
     quantile = threshold_at_fpr(scores[labels == 0], target_fpr)
     raised = spread.raised(quantile, headroom)

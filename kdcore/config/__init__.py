@@ -160,10 +160,10 @@ class RunConfig:
     kd_noise: float = attrs.field(default=0.0, validator=v.ge(0))
 
     # Every mode's decision threshold is fitted, not fixed: the score that this share of the
-    # validation normal windows reaches (their 1 - target_fpr quantile), raised by
-    # ``threshold_headroom`` robust spreads of their scores — room for the vehicle's other drives,
-    # as ``kdcore calibrate --headroom`` leaves on a recording. Calibration fits both again on a
-    # vehicle's own attack-free traffic.
+    # validation normal windows reaches (their 1 - target_fpr quantile), raised by up to
+    # ``threshold_headroom`` robust spreads of their scores (never past a validation attack it
+    # catches) — room for the vehicle's other drives, as ``kdcore calibrate --headroom`` leaves on
+    # a recording. Calibration fits both again on a vehicle's own attack-free traffic.
     target_fpr: float = attrs.field(default=0.01, validator=_unit_interval)
     threshold_headroom: float = attrs.field(default=1.0, validator=v.ge(0))
 
