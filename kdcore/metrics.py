@@ -196,7 +196,7 @@ def raised_while_validated(scores: torch.Tensor, labels: torch.Tensor, target_fp
 
     Headroom, because the vehicle's other drives are not the validation windows over again: at
     the quantile itself, models that ranked every attack of the training vehicle above every
-    normal window flagged 2-8 % of its other drives. Never past a caught attack, because one
+    normal window flagged up to 11 % of its other drives. Never past a caught attack, because one
     spread is not the same room for every model: a GAT trained on ROAD spread its normal windows
     over 6-17 log-odds, and a full spread put its threshold above its masquerades
     (docs/transfer.md, "Headroom in training")."""
