@@ -103,7 +103,8 @@ class AutoencoderMode(TrainingMode):
 
     def evaluate(self, model, run):
         """The error scale fitted on validation normal windows (``fit_error_scale``), then the
-        threshold: the score that ``target_fpr`` of them reach; then detect on the test split.
+        threshold: the score that ``target_fpr`` of them reach, with the run's ``threshold_headroom``
+        (``metrics.fitted_thresholds``); then detect on the test split.
 
         With the agnostic representation a second scale is fitted on the same windows judged by
         roles alone (``roles_error_scale``, saved in the checkpoint's extra), as another vehicle

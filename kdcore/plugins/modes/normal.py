@@ -87,7 +87,8 @@ class NormalMode(TrainingMode):
             return model.embed(batch.x, batch.id_token, batch.edge_index, batch.batch).float()
 
     def evaluate(self, model, run):
-        """Threshold: P(attack) that ``target_fpr`` of validation normal windows reach; then detect on the test split."""
+        """Threshold: P(attack) that ``target_fpr`` of validation normal windows reach, with the
+        run's ``threshold_headroom`` (``metrics.fitted_thresholds``); then detect on the test split."""
         from kdcore.metrics import evaluate_at_fitted_threshold
 
         return evaluate_at_fitted_threshold(lambda loader: self.attack_probabilities(model, loader), run,
