@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 
 from conftest import tiny_capture
 from kdcore.data.graphset import drop_profile
-from kdcore.data.preprocess import AGNOSTIC_FEATURES, ROLE_FEATURES, UNPROFILED, Preprocessing
+from kdcore.data.preprocess import AGNOSTIC_FEATURES, ROLE_FEATURES, ROLES_BEFORE_SEND_PERIOD, UNPROFILED, Preprocessing
 from kdcore.data.frames import FrameTable
 from kdcore.data.windows import FEATURES, build_window_graphs
 
@@ -112,5 +112,28 @@ def test_a_model_saved_before_send_period_keeps_the_roles_it_was_trained_on():
     graphs = build_window_graphs(tiny_capture(np.random.default_rng(5), 1000), WINDOW, WINDOW)
     x, _ = before.inputs(graphs.x, graphs.can_id, graphs.node_ptr)
     now, _ = fitted().inputs(graphs.x, graphs.can_id, graphs.node_ptr)
-    assert before.num_features == x.shape[1] == len(AGNOSTIC_FEATURES) - 1
-    np.testing.assert_array_equal(x, np.delete(now, ROLE["send_period"], axis=1))
+    assert before.roles == ROLES_BEFORE_SEND_PERIOD and before.num_features == x.shape[1] == len(AGNOSTIC_FEATURES) - 1
+    for column, name in enumerate(ROLES_BEFORE_SEND_PERIOD):
+        if name in ROLE:  # a role both have: the same values
+            np.testing.assert_array_equal(x[:, column], now[:, ROLE[name]])
+    gaps = graphs.x[:, FEATURES.index("interarrival_mean")]
+    jitter = np.where(gaps > 0, graphs.x[:, FEATURES.index("interarrival_std")] / np.where(gaps > 0, gaps, 1), 0)
+    np.testing.assert_allclose(x[:, ROLES_BEFORE_SEND_PERIOD.index("timing_jitter")], np.clip(jitter, 0, 5), rtol=1e-5)
+    np.testing.assert_array_equal(x[:, len(ROLES_BEFORE_SEND_PERIOD):], now[:, VEHICLE_BLOCK])
+
+
+def test_an_id_sent_under_three_times_takes_its_windows_jitter():
+    graphs = build_window_graphs(tiny_capture(np.random.default_rng(6), 1000), WINDOW, WINDOW)
+    x, _ = fitted().inputs(graphs.x, graphs.can_id, graphs.node_ptr)
+    count, jitter = graphs.x[:, FEATURES.index("count")], x[:, ROLE["repeat_jitter"]]
+    gaps = graphs.x[:, FEATURES.index("interarrival_mean")]
+    own = graphs.x[:, FEATURES.index("interarrival_std")] / np.where(gaps > 0, gaps, 1)
+    repeated = count >= 3
+    assert repeated.any() and (~repeated).any()
+    np.testing.assert_allclose(jitter[repeated], np.clip(own[repeated], 0, 5), rtol=1e-5)
+    for window in range(len(graphs)):
+        nodes = slice(graphs.node_ptr[window], graphs.node_ptr[window + 1])
+        few = ~repeated[nodes]
+        if few.any() and repeated[nodes].any():
+            values = np.sort(jitter[nodes][repeated[nodes]])
+            assert np.all(jitter[nodes][few] == values[(len(values) - 1) // 2])  # the window's (lower) median

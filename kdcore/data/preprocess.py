@@ -46,10 +46,11 @@ COUNT, POSITION, GAP_MEAN, GAP_STD, PAYLOAD_STD, DLC = (FEATURES.index(name) for
 # drive (speed, gear, temperature), and measured as deviations they called later normal driving
 # an attack (docs/transfer.md).
 STATISTICS = tuple(FEATURES.index(name) for name in ("count", "interarrival_mean", "interarrival_std", "payload_std", "dlc_mean"))
-ROLE_FEATURES = ("frame_share", "priority_rank", "timing_jitter", "send_period", "payload_spread", "dlc", "position", "node_share",
+ROLE_FEATURES = ("frame_share", "priority_rank", "repeat_jitter", "send_period", "payload_spread", "dlc", "position", "node_share",
                  "unprofiled")
 # The roles of models saved before ``send_period`` (their checkpoints name no roles): they load with these.
-ROLES_BEFORE_SEND_PERIOD = tuple(name for name in ROLE_FEATURES if name != "send_period")
+ROLES_BEFORE_SEND_PERIOD = ("frame_share", "priority_rank", "timing_jitter", "payload_spread", "dlc", "position", "node_share",
+                            "unprofiled")
 VEHICLE_BLOCK = (*(f"{name}_scaled" for name in FEATURES), *(f"{FEATURES[i]}_deviation" for i in STATISTICS))
 AGNOSTIC_FEATURES = (*ROLE_FEATURES, *VEHICLE_BLOCK)
 UNPROFILED = ROLE_FEATURES.index("unprofiled")
@@ -220,6 +221,8 @@ class Preprocessing:
             "frame_share": lambda: x[:, COUNT] / np.maximum(frames, 1),
             "priority_rank": lambda: rank,
             "timing_jitter": lambda: np.clip(np.nan_to_num(jitter, nan=0.0), 0, 5),
+            "repeat_jitter": lambda: _repeat_jitter(x, np.clip(np.nan_to_num(jitter, nan=0.0), 0, 5), window_of_node,
+                                                    len(nodes_per_window)),
             "send_period": lambda: _send_period(x, window_of_node, len(nodes_per_window)),
             "payload_spread": lambda: x[:, PAYLOAD_STD] / 64,
             "dlc": lambda: x[:, DLC] / 8,
@@ -284,6 +287,24 @@ def _unlisted(rows: list | None, missing: np.ndarray) -> np.ndarray:
     if rows is None:
         return missing
     return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64).reshape(missing.shape)
+
+
+def _repeat_jitter(x: np.ndarray, jitter: np.ndarray, window_of_node: np.ndarray, num_windows: int) -> np.ndarray:
+    """``jitter`` of the IDs sent three times or more in their window; an ID sent fewer times shows
+    no timing of its own and takes the window's median of those that do (0 if none does).
+
+    Measured: a flood or a fuzzing burst shortens the window so that most IDs send once or twice,
+    a jitter of 0, and a GAT trained on them may learn that irregular timing means normal traffic
+    (docs/transfer.md, "Why a GAT can rank the unseen replay below normal")."""
+    repeated = x[:, COUNT] >= 3
+    windows, values = window_of_node[repeated], jitter[repeated]
+    order = np.lexsort((values, windows))
+    counts = np.bincount(windows, minlength=num_windows)
+    starts = np.cumsum(counts) - counts
+    median = np.zeros(num_windows)
+    present = counts > 0
+    median[present] = values[order][starts[present] + (counts[present] - 1) // 2]
+    return np.where(repeated, jitter, median[window_of_node])
 
 
 def _send_period(x: np.ndarray, window_of_node: np.ndarray, num_windows: int) -> np.ndarray:
