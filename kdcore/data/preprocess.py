@@ -201,7 +201,7 @@ class Preprocessing:
         # Nodes are in ascending CAN-ID order within a window (windows.build_window_graphs).
         rank = (np.arange(len(x)) - node_ptr[:-1][window_of_node]) / np.maximum(nodes - 1, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            jitter = np.where(x[:, GAP_MEAN] > 0, x[:, GAP_STD] / x[:, GAP_MEAN], 0.0)
+            jitter = np.clip(np.nan_to_num(np.where(x[:, GAP_MEAN] > 0, x[:, GAP_STD] / x[:, GAP_MEAN], 0.0), nan=0.0), 0, 5)
         vehicle_block = np.zeros((len(x), len(FEATURES) + len(STATISTICS)))
         tokens = np.full(len(x), OUT_OF_VOCABULARY, np.int64)
         profiled = np.zeros(len(x), bool)
@@ -220,9 +220,8 @@ class Preprocessing:
         roles = {
             "frame_share": lambda: x[:, COUNT] / np.maximum(frames, 1),
             "priority_rank": lambda: rank,
-            "timing_jitter": lambda: np.clip(np.nan_to_num(jitter, nan=0.0), 0, 5),
-            "repeat_jitter": lambda: _repeat_jitter(x, np.clip(np.nan_to_num(jitter, nan=0.0), 0, 5), window_of_node,
-                                                    len(nodes_per_window)),
+            "timing_jitter": lambda: jitter,
+            "repeat_jitter": lambda: _repeat_jitter(x, jitter, window_of_node, len(nodes_per_window)),
             "send_period": lambda: _send_period(x, window_of_node, len(nodes_per_window)),
             "payload_spread": lambda: x[:, PAYLOAD_STD] / 64,
             "dlc": lambda: x[:, DLC] / 8,
