@@ -3,17 +3,18 @@
     python benchmarks/bench_transfer.py [--shared ../shared] [--representation agnostic vocabulary]
                                         [--epochs 10] [--part vehicles road] [--work DIR]
                                         [--gat-mode normal|curriculum] [--kd-noise 0]
+                                        [--train-vehicle camaro|civic8th]
 
-(a) ``vehicles``: real attack-free traffic of four cars (``shared/data/real/vehicles``). The
-camaro is the training vehicle: DoS, fuzzing and spoofing are injected (``kdcore.data.traffic``)
-into some of its captures to train on, with a burst in each capture's validation part; others,
-with the same attacks plus replay (never seen in training), are its known-vehicle test sets. For
-every other vehicle with enough clean traffic (civic8th, yaris09), one capture set aside is the
-calibration recording, and DoS, fuzzing, spoofing and replay are injected into *other* captures
-of that vehicle. For each model — teacher,
-student, student+KD of the GAT and the VGAE, and fusion of the KD students — it reports AUROC,
-F1 and FPR on each unknown vehicle before calibration, F1 and FPR after ``kdcore calibrate`` on
-that vehicle's clean recording, and the calibration's seconds. mazda3 is left out: its captures
+(a) ``vehicles``: real attack-free traffic of four cars (``shared/data/real/vehicles``). One is
+the training vehicle (``--train-vehicle``: the camaro, 66 CAN IDs, or civic8th, 23): DoS, fuzzing
+and spoofing are injected (``kdcore.data.traffic``) into some of its captures to train on, with a
+burst in each capture's validation part; others, with the same attacks plus replay (never seen in
+training), are its known-vehicle test sets. For every other vehicle with enough clean traffic
+(of camaro, civic8th, yaris09), one capture set aside is the calibration recording, and DoS,
+fuzzing, spoofing and replay are injected into *other* captures of that vehicle. For each model
+— teacher, student, student+KD of the GAT and the VGAE, and fusion of the KD students — it
+reports AUROC, F1 and FPR on each unknown vehicle before calibration, F1 and FPR after ``kdcore
+calibrate`` on that vehicle's clean recording, and the calibration's seconds. mazda3 is left out: its captures
 do not share one ID set (15 IDs in its longest capture, 36-39 in the others, under 5 000 frames).
 
 The GATs train in ``normal`` mode, or with ``--gat-mode curriculum`` as ``make demo`` trains them
@@ -64,18 +65,21 @@ from kdcore.errors import KdcoreError  # noqa: E402
 from kdcore.evaluate import evaluate  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-TRAIN_VEHICLE = "camaro"
-TRAIN_CAPTURES = {  # camaro: clean captures, and one capture per attack to inject into
-    "train_01_attack_free": {None: ["accycle.log", "engineon.log"]},
-    "train_02_with_attacks": {"dos": ["hudcontrol.log"], "fuzzy": ["crscntrlbtns.log"], "spoof": ["reverse.log"]},
-}
-KNOWN_TESTS = {"dos": "tcstate.log", "fuzzy": "keyoff.log", "spoof": "turnwheel.log", "replay": "reverselog.trc"}
-OTHER_VEHICLES = {  # calibration recording, and one capture per attack to inject into
-    "civic8th": {"calibration": ["engineon.log"],
+VEHICLES = {  # per vehicle, as the training vehicle: clean captures and one capture per attack to inject
+    # into (``train``), its own test captures (``tests``); as an unknown vehicle: the calibration
+    # recording and the same tests. yaris09 holds too little traffic to train on.
+    "camaro": {"train": {"train_01_attack_free": {None: ["accycle.log", "engineon.log"]},
+                         "train_02_with_attacks": {"dos": ["hudcontrol.log"], "fuzzy": ["crscntrlbtns.log"], "spoof": ["reverse.log"]}},
+               "calibration": ["engineon.log"],
+               "tests": {"dos": "tcstate.log", "fuzzy": "keyoff.log", "spoof": "turnwheel.log", "replay": "reverselog.trc"}},
+    "civic8th": {"train": {"train_01_attack_free": {None: ["startandturnwheel.trc", "startedfortest.log", "acswitch.trc"]},
+                           "train_02_with_attacks": {"dos": ["2revlog.log"], "fuzzy": ["acon.log"], "spoof": ["startengine.trc"]}},
+                 "calibration": ["engineon.log"],
                  "tests": {"dos": "40mph.trc", "fuzzy": "revlog.log", "spoof": "disconnecteconnect.trc", "replay": "vsslog.log"}},
     "yaris09": {"calibration": ["aconoff.log", "steering.log", "turnonstockecu.log"],
                 "tests": {"dos": "engineonaconoffstockecu.trc", "fuzzy": "accellog.log", "spoof": "revstockecu.trc", "replay": "cllutchinout.log"}},
 }
+TRAIN_VEHICLES = [vehicle for vehicle, plan in VEHICLES.items() if "train" in plan]
 ROAD_HELD_OUT = "Deal_max_engine_coolant_temp_attack_masquerade.csv"
 MODELS = (  # name, mode, size, KD
     ("gat_teacher", "normal", "teacher", False),
@@ -115,21 +119,20 @@ def injected(source: Path, attack: str | None, out: Path, seed: int, into_valida
     return out
 
 
-def prepare_vehicles(vehicles: Path, work: Path, seed: int) -> dict[str, Path]:
+def prepare_vehicles(vehicles: Path, work: Path, train_vehicle: str, seed: int) -> dict[str, Path]:
     """The training vehicle's can-train-and-test folder, and each other vehicle's test folder."""
-    camaro = vehicles / TRAIN_VEHICLE
-    root = work / TRAIN_VEHICLE
-    for folder, plan in TRAIN_CAPTURES.items():
-        for attack, files in plan.items():
-            for name in files:
-                injected(camaro / name, attack, root / folder / f"{attack or 'normal'}-{Path(name).stem}.csv", seed, into_validation=True)
-    for index, (attack, name) in enumerate(KNOWN_TESTS.items(), 1):
-        injected(camaro / name, attack, root / f"test_{index:02d}_{attack}" / f"{attack}-{Path(name).stem}.csv", seed)
-    folders = {TRAIN_VEHICLE: root}
-    for vehicle, plan in OTHER_VEHICLES.items():
+    folders = {}
+    for vehicle, plan in VEHICLES.items():
+        root = work / vehicle
+        if vehicle == train_vehicle:
+            for folder, captures in plan["train"].items():
+                for attack, files in captures.items():
+                    for name in files:
+                        injected(vehicles / vehicle / name, attack, root / folder / f"{attack or 'normal'}-{Path(name).stem}.csv", seed,
+                                 into_validation=True)
         for index, (attack, name) in enumerate(plan["tests"].items(), 1):
-            injected(vehicles / vehicle / name, attack, work / vehicle / f"test_{index:02d}_{attack}" / f"{attack}-{Path(name).stem}.csv", seed)
-        folders[vehicle] = work / vehicle
+            injected(vehicles / vehicle / name, attack, root / f"test_{index:02d}_{attack}" / f"{attack}-{Path(name).stem}.csv", seed)
+        folders[vehicle] = root
     return folders
 
 
@@ -181,18 +184,20 @@ def models_folder(representation: str, gat_mode: str, training: dict) -> str:
     return f"{representation}-{gat_mode}" + (f"-kd_noise{training['kd_noise']:g}" if training["kd_noise"] else "")
 
 
-def vehicles_part(shared: Path, work: Path, representation: str, training: dict, gat_mode: str) -> dict:
+def vehicles_part(shared: Path, work: Path, representation: str, training: dict, gat_mode: str, train_vehicle: str) -> dict:
     """``training``: the RunConfig keys every model trains with (max_epochs, seed, kd_noise)."""
-    folders = prepare_vehicles(shared / "data/real/vehicles", work / "data", training["seed"])
+    folders = prepare_vehicles(shared / "data/real/vehicles", work / "data", train_vehicle, training["seed"])
     models = work / models_folder(representation, gat_mode, training)
-    base = dict(dataset="captures", data_root=str(folders[TRAIN_VEHICLE]), experiment_root=str(models),
+    base = dict(dataset="captures", data_root=str(folders[train_vehicle]), experiment_root=str(models),
                 representation=representation, progress_bar=False, **training)
     started = time.perf_counter()
     checkpoints, skipped = train_all(Engine(), base, gat_mode)
     results: dict = {"train_seconds": round(time.perf_counter() - started, 1), "models": {}, "skipped": skipped}
     for name, checkpoint in checkpoints.items():
-        row = {"known_vehicle": scores_on(checkpoint, folders[TRAIN_VEHICLE])}
-        for vehicle, plan in OTHER_VEHICLES.items():
+        row = {"known_vehicle": scores_on(checkpoint, folders[train_vehicle])}
+        for vehicle, plan in VEHICLES.items():
+            if vehicle == train_vehicle:
+                continue
             calibrated = models / "calibrated" / vehicle / f"{name}.pth"
             calibrated.parent.mkdir(parents=True, exist_ok=True)
             record = calibrate(checkpoint, [shared / "data/real/vehicles" / vehicle / f for f in plan["calibration"]], calibrated)
@@ -229,11 +234,15 @@ def road_part(shared: Path, work: Path, representation: str, training: dict, gat
     return results
 
 
+def unknown_vehicles(row: dict) -> list[str]:
+    """The vehicles a model's row of the vehicles part was calibrated on and tested."""
+    return [vehicle for vehicle in row if vehicle != "known_vehicle"]
+
+
 def headline(vehicles: dict | None, road: dict | None) -> dict:
     keys = {}
     if vehicles:
-        rows = [(model, vehicle, stats) for model, row in vehicles["models"].items()
-                for vehicle, stats in row.items() if vehicle in OTHER_VEHICLES]
+        rows = [(model, vehicle, row[vehicle]) for model, row in vehicles["models"].items() for vehicle in unknown_vehicles(row)]
         keys["transfer_min_auroc_before"] = min(stats["before"]["auroc"] for *_, stats in rows)
         keys["transfer_min_f1_after"] = min(stats["after"]["f1"] for *_, stats in rows)
         keys["transfer_max_fpr_after"] = max(stats["after"]["fpr"] for *_, stats in rows)
@@ -242,7 +251,7 @@ def headline(vehicles: dict | None, road: dict | None) -> dict:
         # and how often they name the attack trained on (replay was not)
         alerts = []
         for row in vehicles["models"].values():
-            sets = [row["known_vehicle"]["test_sets"], *(row[vehicle]["after"]["test_sets"] for vehicle in OTHER_VEHICLES)]
+            sets = [row["known_vehicle"]["test_sets"], *(row[vehicle]["after"]["test_sets"] for vehicle in unknown_vehicles(row))]
             alerts += [(name, set_figures.get("alerts", {})) for each in sets for name, set_figures in each.items()]
         forging_one = [figures for name, figures in alerts if "fuzzy" not in name]
         trained_on = [figures for _, figures in alerts if figures.get("class_accuracy") is not None]  # replay has no class
@@ -278,7 +287,7 @@ def set_points(vehicles: dict | None, road: dict | None, model: str) -> dict[str
     f1s = {}
     row = (vehicles or {}).get("models", {}).get(model)
     if row:
-        parts = {"known_vehicle": row["known_vehicle"], **{vehicle: row[vehicle]["after"] for vehicle in OTHER_VEHICLES}}
+        parts = {"known_vehicle": row["known_vehicle"], **{vehicle: row[vehicle]["after"] for vehicle in unknown_vehicles(row)}}
         f1s.update({f"{part}/{name}": m["f1"] for part, stats in parts.items() for name, m in stats["test_sets"].items()})
     if road and model in road:
         f1s.update({f"road/{name}": m["f1"] for name, m in road[model]["test_sets"].items()})
@@ -290,6 +299,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
     parser.add_argument("--representation", nargs="+", default=["agnostic"])
     parser.add_argument("--part", nargs="+", default=["vehicles", "road"], choices=["vehicles", "road"])
+    parser.add_argument("--train-vehicle", default="camaro", choices=TRAIN_VEHICLES, help="the vehicle the models train on")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--gat-mode", default="normal", choices=GAT_MODES, help="the GATs' training mode (make demo trains curriculum)")
@@ -301,14 +311,15 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
-        output: dict = {"protocol": {"train_vehicle": TRAIN_VEHICLE, "other_vehicles": list(OTHER_VEHICLES),
+        output: dict = {"protocol": {"train_vehicle": args.train_vehicle,
+                                     "other_vehicles": [vehicle for vehicle in VEHICLES if vehicle != args.train_vehicle],
                                      "road_held_out": ROAD_HELD_OUT, "epochs": args.epochs, "seed": args.seed, "gat_mode": args.gat_mode,
                                      "kd_noise": args.kd_noise}}
         training = {"max_epochs": args.epochs, "seed": args.seed, "kd_noise": args.kd_noise}
         for representation in args.representation:
             part = {}
             if "vehicles" in args.part:
-                part["vehicles"] = vehicles_part(args.shared, work, representation, training, args.gat_mode)
+                part["vehicles"] = vehicles_part(args.shared, work, representation, training, args.gat_mode, args.train_vehicle)
             if "road" in args.part:
                 part["road"] = road_part(args.shared, work, representation, training, args.gat_mode)
             output[representation] = part
