@@ -17,11 +17,12 @@ few minutes (often at idle) cannot show that the vehicle's driving scores lower;
 lowered threshold raised false positives on the same vehicle's other recordings
 (docs/transfer.md). The recording's scores also give the spread that alerts' margins count
 (``kdcore.metrics.ScoreSpread``: it decides when one window opens an incident). The weights are
-not touched (an agnostic VGAE takes the error scale it fitted in training on windows judged by
-roles), but for a GAT student distilled in training: before the rest it matches its teacher
-again on the recording (``kdcore.recording_kd``), and its threshold is never below its teacher's
-floor either. The result is an ordinary checkpoint, with a ``calibration`` record of what was
-fitted on how much traffic. A fused detector calibrates its VGAE and GAT (written next to it),
+not touched but in two places. An agnostic VGAE (which takes the error scale it fitted in
+training on windows judged by roles) reconstructs the new bus's size: the output bias of its
+``node_share`` moves onto the recording's (``_bus_size_in_reconstruction``). A GAT student
+distilled in training matches its teacher again on the recording first (``kdcore.recording_kd``),
+and its threshold is never below its teacher's floor either. The result is an ordinary
+checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused detector calibrates its VGAE and GAT (written next to it),
 their normalisations and its fused threshold together.
 """
 
@@ -217,6 +218,7 @@ def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGra
     else:
         fitted = ["roles only"]  # and the classes of windows judged by roles, as this vehicle's are
         classes = AttackClasses.saved_in(checkpoint.extra, fitted_on, "roles_attack_classes")
+    bus_size_shift = None
     if checkpoint.model == "dqn":
         normal_scores, fusion = _calibrate_fusion(engine, model, checkpoint, graphs, read, loader, out, target_fpr, headroom, teaching)
         extra.update(fusion)
@@ -224,6 +226,9 @@ def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGra
     else:
         if distilled:
             fitted.append("weights distilled again from the teacher")
+        bus_size_shift = _bus_size_in_reconstruction(network, checkpoint.model, preprocessing, loader)
+        if bus_size_shift is not None:
+            fitted.append("bus size in the reconstruction")
         normal_scores = model_scorer(network, checkpoint.model)(loader)
         if classes is not None:
             embeddings = _embeddings(network, checkpoint.model, loader)
@@ -259,10 +264,37 @@ def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGra
         "threshold": max(raised, floor),
         "calibrated_from": str(model),
         **({"distilled": distilled} if distilled else {}),
+        **({"bus_size_shift": bus_size_shift} if bus_size_shift is not None else {}),
         "preprocessing": preprocessing.to_dict(),
         "extra": extra,
-        **({"state_dict": network.state_dict()} if distilled else {}),
+        **({"state_dict": network.state_dict()} if distilled or bus_size_shift is not None else {}),
     }
+
+
+def _bus_size_in_reconstruction(network, model: str, preprocessing: Preprocessing, loader) -> float | None:
+    """An agnostic VGAE's reconstruction of ``node_share`` moved onto the recording's: by the mean
+    of what the recording's nodes hold over what the VGAE makes of them. None where nothing moves.
+
+    ``node_share``, a window's nodes per frame, is the size of the bus: the same on every drive of
+    a car (civic8th 0.18-0.20, the camaro 0.38), and a flood lowers it, a fuzzing burst raises it.
+    A VGAE trained on one bus reconstructs that bus's level, so on a larger one every normal window
+    is far from it and a flood brings the window nearer: trained on civic8th, the VGAEs ranked the
+    camaro's DoS below its normal traffic (AUROC 0.02-0.07); with the reconstruction moved, 0.99,
+    and the camaro-trained VGAEs kept the other cars' fuzzing (docs/transfer.md). Moving the input
+    instead (for every model) made the GATs flag civic8th's ``vsslog``; the GAT is not
+    reconstructing a level, so only the VGAE's output moves."""
+    if model != "vgae" or preprocessing.representation != "agnostic" or "node_share" not in preprocessing.roles:
+        return None
+    column = preprocessing.roles.index("node_share")
+    mode = scoring_mode("vgae")
+    residual, nodes = 0.0, 0
+    for batch in loader:
+        recon = mode.outputs(network, batch)["recon"].float()
+        residual += float((batch.x[:, column] - recon[:, column]).double().sum())
+        nodes += batch.num_nodes
+    shift = residual / nodes
+    network.shift_reconstruction(column, shift)
+    return shift
 
 
 def training_thresholds(checkpoint: Checkpoint) -> dict[str, float]:

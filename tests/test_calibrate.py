@@ -62,7 +62,9 @@ def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root,
     out = tmp_path / "calibrated.pth"
     record = calibrate(teacher_root / model, [recordings / "clean.csv"], out, target_fpr=0.05, engine=engine)
     assert record["frames"] == 2000 and record["windows"] == 40 and record["seconds"] > 0
-    assert record["fitted"] == ["roles only", "attack-class radius", "threshold", "score spread"] and record["representation"] == "agnostic"
+    bus_size = ["bus size in the reconstruction"] if model == VGAE else []
+    assert record["fitted"] == ["roles only", *bus_size, "attack-class radius", "threshold", "score spread"]
+    assert record["representation"] == "agnostic"
 
     detector = Detector(out, engine=engine)
     assert load_checkpoint(out).extra["calibration"] == record
@@ -92,6 +94,28 @@ def test_a_calibrated_model_has_the_new_vehicles_threshold(engine, teacher_root,
         metrics, _ = evaluate(detector, [recordings / "test_01_dos"])
     assert metrics["attack_classes"]["accuracy"] >= 0.8
     assert model == VGAE or metrics["incidents"]["class_accuracy"] == 1.0
+
+
+def test_a_vgae_reconstructs_the_size_of_a_bigger_bus_and_nothing_else_moves(engine, teacher_root, tmp_path):
+    rng = np.random.default_rng(12)
+    table = tiny_capture(rng, 3000)
+    bigger = attrs.evolve(table, can_id=(0x400 + rng.integers(0, 40, len(table)) * 4).astype(np.uint32))  # 40 IDs, not 12
+    write_csv(bigger, tmp_path / "bigger.csv")
+    out = tmp_path / "calibrated.pth"
+    record = calibrate(teacher_root / VGAE, [tmp_path / "bigger.csv"], out, engine=engine)
+
+    trained, calibrated = load_checkpoint(teacher_root / VGAE), load_checkpoint(out)
+    column = Preprocessing.from_dict(trained.extra["data"]["preprocessing"]).roles.index("node_share")
+    moved = calibrated.state_dict["feature_head.2.bias"] - trained.state_dict["feature_head.2.bias"]
+    assert moved[column] == pytest.approx(record["bus_size_shift"]) and record["bus_size_shift"] > 0.1  # more IDs a window
+    assert torch.count_nonzero(moved) == 1
+    assert all(torch.equal(tensor, trained.state_dict[name]) for name, tensor in calibrated.state_dict.items()
+               if name not in ("feature_head.2.bias", "error_scale"))  # the error scale: the roles one, as always
+    graphs = build_window_graphs(read_capture(tmp_path / "bigger.csv"), calibrated.extra["data"]["window_size"], calibrated.extra["data"]["window_size"])
+    batch = next(iter(DataLoader(Preprocessing.from_dict(calibrated.extra["data"]["preprocessing"]).apply(graphs), batch_size=len(graphs))))
+    with torch.no_grad():
+        recon = engine.load_model(calibrated, out)(batch.x, batch.id_token, batch.edge_index, batch.batch)[0]
+    assert float((batch.x[:, column] - recon[:, column]).mean()) == pytest.approx(0.0, abs=1e-5)  # on the new bus's level
 
 
 def test_a_vocabulary_model_aliases_every_new_id_to_a_trained_one(engine, vocabulary_gat, recordings, tmp_path):
@@ -140,7 +164,8 @@ def test_an_agnostic_vgae_calibrates_to_the_error_scale_of_windows_judged_by_rol
     calibrated = load_checkpoint(out)
     assert torch.equal(calibrated.state_dict["error_scale"], torch.tensor(trained.extra["roles_error_scale"]))
     assert not torch.equal(calibrated.state_dict["error_scale"], trained.state_dict["error_scale"])
-    assert all(torch.equal(calibrated.state_dict[k], v) for k, v in trained.state_dict.items() if k != "error_scale"), "weights untouched"
+    moved = ("error_scale", "feature_head.2.bias")  # and the bus's size (the next test)
+    assert all(torch.equal(calibrated.state_dict[k], v) for k, v in trained.state_dict.items() if k not in moved), "weights untouched"
     calibrate(out, [recordings / "clean.csv"], tmp_path / "twice.pth", engine=engine)
     assert torch.equal(load_checkpoint(tmp_path / "twice.pth").state_dict["error_scale"], calibrated.state_dict["error_scale"])
 
@@ -274,6 +299,7 @@ def test_a_student_of_a_strategy_not_on_recordings_keeps_its_weights(engine, tea
     record = calibrate(student, [recordings / "clean.csv"], tmp_path / "calibrated.pth", engine=engine)
     assert "distilled" not in record
     trained, calibrated = load_checkpoint(student).state_dict, load_checkpoint(tmp_path / "calibrated.pth").state_dict
-    assert all(torch.equal(calibrated[key], value) for key, value in trained.items() if key != "error_scale")
+    moved = ("error_scale", "feature_head.2.bias")  # the roles' error scale, the bus's size: not distilled again
+    assert all(torch.equal(calibrated[key], value) for key, value in trained.items() if key not in moved)
     with pytest.raises(KdcoreError, match="distilled with 'vgae-dual-signal', which does not distil on recordings; --teacher does not apply"):
         calibrate(student, [recordings / "clean.csv"], tmp_path / "other.pth", engine=engine, teacher=teacher_root / VGAE)

@@ -93,6 +93,12 @@ class VGAE(nn.Module):
         state_dict.setdefault(f"{prefix}error_scale", torch.ones_like(self.error_scale))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def shift_reconstruction(self, feature: int, amount: float) -> None:
+        """Move the reconstruction of node feature ``feature`` by ``amount`` (its output bias):
+        ``kdcore calibrate`` moves the bus's size onto a new vehicle's."""
+        with torch.no_grad():
+            self.feature_head[-1].bias[feature] += amount
+
     def canid_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Scores of every CAN ID for each node, ``(nodes, num_ids)``."""
         if self.tie_canid_head:
