@@ -7,7 +7,8 @@ The headline keys come first — ``graph_build_frames_per_s``, ``kd_overhead_rat
 ``data_inspect_68k_rows_s``, ``soak_rss_growth``, ``soak_frames_per_s``, ``study_parallel_speedup``, and the transfer keys (``transfer_min_auroc_before``, ``transfer_min_f1_after``,
 ``transfer_max_fpr_after``, ``calibration_seconds_max``, ``road_min_f1_gat``, ``road_min_f1_gat_trained_signals``,
 ``localisation_min_top1``, ``class_accuracy_min``, ``incident_localisation_min_top1``,
-``incident_class_accuracy_min``, ``incident_delay_windows_max``) — then each
+``incident_class_accuracy_min``, ``incident_delay_windows_max``, and ``civic8th_trained_`` before the
+first three: the vehicles trained on civic8th instead of the camaro) — then each
 script's full output under its own name, and the machine. Each script runs in a fresh process, so
 one's memory does not count against the next; they run one after another, so they do not compete
 for cores.
@@ -34,6 +35,7 @@ SCRIPTS = {
     "detect": ["bench_detect.py"],  # reads experiments/demo
     "soak": ["bench_soak.py"],  # reads experiments/demo
     "transfer": ["bench_transfer.py"],  # reads ../shared/data/real; skipped without it
+    "transfer_civic8th": ["bench_transfer.py", "--part", "vehicles", "--train-vehicle", "civic8th"],  # trained on another car
     "study": ["bench_study.py"],
 }
 DEMO_ROOT = Path("experiments/demo")
@@ -41,6 +43,7 @@ TRANSFER_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer
                  "road_min_f1_gat_trained_signals", "localisation_min_top1", "class_accuracy_min", "incident_localisation_min_top1",
                  "incident_class_accuracy_min", "incident_delay_windows_max", "kd_sets_short_of_teacher", "kd_sets_compared",
                  "fusion_sets_below_better_input", "fusion_sets_compared")
+CIVIC8TH_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer_max_fpr_after")  # prefixed civic8th_trained_
 
 
 def run_script(args: list[str]) -> dict:
@@ -112,6 +115,7 @@ def main() -> None:
         "soak_frames_per_s": results.get("soak", {}).get("frames_per_s"),
         "study_parallel_speedup": results.get("study", {}).get("study_parallel_speedup"),
         **{key: results.get("transfer", {}).get(key) for key in TRANSFER_KEYS},
+        **{f"civic8th_trained_{key}": results.get("transfer_civic8th", {}).get(key) for key in CIVIC8TH_KEYS},
         **results,
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
