@@ -14,8 +14,9 @@ training), are its known-vehicle test sets. For every other vehicle with enough 
 fuzzing, spoofing and replay are injected into *other* captures of that vehicle. For each model
 — teacher, student, student+KD of the GAT and the VGAE, and fusion of the KD students — it
 reports AUROC, F1 and FPR on each unknown vehicle before calibration, F1 and FPR after ``kdcore
-calibrate`` on that vehicle's clean recording, and the calibration's seconds. mazda3 is left out: its captures
-do not share one ID set (15 IDs in its longest capture, 36-39 in the others, under 5 000 frames).
+calibrate`` on that vehicle's clean recording, and the calibration's seconds. mazda3 is left
+out: its captures do not share one ID set (15 IDs in its longest capture, 36-39 in the others,
+under 5 000 frames).
 
 The GATs train in ``normal`` mode, or with ``--gat-mode curriculum`` as ``make demo`` trains them
 (after the VGAE teacher, which orders their curriculum); each mode has its own model folder.

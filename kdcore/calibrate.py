@@ -22,8 +22,9 @@ training on windows judged by roles) reconstructs the new bus's size: the output
 ``node_share`` moves onto the recording's (``_bus_size_in_reconstruction``). A GAT student
 distilled in training matches its teacher again on the recording first (``kdcore.recording_kd``),
 and its threshold is never below its teacher's floor either. The result is an ordinary
-checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused detector calibrates its VGAE and GAT (written next to it),
-their normalisations and its fused threshold together.
+checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
+detector calibrates its VGAE and GAT (written next to it), their normalisations and its fused
+threshold together.
 """
 
 from __future__ import annotations
