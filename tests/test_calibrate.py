@@ -111,8 +111,9 @@ def test_a_vgae_reconstructs_the_size_of_a_bigger_bus_and_nothing_else_moves(eng
     assert torch.count_nonzero(moved) == 1
     assert all(torch.equal(tensor, trained.state_dict[name]) for name, tensor in calibrated.state_dict.items()
                if name not in ("feature_head.2.bias", "error_scale"))  # the error scale: the roles one, as always
-    graphs = build_window_graphs(read_capture(tmp_path / "bigger.csv"), calibrated.extra["data"]["window_size"], calibrated.extra["data"]["window_size"])
-    batch = next(iter(DataLoader(Preprocessing.from_dict(calibrated.extra["data"]["preprocessing"]).apply(graphs), batch_size=len(graphs))))
+    data = calibrated.extra["data"]
+    graphs = build_window_graphs(read_capture(tmp_path / "bigger.csv"), data["window_size"], data["window_size"])
+    batch = next(iter(DataLoader(Preprocessing.from_dict(data["preprocessing"]).apply(graphs), batch_size=len(graphs))))
     with torch.no_grad():
         recon = engine.load_model(calibrated, out)(batch.x, batch.id_token, batch.edge_index, batch.batch)[0]
     assert float((batch.x[:, column] - recon[:, column]).mean()) == pytest.approx(0.0, abs=1e-5)  # on the new bus's level
@@ -164,7 +165,7 @@ def test_an_agnostic_vgae_calibrates_to_the_error_scale_of_windows_judged_by_rol
     calibrated = load_checkpoint(out)
     assert torch.equal(calibrated.state_dict["error_scale"], torch.tensor(trained.extra["roles_error_scale"]))
     assert not torch.equal(calibrated.state_dict["error_scale"], trained.state_dict["error_scale"])
-    moved = ("error_scale", "feature_head.2.bias")  # and the bus's size (the next test)
+    moved = ("error_scale", "feature_head.2.bias")  # and the bus's size (test_a_vgae_reconstructs_the_size_of_a_bigger_bus...)
     assert all(torch.equal(calibrated.state_dict[k], v) for k, v in trained.state_dict.items() if k not in moved), "weights untouched"
     calibrate(out, [recordings / "clean.csv"], tmp_path / "twice.pth", engine=engine)
     assert torch.equal(load_checkpoint(tmp_path / "twice.pth").state_dict["error_scale"], calibrated.state_dict["error_scale"])
