@@ -23,6 +23,7 @@ from kdcore.config import make_config
 from kdcore.contracts import DistillationStrategy
 from kdcore.distill import Distiller, FrozenTeacher, outputs_of
 from kdcore.errors import TeacherError
+from kdcore.teacher_cache import Numbered, TeacherCache
 
 STEPS = 100  # optimiser steps on the recording: a few seconds on a CPU; what the figures in docs/transfer.md took
 LEARNING_RATE = 1e-3  # a fifth of training's default: the student is adjusted, not retrained
@@ -60,11 +61,13 @@ def distil_on_recording(engine, student: nn.Module, checkpoint: Checkpoint, stra
     config = make_config(checkpoint.config, where=f"the config of {teacher_path}'s student")
     distiller = Distiller(strategy, FrozenTeacher(engine.load_model(teacher_checkpoint, teacher_path)), config)
     L.seed_everything(config.seed, workers=True, verbose=False)
+    windows = Numbered(windows)  # the teacher's outputs, computed once, are looked up by graph
     loader = DataLoader(windows, batch_size=BATCH_WINDOWS, shuffle=True)
     distiller.build_connectors(mode, student, next(iter(loader)))
     trainer = L.Trainer(max_steps=steps, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, deterministic=config.deterministic)
-    trainer.fit(RecordingDistillation(mode, student.train(), distiller), train_dataloaders=loader)  # as in training: dropout on
+    module = RecordingDistillation(mode, student.train(), distiller, DataLoader(windows, batch_size=BATCH_WINDOWS))
+    trainer.fit(module, train_dataloaders=loader)  # as in training: dropout on
     student.cpu().eval()
     return {"teacher": str(teacher_path), "strategy": strategy.name, "steps": int(trainer.global_step),
             "final_kd_loss": round(float(trainer.callback_metrics.get("kd_loss", float("nan"))), 6)}
@@ -79,14 +82,18 @@ def _windows_of(checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 class RecordingDistillation(L.LightningModule):
-    """The student and its strategy's connectors, trained on the KD terms alone."""
+    """The student and its strategy's connectors, trained on the KD terms alone. The frozen
+    teacher judges each recording window once (``in_order``, a loader that does not shuffle), not
+    at each of the steps that see it again: the teacher costs more than the student (a GAT
+    teacher is several networks)."""
 
-    def __init__(self, mode, model: nn.Module, distiller: Distiller):
+    def __init__(self, mode, model: nn.Module, distiller: Distiller, in_order: DataLoader):
         super().__init__()
-        self.mode, self.model, self.distiller = mode, model, distiller
+        self.mode, self.model, self.distiller, self.in_order = mode, model, distiller, in_order
 
     def on_fit_start(self) -> None:
-        self.distiller.teacher.to(self.device)
+        teacher, names = self.distiller.teacher.to(self.device), self.distiller.strategy.requires
+        self.distiller.cache = TeacherCache.compute(teacher, self.mode, self.in_order, names, self.device)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         outputs = outputs_of(self.mode, self.model, batch, self.distiller.strategy.requires)
