@@ -28,7 +28,7 @@ def test_plugins_json_lists_builtin_modes_and_strategies():
     assert {"normal", "autoencoder", "curriculum", "fusion"} <= set(modes)
     assert modes["fusion"]["kd_support"] == "forbidden"
     assert modes["normal"] == {
-        "name": "normal", "kd_support": "optional", "provides": ["logits", "node_attribution"],
+        "name": "normal", "kd_support": "optional", "provides": ["logits", "member_logits", "node_attribution"],
         "default_strategy": "gat-attribution", "plugin": "kdcore.plugins.modes.normal",
     }
     strategies = {s["name"]: s for s in description["strategies"]}

@@ -64,9 +64,9 @@ def test_a_training_students_node_attribution_is_differentiable_and_a_teachers_i
     student = run.mode.requested_outputs(run.model.train(), batch, ("node_attribution",))["node_attribution"]
     assert student.shape == (batch.num_nodes,)
     student.square().sum().backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in run.model.convs.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in run.model.members[0].convs.parameters())
     teacher = run.teacher.outputs(run.mode, batch, ("node_attribution",))
-    assert set(teacher) == {"logits", "node_attribution"} and not teacher["node_attribution"].requires_grad
+    assert set(teacher) == {"logits", "member_logits", "node_attribution"} and not teacher["node_attribution"].requires_grad
     assert "node_attribution" not in run.mode.outputs(run.model, batch)  # computed only on request
 
 

@@ -48,15 +48,18 @@ def test_both_parts_of_the_student_are_within_budget_so_any_vocabulary_is(model_
 
 
 def gat_teacher_shapes(f, n):
+    """One network's as they always were, once per member, beside the ID embedding they share."""
     shapes = {"id_embedding.weight": (n, 16)}
-    for layer, fan_in in enumerate((f + 16, 64, 64)):
-        shapes |= {
-            f"convs.{layer}.att_src": (1, 4, 64), f"convs.{layer}.att_dst": (1, 4, 64),
-            f"convs.{layer}.bias": (64,), f"convs.{layer}.lin.weight": (256, fan_in),
-        }
-    return shapes | {
-        "classifier.0.weight": (64, 192), "classifier.0.bias": (64,), "classifier.3.weight": (2, 64), "classifier.3.bias": (2,),
-    }
+    for member in range(GAT.sizes["teacher"]["members"]):
+        network = {}
+        for layer, fan_in in enumerate((f + 16, 64, 64)):
+            network |= {
+                f"convs.{layer}.att_src": (1, 4, 64), f"convs.{layer}.att_dst": (1, 4, 64),
+                f"convs.{layer}.bias": (64,), f"convs.{layer}.lin.weight": (256, fan_in),
+            }
+        network |= {"classifier.0.weight": (64, 192), "classifier.0.bias": (64,), "classifier.3.weight": (2, 64), "classifier.3.bias": (2,)}
+        shapes |= {f"members.{member}.{name}": shape for name, shape in network.items()}
+    return shapes
 
 
 def vgae_teacher_shapes(f, n):
@@ -193,7 +196,7 @@ def test_with_context_a_node_is_judged_against_the_whole_window():
     state after the first layer depend on the other's features."""
     def first_layer_of_node_0(model, other):
         seen = []
-        hook = model.convs[1].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0][0].clone()))
+        hook = model.members[0].convs[1].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0][0].clone()))
         x = torch.stack([torch.ones(14), torch.full((14,), other)])
         with torch.no_grad():
             model.embed(x, torch.tensor([1, 2]), torch.zeros((2, 0), dtype=torch.long), torch.zeros(2, dtype=torch.long))
@@ -209,9 +212,9 @@ def test_with_context_a_node_is_judged_against_the_whole_window():
 
 
 def test_a_gat_saved_before_its_activation_was_a_hyperparameter_keeps_relu():
-    assert isinstance(GAT(**OLD_TEACHER_HPARAMS["gat"]).activation, torch.nn.ReLU)
+    assert isinstance(GAT(**OLD_TEACHER_HPARAMS["gat"]).members[0].activation, torch.nn.ReLU)
     for size in ("teacher", "student"):
-        assert isinstance(build(GAT, size, 24).activation, torch.nn.ELU)
+        assert all(isinstance(network.activation, torch.nn.ELU) for network in build(GAT, size, 24).members)
     with pytest.raises(ValueError, match="activation must be one of"):
         GAT(num_node_features=14, num_ids=3, activation="tanh")
 
@@ -223,11 +226,11 @@ def test_a_classifier_pushed_below_zero_still_tells_windows_apart_with_elu(activ
     torch.manual_seed(0)
     student = GAT(num_node_features=14, num_ids=24, **{**GAT.sizes["student"], "activation": activation}).eval()
     with torch.no_grad():
-        student.classifier[0].bias.fill_(-5.0)
+        student.members[0].classifier[0].bias.fill_(-5.0)
     x, id_token, edge_index = window(24)
     batch = torch.zeros(9, dtype=torch.long)
     with torch.no_grad():
-        hidden = student.classifier[0](student.embed(x, id_token, edge_index, batch))
+        hidden = student.members[0].classifier[0](student.embed(x, id_token, edge_index, batch))
         first, second = student(x, id_token, edge_index, batch), student(x * 3, id_token, edge_index, batch)
     assert (hidden < 0).all()
     assert torch.equal(first, second) == constant

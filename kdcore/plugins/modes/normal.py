@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class NormalMode(TrainingMode):
     name = "normal"
     kd_support = KDSupport.OPTIONAL
-    provides = ("logits", "node_attribution")
+    provides = ("logits", "member_logits", "node_attribution")
     on_request = ("node_attribution",)
     default_strategy = "gat-attribution"
     model = "gat"
@@ -34,10 +34,16 @@ class NormalMode(TrainingMode):
         self.class_weights = counts.sum() / (len(counts) * counts)
 
     def outputs(self, model, batch):
-        return {"logits": model(batch.x, batch.id_token, batch.edge_index, batch.batch)}
+        """``logits``, the model's; ``member_logits``, each of its networks' (``GAT.members``; a
+        model of one network, any ``model(x, id_token, edge_index, batch) -> logits``, is its own)."""
+        inputs = (batch.x, batch.id_token, batch.edge_index, batch.batch)
+        members = model.member_logits(*inputs) if hasattr(model, "member_logits") else model(*inputs)[None]
+        return {"logits": members.mean(0), "member_logits": members}
 
     def task_loss(self, outputs, batch):
-        """Cross-entropy, each graph weighted by its class weight, averaged over the batch.
+        """Cross-entropy, each graph weighted by its class weight, averaged over the batch; for a
+        GAT of several networks, each network's, averaged over them: each is trained as if alone,
+        so that they stay apart (a deep ensemble), not fitted as one model.
 
         The weights average 1 over the training set, so this is an unbiased per-graph mean (unlike
         ``cross_entropy(weight=...)``, which divides by the batch's own weight sum): the mean of two
@@ -45,9 +51,10 @@ class NormalMode(TrainingMode):
         """
         import torch.nn.functional as F
 
-        losses = F.cross_entropy(outputs["logits"].float(), batch.y, reduction="none")
+        members = outputs["member_logits"].float()
+        losses = F.cross_entropy(members.flatten(0, 1), batch.y.repeat(len(members)), reduction="none")
         if self.class_weights is not None:
-            losses = losses * self.class_weights.to(losses.device)[batch.y]
+            losses = losses * self.class_weights.to(losses.device)[batch.y.repeat(len(members))]
         return losses.mean()
 
     def attack_probabilities(self, model, loader) -> torch.Tensor:
@@ -112,7 +119,7 @@ def gradient_x_input(model, batch, differentiable: bool) -> torch.Tensor:
             ids = ids.detach()
         ids.requires_grad_(True)
         pooled = model.embed(x, id_token, batch.edge_index.clone(), batch.batch.clone(), id_features=ids)
-        logits = model.classifier(pooled).float()
+        logits = model.classify(pooled).float()
         gradients = torch.autograd.grad((logits[:, 1] - logits[:, 0]).sum(), [x, ids], create_graph=differentiable)
         attribution = (gradients[0] * x).sum(-1) + (gradients[1] * ids).sum(-1)
     return attribution if differentiable else attribution.detach()
