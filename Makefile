@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(KDCORE) pipeline --experiment-root $(DEMO_ROOT) --set cache_teacher_outputs=true  # KD students reuse their teacher's outputs every epoch
+	$(KDCORE) pipeline --experiment-root $(DEMO_ROOT)
 	$(KDCORE) report --experiment-root $(DEMO_ROOT)
 
 test: install

@@ -87,7 +87,7 @@ def bench_model(engine: Engine, base: RunConfig, model: str) -> dict:
     variants = {
         "teacher": dict(model_size="teacher"),
         "student": dict(model_size="student"),
-        "student_kd": dict(model_size="student", use_knowledge_distillation=True),
+        "student_kd": dict(model_size="student", use_knowledge_distillation=True, cache_teacher_outputs=False),
         "student_kd_cached": dict(model_size="student", use_knowledge_distillation=True, cache_teacher_outputs=True),
     }
     checkpoints = {}

@@ -153,8 +153,9 @@ def run(
     settings: list[str] = SetOption,
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's checkpoints/last.ckpt."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Less activation memory, more compute."),
-    cache_teacher_outputs: bool = typer.Option(
-        False, "--cache-teacher-outputs", help="With KD: run the teacher once over the training graphs, reuse its outputs every epoch."
+    cache_teacher_outputs: Optional[bool] = typer.Option(
+        None, "--cache-teacher-outputs/--no-cache-teacher-outputs",
+        help="With KD: run the teacher once over the training graphs, reuse its outputs every epoch (the default).",
     ),
     devices: int = typer.Option(None, help="Devices (processes on CPU) per node, for Lightning."),
     strategy: str = typer.Option(None, help="Lightning's distribution strategy, e.g. ddp (see docs/scaling.md)."),
@@ -172,8 +173,8 @@ def run(
             overrides["resume"] = True
         if gradient_checkpointing:
             overrides["gradient_checkpointing"] = True
-        if cache_teacher_outputs:
-            overrides["cache_teacher_outputs"] = True
+        if cache_teacher_outputs is not None:
+            overrides["cache_teacher_outputs"] = cache_teacher_outputs
         scale_out = {"devices": devices, "strategy": strategy, "num_nodes": num_nodes}
         overrides.update({key: value for key, value in scale_out.items() if value is not None})
         with stop_on(signal.SIGINT):  # Ctrl-C: the same clean stop as SIGTERM, not Lightning's exit(1)

@@ -111,7 +111,7 @@ def test_cached_kd_run_runs_the_teacher_once_and_trains_the_same_student(engine,
     # The teacher judges whole windows, cached or not, while the student sees some without their profile.
     settings = dict(mode="normal", model_size="student", use_knowledge_distillation=True, max_epochs=3, early_stopping_patience=0)
 
-    plain = engine.run(tiny_config(teacher_root, **settings))
+    plain = engine.run(tiny_config(teacher_root, **settings, cache_teacher_outputs=False))
     weights = load_checkpoint(plain.checkpoint).state_dict  # the cached run writes to the same folder
     plain_calls, calls[:] = list(calls), []
     for stored in (teacher_root / "cache" / "teacher").glob("*.pt"):
