@@ -42,8 +42,8 @@ class GAT(nn.Module):
     name: ClassVar[str] = "gat"
     gradient_checkpointing: bool = False  # a runtime switch, not a hyperparameter
     # The student stays within 7 % of the teacher's parameters for any vocabulary: its fixed part is
-    # ~2 % of one network of the teacher (0.4 % of its five), and its one number per CAN ID is 1/16 = 6.25 % of the teacher's 16
-    # (docs/performance.md, "Model sizes"; tests/test_models_size.py).
+    # ~2 % of one network of the teacher (0.4 % of its five), and its one number per CAN ID is
+    # 1/16 = 6.25 % of the teacher's 16 (docs/performance.md, "Model sizes"; tests/test_models_size.py).
     sizes: ClassVar[dict[str, dict[str, int | str]]] = {
         "teacher": {"hidden_channels": 64, "heads": 4, "num_layers": 3, "embedding_dim": 16, "activation": "elu", "members": 5},
         "student": {"hidden_channels": 12, "heads": 2, "num_layers": 2, "embedding_dim": 1, "activation": "elu"},
