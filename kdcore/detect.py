@@ -103,6 +103,8 @@ class Detector:
         self.window = int(data["window_size"])
         self.graph_node = data.get("graph_node", "can_id")
         self.preprocessing = Preprocessing.from_dict(data["preprocessing"])
+        self.path = Path(checkpoint_path)
+        self.warn_of_another_vehicle = self.preprocessing.recorded_ids is None  # calibrated: its recording was the vehicle's
         self.threshold = float(checkpoint.extra["threshold"])
         self.spread = ScoreSpread.saved_in(checkpoint.extra)  # alerts' margins; None for a model saved before spreads
         self.score_window: Callable | None = None  # (x, id_token, edge_index) → score: the traced scorer, if any
@@ -179,8 +181,23 @@ class Detector:
         summary.seconds = time.perf_counter() - started
         return summary
 
+    def check_vehicle(self, graphs: WindowGraphs) -> None:
+        """Warn, once, where most windows are another vehicle's than the one the model was trained on
+        and it was never calibrated: it judges them at its training vehicle's threshold, and on
+        another car that may call every window an attack (docs/transfer.md, "Deploying to a new
+        vehicle")."""
+        if not self.warn_of_another_vehicle or not len(graphs):
+            return
+        foreign = float(self.preprocessing.foreign_windows(graphs).mean())
+        if foreign >= 0.5:
+            self.warn_of_another_vehicle = False
+            log.warning("%s: %.0f %% of the windows hold mostly CAN IDs it was not trained on (another vehicle?) and it was "
+                        "never calibrated, so its training vehicle's threshold decides; calibrate it first: "
+                        "kdcore calibrate %s --normal CLEAN_CAPTURE --out CALIBRATED.pth", self.path, 100 * foreign, self.path)
+
     def _score(self, frames: FrameTable, arrived: float, summary: Summary, stream: _Stream, on_window) -> None:
         graphs = build_window_graphs(node_keys(frames, self.graph_node), self.window, self.window)
+        self.check_vehicle(graphs)
         with torch.inference_mode():
             if len(graphs) == 1:  # as ``apply`` prepares it, without a dataset around one window
                 x, id_token = self.preprocessing.prepare(graphs.x, graphs.can_id)

@@ -75,6 +75,7 @@ def evaluate(
             for file in files:
                 table = node_keys(read_capture(file, capture_format, on_bad_rows), detector.graph_node)
                 graphs = build_window_graphs(table, window, stride, label_threshold)
+                detector.check_vehicle(graphs)
                 prepared = detector.preprocessing.apply(graphs)
                 scores.append(detector.score(DataLoader(prepared, batch_size=BATCH_WINDOWS)).numpy())
                 labels.append(prepared.labels.numpy())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import attrs
 import numpy as np
@@ -304,3 +305,20 @@ def test_a_student_of_a_strategy_not_on_recordings_keeps_its_weights(engine, tea
     assert all(torch.equal(calibrated[key], value) for key, value in trained.items() if key not in moved)
     with pytest.raises(KdcoreError, match="distilled with 'vgae-dual-signal', which does not distil on recordings; --teacher does not apply"):
         calibrate(student, [recordings / "clean.csv"], tmp_path / "other.pth", engine=engine, teacher=teacher_root / VGAE)
+
+
+def test_an_uncalibrated_model_on_another_vehicle_says_to_calibrate_it(engine, teacher_root, recordings, tmp_path, caplog):
+    """Before calibration the training vehicle's threshold decides; on another car that may call
+    every window an attack, so ``evaluate`` and ``detect`` say so once — and not on the vehicle the
+    model knows, nor once it is calibrated."""
+    def warnings_on(model, data):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kdcore.detect"):
+            evaluate(Detector(model, engine=engine), data)
+        return [record.getMessage() for record in caplog.records if "never calibrated" in record.getMessage()]
+
+    another = warnings_on(teacher_root / GAT, [recordings / "test_01_dos", recordings / "clean-2.csv"])
+    assert len(another) == 1 and f"kdcore calibrate {teacher_root / GAT} --normal" in another[0]
+    assert warnings_on(teacher_root / GAT, [teacher_root / "data/tiny/test_01_dos/dos.csv"]) == []
+    calibrate(teacher_root / GAT, [recordings / "clean.csv"], tmp_path / "calibrated.pth", engine=engine)
+    assert warnings_on(tmp_path / "calibrated.pth", [recordings / "test_01_dos"]) == []

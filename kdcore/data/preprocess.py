@@ -208,8 +208,7 @@ class Preprocessing:
         if len(self.vocabulary):
             row = np.minimum(np.searchsorted(self.vocabulary, can_id), len(self.vocabulary) - 1)
             known = self.vocabulary[row] == can_id
-            recurring = x[:, COUNT] >= 2
-            ours = (_window_share(known & recurring, recurring, window_of_node, len(nodes_per_window)) >= KNOWN_SHARE)[window_of_node]
+            ours = ~_mostly_unknown(known, x[:, COUNT] >= 2, window_of_node, len(nodes_per_window))[window_of_node]
             profiled = known & ours
             spread = np.maximum(np.nan_to_num(self.profile_std[row], nan=0.0), SPREAD_FLOOR * self.std)
             with np.errstate(invalid="ignore"):
@@ -230,6 +229,14 @@ class Preprocessing:
             "unprofiled": lambda: ~profiled,
         }
         return np.column_stack([*(roles[name]() for name in self.roles), vehicle_block]).astype(np.float32), tokens
+
+    def foreign_windows(self, graphs: WindowGraphs) -> np.ndarray:
+        """Per window of ``graphs``: whether fewer than ``KNOWN_SHARE`` of its recurring IDs are in the
+        vocabulary — another vehicle's traffic, for a model not calibrated for it (an ``agnostic``
+        model judges such a window by roles alone)."""
+        nodes_per_window = np.diff(graphs.node_ptr)
+        window_of_node = np.repeat(np.arange(len(nodes_per_window)), nodes_per_window)
+        return _mostly_unknown(np.isin(graphs.can_id, self.vocabulary), graphs.x[:, COUNT] >= 2, window_of_node, len(nodes_per_window))
 
     def apply(self, graphs: WindowGraphs) -> GraphSet:
         from kdcore.data.graphset import GraphSet
@@ -318,6 +325,11 @@ def _send_period(x: np.ndarray, window_of_node: np.ndarray, num_windows: int) ->
     np.maximum.at(span, window_of_node, gaps * np.maximum(x[:, COUNT] - 1, 0))
     period = np.where(x[:, COUNT] >= 2, gaps, span[window_of_node])
     return np.where(period > 0, np.clip((np.log10(np.maximum(period, 1e-12)) + 4) / 4, 0, 1.25), 0.0)
+
+
+def _mostly_unknown(known: np.ndarray, recurring: np.ndarray, window_of_node: np.ndarray, num_windows: int) -> np.ndarray:
+    """Per window: whether fewer than ``KNOWN_SHARE`` of its recurring nodes are ``known``."""
+    return _window_share(known & recurring, recurring, window_of_node, num_windows) < KNOWN_SHARE
 
 
 def _window_share(hits: np.ndarray, of: np.ndarray, window_of_node: np.ndarray, num_windows: int) -> np.ndarray:
