@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import attrs
@@ -342,10 +343,16 @@ def test_a_traced_score_near_the_threshold_is_decided_by_the_eager_scorer(engine
         assert detector._score_one(*window) is clear
 
 
-def test_a_fed_virtual_bus_is_scored_live_like_the_replay(engine, teacher_root):
+@pytest.fixture(scope="module")
+def gat_student(engine, teacher_root, tmp_path_factory):
+    """A GAT student of the tiny vehicle: the model that detects live (a teacher is five networks)."""
+    return engine.run(tiny_config(tmp_path_factory.mktemp("student"), mode="normal", model_size="student", max_epochs=2)).checkpoint
+
+
+def test_a_fed_virtual_bus_is_scored_live_like_the_replay(engine, teacher_root, gat_student):
     """The feed sends at recorded speed from a thread; decisions come while it is still sending,
     and the frames keep their recorded times, so the alerts equal the replay's."""
-    detector = Detector(teacher_root / GAT, engine=engine)
+    detector = Detector(gat_student, engine=engine)
     table = read_capture(teacher_root / DOS)
     receiver = can.Bus(interface="virtual", channel="kdcore-feed-test")
     sender = can.Bus(interface="virtual", channel="kdcore-feed-test", preserve_timestamps=True)
@@ -368,7 +375,24 @@ def test_a_fed_virtual_bus_is_scored_live_like_the_replay(engine, teacher_root):
     detector.detect(replay_chunks(table, detector.window, real_time=False), replayed, verbose=True)
     assert (summary.frames, summary.windows) == (len(table), len(table) // detector.window)
     assert decided.count(False) >= 0.8 * len(decided), "most windows are decided while the feed is still sending"
-    assert live.getvalue() == replayed.getvalue() and summary.alert_windows > 0
+    assert same_events(live.getvalue(), replayed.getvalue()) and summary.alert_windows > 0
+
+
+def same_events(text: str, other: str) -> bool:
+    """The same alert lines, each number within one unit of its last printed digit: live, a window
+    is scored alone, replayed in a batch of windows, and float32 rounds the two a little apart (a
+    student's score came out 0.899978 one way, 0.899977 the other)."""
+    def same(a, b) -> bool:
+        if isinstance(a, float) and isinstance(b, float):
+            digits = max(-Decimal(repr(number)).as_tuple().exponent for number in (a, b))
+            return abs(a - b) <= 1.01 * 10.0**-digits
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return a == b
+
+    return same([json.loads(line) for line in text.splitlines()], [json.loads(line) for line in other.splitlines()])
 
 
 def test_detect_feed_command(teacher_root, tmp_path):
