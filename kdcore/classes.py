@@ -18,9 +18,18 @@ share of its windows that show *foreign* IDs injected — IDs the vehicle does n
 top suspect or several in the window (``suspect_cue``) — and a window whose cue fewer than
 ``MIN_CUE_SHARE`` of a class's windows showed cannot go to that class. Where the cue says nothing (the vehicle's IDs are not
 known, or the window is mostly IDs the vehicle does not send: another car) every class stays open.
-Whether a window is like any attack seen at all is still judged by the representation alone:
-a window as near the DoS windows as they lie to each other, flooding the car's own ID, is a
+A window as near the DoS windows as they lie to each other, flooding the car's own ID, is a
 spoofing like a DoS, not an attack never seen.
+
+A second cue is how many IDs an attack touches. A DoS or a spoofing forges one ID, and a GAT's
+attribution puts nearly all of such a window on it (its top suspect carries 0.95–1.00 of it on the
+vehicles of docs/transfer.md); a replay or a fuzzing spreads it over many (0.2–0.6, under 0.2):
+``attribution_spread``. Each class keeps the share of its windows whose attribution was spread; a
+spread window cannot go to a class fewer than ``MIN_CUE_SHARE`` of whose windows were, and where
+that leaves no class open it is ``unknown`` — an attack on many IDs where every known attack
+forged one, or touched IDs the car does not send (a replay, to classes of DoS, fuzzing and
+spoofing). The converse is no evidence: an attack on many IDs may put one of them first by far in
+a window, so a window of one ID closes no class.
 
 The radius is how far the training vehicle's attack windows lie from their class; another
 vehicle's windows spread wider in the same representation, its attacks too. So the classes also
@@ -47,6 +56,7 @@ RADIUS_QUANTILE = 0.99
 MIN_CUE_SHARE = 0.1  # a class is ruled out for a cue fewer than this share of its training windows showed
 OWN_SHARE = 0.5  # the cue applies to a window when at least this share of its IDs are the vehicle's
 SEVERAL_FOREIGN = 2  # foreign IDs in one window that show an injection even when none is the top suspect
+ONE_ID_SHARE = 0.8  # below this share of a window's attribution on its top suspect, the window's attack touches several IDs
 
 
 def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None) -> float:
@@ -65,6 +75,15 @@ def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None) -
     return float(foreign[int(np.argmax(list(node_scores.values())))] or foreign.sum() >= SEVERAL_FOREIGN)
 
 
+def attribution_spread(node_scores: dict[int, float]) -> float:
+    """1.0 where a window's attribution is spread over several IDs (its top suspect carries less
+    than ``ONE_ID_SHARE`` of the positive node scores), 0.0 where one ID carries most of it; NaN
+    where no node scores above 0 (no attribution to share)."""
+    positive = np.clip(np.fromiter(node_scores.values(), np.float64, len(node_scores)), 0.0, None)
+    total = positive.sum()
+    return float(positive.max() < ONE_ID_SHARE * total) if total > 0 else np.nan
+
+
 @attrs.frozen(eq=False)
 class AttackClasses:
     names: tuple[str, ...] = attrs.field(converter=tuple)
@@ -73,16 +92,19 @@ class AttackClasses:
     scale: np.ndarray
     radius: float
     foreign_share: np.ndarray | None = None  # (classes,) share of windows showing foreign IDs injected; NaN: no cue seen
+    spread_share: np.ndarray | None = None  # (classes,) share of windows whose attribution was spread over several IDs
     normal_spread: float | None = None  # median distance of the training vehicle's normal windows from their mean
     radius_scale: float = 1.0  # how much wider the vehicle calibrated on spreads; the radius grows by it
     fitted_on: str = POOLED_NODES  # the window representation (``TrainingMode.window_embedding``)
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, names: np.ndarray, cues: np.ndarray | None = None,
-            normal_embeddings: np.ndarray | None = None, fitted_on: str = POOLED_NODES) -> AttackClasses:
+            normal_embeddings: np.ndarray | None = None, fitted_on: str = POOLED_NODES,
+            spreads: np.ndarray | None = None) -> AttackClasses:
         """From the representations of attack windows (named ``fitted_on``), their attack names
-        and, if known, their ``suspect_cue``s; with the representations of attack-free windows the
-        model was not fitted on, also their ``normal_spread`` (for ``calibrated``)."""
+        and, if known, their ``suspect_cue``s and ``attribution_spread``s; with the representations
+        of attack-free windows the model was not fitted on, also their ``normal_spread`` (for
+        ``calibrated``)."""
         embeddings, names = np.asarray(embeddings, np.float64), np.asarray(names)
         classes = sorted(set(names.tolist()))
         if not classes:
@@ -91,8 +113,10 @@ class AttackClasses:
         standard = (embeddings - center) / scale
         means = np.stack([standard[names == name].mean(axis=0) for name in classes])
         own = np.linalg.norm(standard - means[np.searchsorted(classes, names)], axis=1)
-        foreign_share = None if cues is None else np.array([_mean_present(np.asarray(cues)[names == name]) for name in classes])
-        fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share, fitted_on=fitted_on)
+        foreign_share, spread_share = (None if values is None else np.array([_mean_present(np.asarray(values)[names == name])
+                                                                             for name in classes]) for values in (cues, spreads))
+        fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share, spread_share,
+                     fitted_on=fitted_on)
         if normal_embeddings is None or len(normal_embeddings) < 2:
             return fitted
         return attrs.evolve(fitted, normal_spread=fitted.spread(normal_embeddings))
@@ -116,18 +140,32 @@ class AttackClasses:
             return self
         return attrs.evolve(self, radius_scale=max(1.0, self.spread(normal_embeddings) / max(self.normal_spread, 1e-12)))
 
-    def predict(self, embeddings: np.ndarray, cues: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, embeddings: np.ndarray, cues: np.ndarray | None = None,
+                spreads: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(class name or ``unknown``, confidence) per window; with the windows' ``suspect_cue``s,
-        among the classes whose training windows showed that cue."""
+        among the classes whose training windows showed that cue; with their
+        ``attribution_spread``s, a spread window only among classes whose windows were spread too
+        (none: ``unknown`` with confidence 1, every known class ruled out — so that such windows
+        carry an incident's class as surely as known ones, ``kdcore.incidents``)."""
         standard = (np.asarray(embeddings, np.float64) - self.center) / self.scale
         distance = np.linalg.norm(standard[:, None, :] - self.means[None, :, :], axis=-1)
         seen = distance.min(axis=1, initial=np.inf) <= self.radius * self.radius_scale  # like some attack of training, whoever's ID it is
-        distance = np.where(self._open_to(cues, len(distance)), distance, np.inf)
-        nearest = distance.min(axis=1, keepdims=True)
-        likelihood = np.exp(-0.5 * (distance**2 - nearest**2))  # shifted: the nearest class counts 1
-        confidence = (1.0 / likelihood.sum(axis=1)) if len(distance) else np.zeros(0)
-        unknown = (confidence < MIN_CONFIDENCE) | ~seen
+        open_to = self._open_to(cues, len(distance)) & ~self._one_id_only(spreads, len(distance))
+        left = open_to.any(axis=1)  # some class not ruled out
+        distance = np.where(open_to, distance, np.inf)
+        nearest = np.where(left, distance.min(axis=1, initial=np.inf), 0.0)[:, None]
+        likelihood = np.exp(-0.5 * (distance**2 - nearest**2))  # shifted: the nearest open class counts 1
+        confidence = np.where(left, 1.0 / np.maximum(likelihood.sum(axis=1), 1.0), 1.0)
+        unknown = ~left | ~seen | (confidence < MIN_CONFIDENCE)
         return np.where(unknown, UNKNOWN, np.asarray(self.names)[distance.argmin(axis=1)]), confidence
+
+    def _one_id_only(self, spreads: np.ndarray | None, windows: int) -> np.ndarray:
+        """(windows, classes): the classes a window's ``attribution_spread`` rules out — those fewer
+        than ``MIN_CUE_SHARE`` of whose windows were spread, for a spread window."""
+        if spreads is None or self.spread_share is None:
+            return np.zeros((windows, len(self.names)), bool)
+        one_id_class = np.nan_to_num(self.spread_share, nan=1.0) < MIN_CUE_SHARE
+        return (np.asarray(spreads, np.float64)[:, None] == 1.0) & one_id_class[None, :]
 
     def _open_to(self, cues: np.ndarray | None, windows: int) -> np.ndarray:
         """(windows, classes): which classes each window may go to. A class is closed to a cue
@@ -159,19 +197,24 @@ class AttackClasses:
     def to_dict(self) -> dict[str, Any]:
         saved = {"names": list(self.names), "means": self.means.tolist(), "center": self.center.tolist(),
                  "scale": self.scale.tolist(), "radius": self.radius, "fitted_on": self.fitted_on}
-        if self.foreign_share is not None:
-            saved["foreign_share"] = [None if np.isnan(share) else float(share) for share in self.foreign_share]
+        for key, shares in (("foreign_share", self.foreign_share), ("spread_share", self.spread_share)):
+            if shares is not None:
+                saved[key] = [None if np.isnan(share) else float(share) for share in shares]
         if self.normal_spread is not None:
             saved.update(normal_spread=self.normal_spread, radius_scale=self.radius_scale)
         return saved
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttackClasses:
-        shares = data.get("foreign_share")  # absent: saved before the cue existed
+        foreign, spread = (_shares(data.get(key)) for key in ("foreign_share", "spread_share"))  # absent: saved before the cue
         return cls(data["names"], np.asarray(data["means"]), np.asarray(data["center"]), np.asarray(data["scale"]),
-                   float(data["radius"]), None if shares is None else np.array([np.nan if v is None else v for v in shares]),
+                   float(data["radius"]), foreign, spread,
                    data.get("normal_spread"), float(data.get("radius_scale", 1.0)),  # absent: saved before calibration scaled them
                    data.get("fitted_on", POOLED_NODES))
+
+
+def _shares(saved: list[float | None] | None) -> np.ndarray | None:
+    return None if saved is None else np.array([np.nan if share is None else share for share in saved])
 
 
 def _mean_present(values: np.ndarray) -> float:

@@ -200,10 +200,11 @@ class FusionPredictor:
 
     def alert_judge(self, gat_extra: dict[str, Any], vehicle_ids: np.ndarray | None) -> AlertJudge:
         """How the fused detector's alerts name suspects (``node_scores``) and their attack class:
-        the classes saved with its GAT (``gat_extra``), on the GAT's representation, on a vehicle
-        that sends ``vehicle_ids``."""
+        the classes saved with its GAT (``gat_extra``), on the GAT's representation and with the
+        cues of the GAT's node scores they were fitted with, on a vehicle that sends ``vehicle_ids``."""
         return AlertJudge(self.node_scores, AttackClasses.saved_in(gat_extra, self._classifier.window_embedding),
-                          lambda batch: self._classifier.window_embeddings(self.gat, batch), vehicle_ids)
+                          lambda batch: self._classifier.window_embeddings(self.gat, batch), vehicle_ids,
+                          lambda batch: self._classifier.node_scores(self.gat, batch))
 
     def components(self, loader) -> dict[str, torch.Tensor]:
         return self.decide(*self.inputs(loader))

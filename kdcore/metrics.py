@@ -24,7 +24,7 @@ from torchmetrics.functional.classification import (
 )
 
 from kdcore.alert_metrics import AlertRecord, alert_metrics
-from kdcore.classes import AttackClasses, suspect_cue
+from kdcore.classes import AttackClasses, attribution_spread, suspect_cue
 from kdcore.contracts import POOLED_NODES, Evaluation
 from kdcore.data.graphset import drop_profile, labels_of
 from kdcore.incidents import IncidentTracker, WindowVerdict
@@ -235,7 +235,8 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                        vehicle_ids: np.ndarray | None = None, fitted_on: str = POOLED_NODES,
                        judging_roles: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, AttackClasses]:
     """``attack_classes`` (``kdcore.classes``) of the attack windows of the training and validation
-    splits, with their ``suspect_cue``s against ``vehicle_ids`` where ``node_scores`` are given,
+    splits, with their ``suspect_cue``s against ``vehicle_ids`` and their ``attribution_spread``s
+    where ``node_scores`` are given,
     and the spread of the validation normal windows (what ``kdcore calibrate`` compares a new
     vehicle's with); for the agnostic representation also ``roles_attack_classes``, of the same
     windows judged without their profile and within ``judging_roles()``, as another vehicle is
@@ -243,7 +244,8 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
     views = {"attack_classes": (lambda batch: batch, nullcontext)}
     if representation == "agnostic":
         views["roles_attack_classes"] = (lambda batch: drop_profile(batch, 1.0), judging_roles)
-    embeddings, cues, names = {key: [] for key in views}, {key: [] for key in views}, []
+    embeddings, cues, spreads = ({key: [] for key in views} for _ in range(3))
+    names = []
     for graphs in (datamodule.train_set, datamodule.val_set):
         known = attack_names_of(graphs)
         attacks = torch.nonzero(labels_of(graphs) == 1).view(-1).tolist()
@@ -258,6 +260,7 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                     if node_scores is not None:
                         scored = _nodes_by_id(graphs, windows, node_scores(view(batch)), batch.ptr)
                         cues[key].append([suspect_cue(nodes, vehicle_ids) for nodes in scored])
+                        spreads[key].append([attribution_spread(nodes) for nodes in scored])
     if not names:
         return {}
     normal = {key: [] for key in views}
@@ -267,7 +270,8 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                 normal[key].append(embed(view(batch)).cpu().numpy())
     return {key: AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names),
                                    np.concatenate(cues[key]) if cues[key] else None,
-                                   np.concatenate(normal[key]) if normal[key] else None, fitted_on) for key in views}
+                                   np.concatenate(normal[key]) if normal[key] else None, fitted_on,
+                                   np.concatenate(spreads[key]) if spreads[key] else None) for key in views}
 
 
 def _batched(items: list, size: int) -> list[list]:
@@ -306,12 +310,15 @@ def latency_ms_per_graph(score: Scorer, graphs) -> float:
 class AlertJudge:
     """What judging a model's alerts needs (``alert_metrics``): its node scores and, if it has
     attack classes, those classes, the window representation they were fitted on and the IDs the
-    vehicle sends (``kdcore.classes.suspect_cue``)."""
+    vehicle sends (``kdcore.classes.suspect_cue``). The classes read their cues from the node
+    scores they were fitted with: ``class_node_scores`` where those are not the alerts' own (a
+    fused detector's alerts mix two models' node scores; its classes are its GAT's)."""
 
     node_scores: NodeScorer
     classes: AttackClasses | None = None
     embed: Embedder | None = None
     vehicle_ids: np.ndarray | None = None
+    class_node_scores: NodeScorer | None = None
 
     @property
     def classifies(self) -> bool:
@@ -322,9 +329,14 @@ class AlertJudge:
         return self.classes.names if self.classifies else None
 
     def classify(self, batch, node_scores: list[dict[int, float]]) -> tuple[np.ndarray, np.ndarray]:
-        """(attack class, confidence) of each window of ``batch``, given its nodes' scores by CAN ID."""
+        """(attack class, confidence) of each window of ``batch``, given its nodes' scores by CAN ID
+        (in the batch's node order)."""
+        if self.class_node_scores is not None:
+            flat, ptr = self.class_node_scores(batch).tolist(), batch.ptr.tolist()
+            node_scores = [dict(zip(nodes, flat[ptr[k]:ptr[k + 1]])) for k, nodes in enumerate(node_scores)]
         cues = np.array([suspect_cue(nodes, self.vehicle_ids) for nodes in node_scores], np.float64)
-        return self.classes.predict(self.embed(batch).cpu().numpy(), cues)
+        spreads = np.array([attribution_spread(nodes) for nodes in node_scores], np.float64)
+        return self.classes.predict(self.embed(batch).cpu().numpy(), cues, spreads)
 
 
 def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float, extra: dict | None = None,

@@ -405,8 +405,11 @@ def test_calibrating_fusion_calibrates_its_inputs_and_its_fused_threshold(engine
     gat = load_checkpoint(tmp_path / "fusion-calibrated-gat.pth").extra  # the fused detector's classes: its calibrated GAT's
     assert detector.judge.classes.to_dict() == gat["attack_classes"]
     assert gat["attack_classes"]["radius_scale"] == gat["calibration"]["class_radius_scale"] >= 1.0
-    scores = detector.score(DataLoader(detector.preprocessing.apply(build_window_graphs(
-        node_keys(read_capture(clean), "can_id"), detector.window, detector.window)), batch_size=64))
+    graphs = detector.preprocessing.apply(build_window_graphs(node_keys(read_capture(clean), "can_id"), detector.window, detector.window))
+    batch = next(iter(DataLoader(graphs, batch_size=8)))  # the classes read their cues from the GAT's node scores, as fitted
+    assert torch.equal(detector.judge.class_node_scores(batch), predictor._classifier.node_scores(predictor.gat, batch))
+    assert not torch.equal(detector.judge.class_node_scores(batch), detector.judge.node_scores(batch))
+    scores = detector.score(DataLoader(graphs, batch_size=64))
     assert float((scores >= threshold).float().mean()) <= 0.05 + 1 / len(scores)
     assert detector.spread == ScoreSpread.fit(scores, probabilities=True)  # alerts' margins in this vehicle's spreads
 
