@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
 
 class Numbered(Dataset):
-    """A graph dataset whose items carry ``graph_id``, their index in it."""
+    """A graph dataset whose items carry ``graph_id``, their index in it. It stands in for the
+    training split after training too, so it reads out what the split does: labels, attack names
+    and each window's nodes (the attack classes are fitted on them, ``kdcore.metrics``)."""
 
     def __init__(self, graphs: Dataset):
         self.graphs = graphs
@@ -56,6 +58,13 @@ class Numbered(Dataset):
     @property
     def labels(self) -> torch.Tensor:
         return labels_of(self.graphs)
+
+    @property
+    def attack_names(self) -> tuple[str, ...] | None:
+        return getattr(self.graphs, "attack_names", None)
+
+    def window_nodes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.graphs.window_nodes(index)
 
 
 class TeacherCache:

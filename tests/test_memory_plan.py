@@ -3,13 +3,14 @@
 import json
 
 import attrs
-
+import numpy as np
 import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
 from kdcore import memory
 from kdcore.checkpoint import load_checkpoint
+from kdcore.classes import AttackClasses
 from kdcore.errors import ConfigError
 from kdcore.memory import MemoryCleanup, kd_batch_size, load_factors
 from kdcore.teacher_cache import Numbered, TeacherCache
@@ -112,7 +113,8 @@ def test_cached_kd_run_runs_the_teacher_once_and_trains_the_same_student(engine,
     settings = dict(mode="normal", model_size="student", use_knowledge_distillation=True, max_epochs=3, early_stopping_patience=0)
 
     plain = engine.run(tiny_config(teacher_root, **settings, cache_teacher_outputs=False))
-    weights = load_checkpoint(plain.checkpoint).state_dict  # the cached run writes to the same folder
+    trained = load_checkpoint(plain.checkpoint)  # the cached run writes to the same folder
+    weights, plain_classes = trained.state_dict, AttackClasses.from_dict(trained.extra["attack_classes"])
     plain_calls, calls[:] = list(calls), []
     for stored in (teacher_root / "cache" / "teacher").glob("*.pt"):
         stored.unlink()  # another test may have stored these outputs already
@@ -123,6 +125,9 @@ def test_cached_kd_run_runs_the_teacher_once_and_trains_the_same_student(engine,
     assert sum(calls) == graphs + calls[0]  # one sample batch for the connectors, then one pass
     for key, value in load_checkpoint(cached.checkpoint).state_dict.items():
         assert torch.allclose(value, weights[key], atol=1e-5), key
+    # the attack classes are fitted on the same windows: the training split's attacks too, numbered or not
+    cached_classes = AttackClasses.from_dict(load_checkpoint(cached.checkpoint).extra["attack_classes"])
+    assert np.allclose(cached_classes.center, plain_classes.center, atol=1e-4) and np.allclose(cached_classes.means, plain_classes.means, atol=1e-3)
 
 
 def test_kd_terms_are_float32_under_bf16_autocast(engine, teacher_root):
