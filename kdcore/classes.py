@@ -21,15 +21,17 @@ known, or the window is mostly IDs the vehicle does not send: another car) every
 A window as near the DoS windows as they lie to each other, flooding the car's own ID, is a
 spoofing like a DoS, not an attack never seen.
 
-A second cue is how many IDs an attack touches. A DoS or a spoofing forges one ID, and a GAT's
-attribution puts nearly all of such a window on it (its top suspect carries 0.95–1.00 of it on the
+A second cue is how many IDs an attack touches. A DoS or a spoofing forges one ID, and a GAT puts
+nearly all of such a window's attribution on it (its top suspect carries 0.95–1.00 of it on the
 vehicles of docs/transfer.md); a replay or a fuzzing spreads it over many (0.2–0.6, under 0.2):
-``attribution_spread``. Each class keeps the share of its windows whose attribution was spread; a
-spread window cannot go to a class fewer than ``MIN_CUE_SHARE`` of whose windows were, and where
-that leaves no class open it is ``unknown`` — an attack on many IDs where every known attack
-forged one, or touched IDs the car does not send (a replay, to classes of DoS, fuzzing and
-spoofing). The converse is no evidence: an attack on many IDs may put one of them first by far in
-a window, so a window of one ID closes no class.
+``top_suspect_share``. A class is of *one-ID* attacks when fewer than ``MIN_CUE_SHARE`` of its
+windows' top suspects carried under ``ONE_ID_SHARE``; a window whose top suspect carries under
+``SPREAD_SHARE`` cannot go to such a class, and where that leaves no class open it is ``unknown``
+— an attack on many IDs where every known attack forged one, or touched IDs the car does not send
+(a replay, to classes of DoS, fuzzing and spoofing). The gap between the two shares is room for
+another vehicle, where a spoofed ID's share falls (0.6–0.8 on a bus twice as busy as the training
+car's). The converse is no evidence: an attack on many IDs may put one first by far in a window,
+so a window of one ID closes no class.
 
 The radius is how far the training vehicle's attack windows lie from their class; another
 vehicle's windows spread wider in the same representation, its attacks too. So the classes also
@@ -56,7 +58,8 @@ RADIUS_QUANTILE = 0.99
 MIN_CUE_SHARE = 0.1  # a class is ruled out for a cue fewer than this share of its training windows showed
 OWN_SHARE = 0.5  # the cue applies to a window when at least this share of its IDs are the vehicle's
 SEVERAL_FOREIGN = 2  # foreign IDs in one window that show an injection even when none is the top suspect
-ONE_ID_SHARE = 0.8  # below this share of a window's attribution on its top suspect, the window's attack touches several IDs
+ONE_ID_SHARE = 0.8  # a class's windows whose top suspect carries less than this share of the attribution: not on one ID
+SPREAD_SHARE = 0.5  # a window whose top suspect carries less than this share: plainly spread over several IDs
 
 
 def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None) -> float:
@@ -75,13 +78,12 @@ def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None) -
     return float(foreign[int(np.argmax(list(node_scores.values())))] or foreign.sum() >= SEVERAL_FOREIGN)
 
 
-def attribution_spread(node_scores: dict[int, float]) -> float:
-    """1.0 where a window's attribution is spread over several IDs (its top suspect carries less
-    than ``ONE_ID_SHARE`` of the positive node scores), 0.0 where one ID carries most of it; NaN
-    where no node scores above 0 (no attribution to share)."""
+def top_suspect_share(node_scores: dict[int, float]) -> float:
+    """The share of a window's positive node scores that its top suspect carries: near 1 where
+    one ID drove the alert, small where many did; NaN where no node scores above 0."""
     positive = np.clip(np.fromiter(node_scores.values(), np.float64, len(node_scores)), 0.0, None)
     total = positive.sum()
-    return float(positive.max() < ONE_ID_SHARE * total) if total > 0 else np.nan
+    return float(positive.max() / total) if total > 0 else np.nan
 
 
 @attrs.frozen(eq=False)
@@ -92,7 +94,7 @@ class AttackClasses:
     scale: np.ndarray
     radius: float
     foreign_share: np.ndarray | None = None  # (classes,) share of windows showing foreign IDs injected; NaN: no cue seen
-    spread_share: np.ndarray | None = None  # (classes,) share of windows whose attribution was spread over several IDs
+    spread_share: np.ndarray | None = None  # (classes,) share of windows whose top suspect carried less than ONE_ID_SHARE
     normal_spread: float | None = None  # median distance of the training vehicle's normal windows from their mean
     radius_scale: float = 1.0  # how much wider the vehicle calibrated on spreads; the radius grows by it
     fitted_on: str = POOLED_NODES  # the window representation (``TrainingMode.window_embedding``)
@@ -100,9 +102,9 @@ class AttackClasses:
     @classmethod
     def fit(cls, embeddings: np.ndarray, names: np.ndarray, cues: np.ndarray | None = None,
             normal_embeddings: np.ndarray | None = None, fitted_on: str = POOLED_NODES,
-            spreads: np.ndarray | None = None) -> AttackClasses:
+            top_shares: np.ndarray | None = None) -> AttackClasses:
         """From the representations of attack windows (named ``fitted_on``), their attack names
-        and, if known, their ``suspect_cue``s and ``attribution_spread``s; with the representations
+        and, if known, their ``suspect_cue``s and ``top_suspect_share``s; with the representations
         of attack-free windows the model was not fitted on, also their ``normal_spread`` (for
         ``calibrated``)."""
         embeddings, names = np.asarray(embeddings, np.float64), np.asarray(names)
@@ -113,6 +115,10 @@ class AttackClasses:
         standard = (embeddings - center) / scale
         means = np.stack([standard[names == name].mean(axis=0) for name in classes])
         own = np.linalg.norm(standard - means[np.searchsorted(classes, names)], axis=1)
+        spreads = None  # per window: 1.0 where its top suspect carried under ONE_ID_SHARE, NaN where nothing
+        if top_shares is not None:
+            top_shares = np.asarray(top_shares, np.float64)
+            spreads = np.where(np.isnan(top_shares), np.nan, top_shares < ONE_ID_SHARE)
         foreign_share, spread_share = (None if values is None else np.array([_mean_present(np.asarray(values)[names == name])
                                                                              for name in classes]) for values in (cues, spreads))
         fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share, spread_share,
@@ -141,16 +147,16 @@ class AttackClasses:
         return attrs.evolve(self, radius_scale=max(1.0, self.spread(normal_embeddings) / max(self.normal_spread, 1e-12)))
 
     def predict(self, embeddings: np.ndarray, cues: np.ndarray | None = None,
-                spreads: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                top_shares: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(class name or ``unknown``, confidence) per window; with the windows' ``suspect_cue``s,
         among the classes whose training windows showed that cue; with their
-        ``attribution_spread``s, a spread window only among classes whose windows were spread too
-        (none: ``unknown`` with confidence 1, every known class ruled out — so that such windows
-        carry an incident's class as surely as known ones, ``kdcore.incidents``)."""
+        ``top_suspect_share``s, a plainly spread window not among the classes of one-ID attacks
+        (none left: ``unknown`` with confidence 1, every known class ruled out — so that such
+        windows carry an incident's class as surely as known ones, ``kdcore.incidents``)."""
         standard = (np.asarray(embeddings, np.float64) - self.center) / self.scale
         distance = np.linalg.norm(standard[:, None, :] - self.means[None, :, :], axis=-1)
         seen = distance.min(axis=1, initial=np.inf) <= self.radius * self.radius_scale  # like some attack of training, whoever's ID it is
-        open_to = self._open_to(cues, len(distance)) & ~self._one_id_only(spreads, len(distance))
+        open_to = self._open_to(cues, len(distance)) & ~self._one_id_only(top_shares, len(distance))
         left = open_to.any(axis=1)  # some class not ruled out
         distance = np.where(open_to, distance, np.inf)
         nearest = np.where(left, distance.min(axis=1, initial=np.inf), 0.0)[:, None]
@@ -159,13 +165,14 @@ class AttackClasses:
         unknown = ~left | ~seen | (confidence < MIN_CONFIDENCE)
         return np.where(unknown, UNKNOWN, np.asarray(self.names)[distance.argmin(axis=1)]), confidence
 
-    def _one_id_only(self, spreads: np.ndarray | None, windows: int) -> np.ndarray:
-        """(windows, classes): the classes a window's ``attribution_spread`` rules out — those fewer
-        than ``MIN_CUE_SHARE`` of whose windows were spread, for a spread window."""
-        if spreads is None or self.spread_share is None:
+    def _one_id_only(self, top_shares: np.ndarray | None, windows: int) -> np.ndarray:
+        """(windows, classes): the classes a window's ``top_suspect_share`` rules out — those of
+        one-ID attacks (fewer than ``MIN_CUE_SHARE`` of their windows' top suspects carried under
+        ``ONE_ID_SHARE``), for a window whose top suspect carries under ``SPREAD_SHARE``."""
+        if top_shares is None or self.spread_share is None:
             return np.zeros((windows, len(self.names)), bool)
         one_id_class = np.nan_to_num(self.spread_share, nan=1.0) < MIN_CUE_SHARE
-        return (np.asarray(spreads, np.float64)[:, None] == 1.0) & one_id_class[None, :]
+        return (np.asarray(top_shares, np.float64)[:, None] < SPREAD_SHARE) & one_id_class[None, :]
 
     def _open_to(self, cues: np.ndarray | None, windows: int) -> np.ndarray:
         """(windows, classes): which classes each window may go to. A class is closed to a cue

@@ -24,7 +24,7 @@ from torchmetrics.functional.classification import (
 )
 
 from kdcore.alert_metrics import AlertRecord, alert_metrics
-from kdcore.classes import AttackClasses, attribution_spread, suspect_cue
+from kdcore.classes import AttackClasses, suspect_cue, top_suspect_share
 from kdcore.contracts import POOLED_NODES, Evaluation
 from kdcore.data.graphset import drop_profile, labels_of
 from kdcore.incidents import IncidentTracker, WindowVerdict
@@ -235,7 +235,7 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                        vehicle_ids: np.ndarray | None = None, fitted_on: str = POOLED_NODES,
                        judging_roles: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, AttackClasses]:
     """``attack_classes`` (``kdcore.classes``) of the attack windows of the training and validation
-    splits, with their ``suspect_cue``s against ``vehicle_ids`` and their ``attribution_spread``s
+    splits, with their ``suspect_cue``s against ``vehicle_ids`` and their ``top_suspect_share``s
     where ``node_scores`` are given,
     and the spread of the validation normal windows (what ``kdcore calibrate`` compares a new
     vehicle's with); for the agnostic representation also ``roles_attack_classes``, of the same
@@ -244,7 +244,7 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
     views = {"attack_classes": (lambda batch: batch, nullcontext)}
     if representation == "agnostic":
         views["roles_attack_classes"] = (lambda batch: drop_profile(batch, 1.0), judging_roles)
-    embeddings, cues, spreads = ({key: [] for key in views} for _ in range(3))
+    embeddings, cues, top_shares = ({key: [] for key in views} for _ in range(3))
     names = []
     for graphs in (datamodule.train_set, datamodule.val_set):
         known = attack_names_of(graphs)
@@ -260,7 +260,7 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                     if node_scores is not None:
                         scored = _nodes_by_id(graphs, windows, node_scores(view(batch)), batch.ptr)
                         cues[key].append([suspect_cue(nodes, vehicle_ids) for nodes in scored])
-                        spreads[key].append([attribution_spread(nodes) for nodes in scored])
+                        top_shares[key].append([top_suspect_share(nodes) for nodes in scored])
     if not names:
         return {}
     normal = {key: [] for key in views}
@@ -271,7 +271,7 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
     return {key: AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names),
                                    np.concatenate(cues[key]) if cues[key] else None,
                                    np.concatenate(normal[key]) if normal[key] else None, fitted_on,
-                                   np.concatenate(spreads[key]) if spreads[key] else None) for key in views}
+                                   np.concatenate(top_shares[key]) if top_shares[key] else None) for key in views}
 
 
 def _batched(items: list, size: int) -> list[list]:
@@ -335,8 +335,8 @@ class AlertJudge:
             flat, ptr = self.class_node_scores(batch).tolist(), batch.ptr.tolist()
             node_scores = [dict(zip(nodes, flat[ptr[k]:ptr[k + 1]])) for k, nodes in enumerate(node_scores)]
         cues = np.array([suspect_cue(nodes, self.vehicle_ids) for nodes in node_scores], np.float64)
-        spreads = np.array([attribution_spread(nodes) for nodes in node_scores], np.float64)
-        return self.classes.predict(self.embed(batch).cpu().numpy(), cues, spreads)
+        top_shares = np.array([top_suspect_share(nodes) for nodes in node_scores], np.float64)
+        return self.classes.predict(self.embed(batch).cpu().numpy(), cues, top_shares)
 
 
 def evaluate_scores(score: Scorer, datamodule: GraphDataModule, threshold: float, extra: dict | None = None,

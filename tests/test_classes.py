@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kdcore.classes import UNKNOWN, AttackClasses, attribution_spread, class_report, suspect_cue
+from kdcore.classes import UNKNOWN, AttackClasses, class_report, suspect_cue, top_suspect_share
 
 
 DOS_LIKE_SPOOF = {"dos": [2.0, 0.0, 0.0], "fuzzy": [0.0, 8.0, 0.0], "spoof": [0.0, 0.0, 2.0]}  # their windows overlap
@@ -98,32 +98,35 @@ def test_classes_without_cues_ignore_them_and_an_unshown_cue_closes_no_class():
     assert every_class_foreign.predict(near_dos, np.array([0.0]))[0][0] == "dos"  # closing every class closes none
 
 
-def test_a_windows_attribution_is_spread_when_its_top_suspect_carries_little_of_it():
-    assert attribution_spread({0x100: 0.95, 0x200: 0.03, 0x300: -0.4}) == 0.0  # one ID: negative scores carry nothing
-    assert attribution_spread({0x100: 0.4, 0x200: 0.3, 0x300: 0.3}) == 1.0  # a replay: many IDs share it
-    assert np.isnan(attribution_spread({0x100: -0.2, 0x200: 0.0}))  # nothing to share
+def test_a_windows_top_suspect_share_is_of_its_positive_attribution():
+    assert top_suspect_share({0x100: 0.9, 0x200: 0.1, 0x300: -0.4}) == pytest.approx(0.9)  # negative scores carry nothing
+    assert top_suspect_share({0x100: 0.4, 0x200: 0.3, 0x300: 0.3}) == pytest.approx(0.4)  # a replay: many IDs share it
+    assert np.isnan(top_suspect_share({0x100: -0.2, 0x200: 0.0}))  # nothing to share
 
 
 def test_a_spread_window_cannot_go_to_a_class_of_one_id_attacks_and_is_unknown_where_none_is_left():
     rng = np.random.default_rng(2)
     embeddings, names = clusters(rng, centres=DOS_LIKE_SPOOF)
     cues = np.select([names == "spoof"], [0.0], default=1.0)  # dos and fuzzy inject IDs the car does not send
-    spreads = np.where(names == "fuzzy", 1.0, (rng.random(len(names)) < 0.05).astype(float))  # dos, spoof: one ID
-    classes = AttackClasses.fit(embeddings, names, cues, spreads=spreads)
+    one_id = np.where(rng.random(len(names)) < 0.05, 0.7, 0.97)  # dos, spoof: one ID, now and then a little less
+    top_shares = np.where(names == "fuzzy", rng.uniform(0.05, 0.3, len(names)), one_id)
+    classes = AttackClasses.fit(embeddings, names, cues, top_shares=top_shares)
     assert classes.spread_share.tolist() == pytest.approx([0.05, 1.0, 0.05], abs=0.04)
     near_spoof = np.array([[0.8, 0.0, 1.4]])
-    assert classes.predict(near_spoof, np.array([0.0]), np.array([0.0]))[0][0] == "spoof"
-    assert classes.predict(near_spoof, np.array([np.nan]), np.array([np.nan]))[0][0] == "spoof"  # no cues: every class open
-    replay, confidence = classes.predict(near_spoof, np.array([0.0]), np.array([1.0]))  # the car's own IDs, many of them
+    predict = lambda cue, share: classes.predict(near_spoof, np.array([cue]), np.array([share]))  # noqa: E731
+    assert predict(0.0, 0.97)[0][0] == "spoof"
+    assert predict(0.0, 0.6)[0][0] == "spoof"  # a spoofing on a busier bus: its ID carries less, still most
+    assert predict(np.nan, np.nan)[0][0] == "spoof"  # no cues: every class open
+    replay, confidence = predict(0.0, 0.3)  # the car's own IDs, many of them
     assert replay[0] == UNKNOWN and confidence[0] == 1.0  # every known class ruled out: an incident of them is unknown
-    assert classes.predict(near_spoof, np.array([1.0]), np.array([1.0]))[0][0] == "fuzzy"  # foreign IDs, many: fuzzing is left
+    assert predict(1.0, 0.3)[0][0] == "fuzzy"  # foreign IDs, many: fuzzing is left
     near_fuzzy = np.array([[0.0, 7.0, 0.0]])
-    assert classes.predict(near_fuzzy, np.array([1.0]), np.array([0.0]))[0][0] == "fuzzy"  # one ID first by far: no evidence
+    assert classes.predict(near_fuzzy, np.array([1.0]), np.array([0.99]))[0][0] == "fuzzy"  # one ID first by far: no evidence
     again = AttackClasses.from_dict(classes.to_dict())
     assert np.array_equal(again.spread_share, classes.spread_share)
-    assert again.predict(near_spoof, np.array([0.0]), np.array([1.0]))[0][0] == UNKNOWN
+    assert again.predict(near_spoof, np.array([0.0]), np.array([0.3]))[0][0] == UNKNOWN
     saved_before = {key: value for key, value in classes.to_dict().items() if key != "spread_share"}
-    assert AttackClasses.from_dict(saved_before).predict(near_spoof, np.array([0.0]), np.array([1.0]))[0][0] == "spoof"
+    assert AttackClasses.from_dict(saved_before).predict(near_spoof, np.array([0.0]), np.array([0.3]))[0][0] == "spoof"
 
 
 def test_calibrated_classes_widen_their_radius_by_how_much_wider_the_new_vehicle_spreads():
@@ -165,10 +168,10 @@ def test_a_judge_reads_the_cues_from_the_node_scores_its_classes_were_fitted_wit
 
     rng = np.random.default_rng(3)
     embeddings, names = clusters(rng, centres=DOS_LIKE_SPOOF)
-    classes = AttackClasses.fit(embeddings, names, np.where(names == "spoof", 0.0, 1.0), spreads=(names == "fuzzy").astype(float))
+    classes = AttackClasses.fit(embeddings, names, np.where(names == "spoof", 0.0, 1.0), top_shares=np.where(names == "fuzzy", 0.1, 0.95))
     batch = SimpleNamespace(ptr=torch.tensor([0, 3]))  # one window of three nodes, near the spoofing windows
     embed = lambda batch: torch.tensor([[0.8, 0.0, 1.4]])  # noqa: E731
-    mixed = {0x100: 0.5, 0x200: 0.3, 0x300: 0.2}  # the alert's own node scores (a fused detector's): spread
+    mixed = {0x100: 0.4, 0x200: 0.3, 0x300: 0.3}  # the alert's own node scores (a fused detector's): spread
     one_id = lambda batch: torch.tensor([0.9, 0.05, 0.05])  # noqa: E731 — what the classes were fitted with: one ID
     vehicle = np.array([0x100, 0x200, 0x300])
     assert AlertJudge(lambda b: None, classes, embed, vehicle).classify(batch, [mixed])[0][0] == UNKNOWN
