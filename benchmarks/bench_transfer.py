@@ -33,7 +33,9 @@ Headline keys (the first representation given): ``transfer_min_auroc_before``,
 masquerade aside); ``localisation_min_top1``: the lowest share of detected attack windows whose
 top suspect is an attacked ID, over every model and vehicle, on the attacks that forge one ID
 (DoS, spoofing, replay); ``class_accuracy_min``: the lowest attack-class accuracy of detected
-windows over every model and vehicle, on the attacks trained on; ``incident_localisation_min_top1``
+windows over every model and vehicle, on the attacks trained on; ``unseen_as_unknown_min``: the
+lowest share of an attack never trained on (replay) whose detected windows are called ``unknown``,
+over every model and vehicle; ``incident_localisation_min_top1``
 and ``incident_class_accuracy_min``: the same over incidents (their suspects and their class, what
 an analyst reads); ``incident_delay_windows_max``: the highest median time-to-detect of a set, in
 windows from a burst's first window to the one that opens its incident; ``kd_sets_short_of_teacher``:
@@ -256,7 +258,9 @@ def headline(vehicles: dict | None, road: dict | None) -> dict:
             alerts += [(name, set_figures.get("alerts", {})) for each in sets for name, set_figures in each.items()]
         forging_one = [figures for name, figures in alerts if "fuzzy" not in name]
         trained_on = [figures for _, figures in alerts if figures.get("class_accuracy") is not None]  # replay has no class
+        never_trained_on = [figures for _, figures in alerts if figures.get("unseen_as_unknown") is not None]
         for key, share, group in (("localisation_min_top1", "top1", forging_one), ("class_accuracy_min", "class_accuracy", trained_on),
+                                  ("unseen_as_unknown_min", "unseen_as_unknown", never_trained_on),
                                   ("incident_localisation_min_top1", "incident_top1", forging_one),
                                   ("incident_class_accuracy_min", "incident_class_accuracy", trained_on)):
             present = [figures[share] for figures in group if figures.get(share) is not None]

@@ -6,7 +6,7 @@ The headline keys come first — ``graph_build_frames_per_s``, ``kd_overhead_rat
 ``kd_overhead_ratio_cached``, ``student_infer_speedup``, ``peak_rss_mib_1m_frames``, ``cli_startup_s``,
 ``data_inspect_68k_rows_s``, ``soak_rss_growth``, ``soak_frames_per_s``, ``study_parallel_speedup``, and the transfer keys (``transfer_min_auroc_before``, ``transfer_min_f1_after``,
 ``transfer_max_fpr_after``, ``calibration_seconds_max``, ``road_min_f1_gat``, ``road_min_f1_gat_trained_signals``,
-``localisation_min_top1``, ``class_accuracy_min``, ``incident_localisation_min_top1``,
+``localisation_min_top1``, ``class_accuracy_min``, ``unseen_as_unknown_min``, ``incident_localisation_min_top1``,
 ``incident_class_accuracy_min``, ``incident_delay_windows_max``, and ``civic8th_trained_`` before the
 first three: the vehicles trained on civic8th instead of the camaro) — then each
 script's full output under its own name, and the machine. Each script runs in a fresh process, so
@@ -40,9 +40,9 @@ SCRIPTS = {
 }
 DEMO_ROOT = Path("experiments/demo")
 TRANSFER_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer_max_fpr_after", "calibration_seconds_max", "road_min_f1_gat",
-                 "road_min_f1_gat_trained_signals", "localisation_min_top1", "class_accuracy_min", "incident_localisation_min_top1",
-                 "incident_class_accuracy_min", "incident_delay_windows_max", "kd_sets_short_of_teacher", "kd_sets_compared",
-                 "fusion_sets_below_better_input", "fusion_sets_compared")
+                 "road_min_f1_gat_trained_signals", "localisation_min_top1", "class_accuracy_min", "unseen_as_unknown_min",
+                 "incident_localisation_min_top1", "incident_class_accuracy_min", "incident_delay_windows_max",
+                 "kd_sets_short_of_teacher", "kd_sets_compared", "fusion_sets_below_better_input", "fusion_sets_compared")
 CIVIC8TH_KEYS = ("transfer_min_auroc_before", "transfer_min_f1_after", "transfer_max_fpr_after")  # prefixed civic8th_trained_
 
 
