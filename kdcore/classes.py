@@ -62,18 +62,20 @@ ONE_ID_SHARE = 0.8  # a class's windows whose top suspect carries less than this
 SPREAD_SHARE = 0.5  # a window whose top suspect carries less than this share: plainly spread over several IDs
 
 
-def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None) -> float:
+def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None, vehicles_own: bool = False) -> float:
     """1.0 where a window shows IDs the vehicle does not send injected: its top suspect (its
     highest-scored node's ID) is one, or it holds ``SEVERAL_FOREIGN`` of them (fuzzing, whose
     attribution may name a displaced real ID); 0.0 otherwise — one foreign ID that is not the top
     suspect may be a real one the calibration recording missed. NaN where the cue says nothing:
     no vehicle IDs known, or fewer than ``OWN_SHARE`` of the window's IDs are the vehicle's
-    (another car's traffic)."""
+    (another car's traffic) — unless the window is known to be the vehicle's (``vehicles_own``,
+    the training windows), where IDs it does not send, however many, are injected (a fuzzing of
+    a quiet bus)."""
     if vehicle_ids is None or not len(vehicle_ids) or not node_scores:
         return np.nan
     ids = np.fromiter(node_scores, np.int64, len(node_scores))
     foreign = ~np.isin(ids, vehicle_ids)
-    if foreign.mean() > 1 - OWN_SHARE:
+    if foreign.mean() > 1 - OWN_SHARE and not vehicles_own:
         return np.nan
     return float(foreign[int(np.argmax(list(node_scores.values())))] or foreign.sum() >= SEVERAL_FOREIGN)
 

@@ -259,7 +259,7 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                     embeddings[key].append(embed(view(batch)).cpu().numpy())
                     if node_scores is not None:
                         scored = _nodes_by_id(graphs, windows, node_scores(view(batch)), batch.ptr)
-                        cues[key].append([suspect_cue(nodes, vehicle_ids) for nodes in scored])
+                        cues[key].append([suspect_cue(nodes, vehicle_ids, vehicles_own=True) for nodes in scored])
                         top_shares[key].append([top_suspect_share(nodes) for nodes in scored])
     if not names:
         return {}

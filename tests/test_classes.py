@@ -62,6 +62,7 @@ def test_a_window_shows_foreign_ids_injected_when_its_top_suspect_or_several_of_
     fuzzing = {0x100: 0.9, 0x200: 0.1, 0x300: 0.0, 0x400: 0.0, 0x555: 0.2, 0x666: 0.1}
     assert suspect_cue(fuzzing, vehicle) == 1.0  # several foreign IDs, though attribution names a displaced real one
     assert np.isnan(suspect_cue({0x001: 0.9, 0x002: 0.1, 0x100: 0.0}, vehicle))  # mostly another car's IDs: no cue
+    assert suspect_cue({0x001: 0.9, 0x002: 0.1, 0x100: 0.0}, vehicle, vehicles_own=True) == 1.0  # the training car's: a fuzzing
     assert np.isnan(suspect_cue({0x000: 0.9, 0x100: 0.1}, None))  # the vehicle's IDs are not known
     assert np.isnan(suspect_cue({}, vehicle))
 
