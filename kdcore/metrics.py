@@ -236,11 +236,11 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                        judging_roles: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, AttackClasses]:
     """``attack_classes`` (``kdcore.classes``) of the attack windows of the training and validation
     splits, with their ``suspect_cue``s against ``vehicle_ids`` and their ``top_suspect_share``s
-    where ``node_scores`` are given,
-    and the spread of the validation normal windows (what ``kdcore calibrate`` compares a new
-    vehicle's with); for the agnostic representation also ``roles_attack_classes``, of the same
-    windows judged without their profile and within ``judging_roles()``, as another vehicle is
-    judged (what ``kdcore calibrate`` switches to). Empty where no attack is named."""
+    where ``node_scores`` are given, and the spread of the validation normal windows (what
+    ``kdcore calibrate`` compares a new vehicle's with); for the agnostic representation also
+    ``roles_attack_classes``, of the same windows judged without their profile and within
+    ``judging_roles()``, as another vehicle is judged (what ``kdcore calibrate`` switches to).
+    Empty where no attack is named."""
     views = {"attack_classes": (lambda batch: batch, nullcontext)}
     if representation == "agnostic":
         views["roles_attack_classes"] = (lambda batch: drop_profile(batch, 1.0), judging_roles)
