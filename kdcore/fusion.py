@@ -159,6 +159,7 @@ class FusionPredictor:
         self.normalisers = normalisers
         self.actions = torch.tensor(actions, dtype=torch.float32)
         self._autoencoder, self._classifier = AutoencoderMode(), NormalMode()  # their scoring code, not their training
+        self._last_gat_nodes: tuple[Any, torch.Tensor] | None = None  # (batch, its GAT node scores): ``gat_node_scores``
 
     @torch.no_grad()
     def inputs(self, loader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,17 +195,24 @@ class FusionPredictor:
         weight the Q-network gives that input in that window (``s = α·p + (1 − α)·v``)."""
         batch = batch.to(self.device)
         alpha = self.decide(*self.inputs([batch]))["alpha"].to(self.device)[batch.batch]
-        gat = _relative(self._classifier.node_scores(self.gat, batch), batch.batch)
+        gat = _relative(self.gat_node_scores(batch), batch.batch)
         vgae = _relative(self._autoencoder.node_scores(self.vgae, batch), batch.batch)
         return alpha * gat + (1 - alpha) * vgae
+
+    def gat_node_scores(self, batch) -> torch.Tensor:
+        """The GAT's node scores (its attribution, a backward pass) of ``batch``. Alerting windows
+        need them twice, for their suspects (``node_scores``) and their classes' cues
+        (``alert_judge``): the last batch's are kept."""
+        if self._last_gat_nodes is None or self._last_gat_nodes[0] is not batch:
+            self._last_gat_nodes = (batch, self._classifier.node_scores(self.gat, batch))
+        return self._last_gat_nodes[1]
 
     def alert_judge(self, gat_extra: dict[str, Any], vehicle_ids: np.ndarray | None) -> AlertJudge:
         """How the fused detector's alerts name suspects (``node_scores``) and their attack class:
         the classes saved with its GAT (``gat_extra``), on the GAT's representation and with the
         cues of the GAT's node scores they were fitted with, on a vehicle that sends ``vehicle_ids``."""
         return AlertJudge(self.node_scores, AttackClasses.saved_in(gat_extra, self._classifier.window_embedding),
-                          lambda batch: self._classifier.window_embeddings(self.gat, batch), vehicle_ids,
-                          lambda batch: self._classifier.node_scores(self.gat, batch))
+                          lambda batch: self._classifier.window_embeddings(self.gat, batch), vehicle_ids, self.gat_node_scores)
 
     def components(self, loader) -> dict[str, torch.Tensor]:
         return self.decide(*self.inputs(loader))
