@@ -715,6 +715,8 @@ def data_build(
     path: Path = typer.Argument(..., help="A capture file, a folder of captures, or a can-train-and-test dataset folder."),
     window: int = typer.Option(100, "--window", help="Frames per window."),
     stride: int = typer.Option(100, "--stride", help="Frames between window starts."),
+    train_stride: Optional[int] = typer.Option(
+        None, "--train-stride", help="As the run's train_window_stride: frames between training window starts (default: --stride)."),
     label_threshold: float = typer.Option(0.0, "--label-threshold", help="Attack-frame share above which a window is an attack."),
     capture_format: Optional[str] = FormatOption,
     layout: Optional[Path] = LayoutOption,
@@ -739,15 +741,16 @@ def data_build(
     from kdcore.data.windows import GRAPH_NODES
 
     try:
-        if window < 2 or stride < 1:
-            raise KdcoreError(f"--window must be >= 2 and --stride >= 1, got {window} and {stride}")
+        train_stride = stride if train_stride is None else train_stride
+        if window < 2 or stride < 1 or train_stride < 1:
+            raise KdcoreError(f"--window must be >= 2, --stride and --train-stride >= 1, got {window}, {stride} and {train_stride}")
         stream = should_stream(captures_under(path), stream)
         if graph_node not in GRAPH_NODES:
             raise KdcoreError(f"--graph-node must be one of {', '.join(GRAPH_NODES)}, got {graph_node!r}")
         recipe = GraphRecipe(window, stride, label_threshold, capture_format, on_bad_rows, graph_node,
                              layout=load_layout(layout) if layout else None, stream=stream)
         summary = build_path(path, recipe, GraphCache(cache_dir), lambda jobs: track(jobs, description="building graphs", console=Console(stderr=True), transient=True),
-                             val_fraction, test_fraction)
+                             val_fraction, test_fraction, train_stride)
         summary["streamed"] = stream
     except KdcoreError as error:
         _fail(error)

@@ -47,6 +47,8 @@ def test_unknown_key_without_a_close_match_gets_no_suggestion():
         ({"distillation_alpha": -0.1}, "distillation_alpha must be in \\[0, 1\\]"),
         ({"distillation_temperature": 0}, "distillation_temperature must be > 0"),
         ({"max_epochs": 0}, "max_epochs must be > 0"),
+        ({"train_window_stride": 0}, "train_window_stride must be > 0"),
+        ({"train_window_stride": 2.5}, "'train_window_stride'.*expected int"),
         ({"model_size": "huge"}, "model_size must be one of teacher, student"),
         ({"max_epochs": "ten"}, "'max_epochs'.*expected int"),
         ({"use_knowledge_distillation": "yes"}, "'use_knowledge_distillation'.*expected bool"),

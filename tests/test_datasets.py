@@ -38,6 +38,26 @@ def test_splits_are_time_ordered_and_disjoint(engine, ctt_root, tmp_path):
         assert last_train < first_val
 
 
+def test_training_windows_may_overlap(engine, ctt_root, tmp_path):
+    """``train_window_stride``: training windows start that many frames apart; validation and test
+    windows, judged as ``detect`` cuts a stream, ``window_stride`` apart. Saved with the data only
+    where it differs, so models trained before it keep their data state."""
+    config = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root), val_fraction=0.2, train_window_stride=25)
+    splits = engine.datasets.get("hcrl_sa")(config).load_splits()
+    assert (len(splits.train), len(splits.val), len(splits.tests["test_01_dos"])) == (2 * 63, 2 * 8, 20)  # 1 600 training frames a file
+    starts, ends = splits.train.time_span[:63, 0], splits.train.time_span[:63, 1]
+    assert bool((starts[1:] < ends[:-1]).all()), "each training window overlaps the next"
+    assert bool((splits.val.time_span[1:8, 0] > splits.val.time_span[:7, 1]).all()), "validation windows do not"
+    assert splits.state["train_window_stride"] == 25
+    plain = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root), val_fraction=0.2)
+    assert "train_window_stride" not in engine.datasets.get("hcrl_sa")(plain).load_splits().state
+
+    arguments = ["data", "build", str(ctt_root), "--window", "50", "--stride", "50", "--train-stride", "25", "--val-fraction", "0.2",
+                 "--cache-dir", str(tmp_path / "exp" / "cache" / "graphs"), "--json"]
+    built = json.loads(CliRunner().invoke(app, arguments).stdout)
+    assert (built["graphs"], built["cache_hits"]) == (2 * 63 + 2 * 8 + 2 * 20, 6), "data build cuts the parts the run read"
+
+
 def test_a_second_run_reads_the_graph_cache(engine, ctt_root, tmp_path):
     config = tiny_config(tmp_path / "exp", dataset="hcrl_sa", data_root=str(ctt_root))
     engine.datasets.get("hcrl_sa")(config).load_splits()

@@ -148,7 +148,8 @@ class CaptureDataset(CanDataset):
         stream = should_stream([path for path, *_ in jobs])
         parts: dict[str, list[WindowGraphs]] = {}
         for path, split, start, stop in tqdm(by_capture(jobs), desc="graphs", unit="part", disable=not self.config.progress_bar, leave=False):
-            parts.setdefault(split, []).append(self.graphs_of(cache, path, start, stop, stream))
+            stride = (self.config.train_window_stride or self.config.window_stride) if split == "train" else self.config.window_stride
+            parts.setdefault(split, []).append(self.graphs_of(cache, path, start, stop, stream, stride))
         if sum(len(graphs) for graphs in parts["train"]) == 0:
             raise KdcoreError(f"{root}: too few frames for a single training window of {self.config.window_size}")
         if any(graphs.mapped for graph_parts in parts.values() for graphs in graph_parts):
@@ -177,12 +178,14 @@ class CaptureDataset(CanDataset):
         return {
             "window_size": self.config.window_size,
             "window_stride": self.config.window_stride,
+            # only where it differs: models trained before it existed keep their data state (a teacher's must match)
+            **({"train_window_stride": self.config.train_window_stride} if self.config.train_window_stride not in (None, self.config.window_stride) else {}),
             "label_threshold": self.config.label_threshold,
             "graph_node": self.config.graph_node,
         }
 
-    def graphs_of(self, cache: GraphCache, path: Path, start: float, stop: float, stream: bool | None = None) -> WindowGraphs:
-        return attrs.evolve(self.recipe(path), stream=stream).graphs(cache, path, start, stop)
+    def graphs_of(self, cache: GraphCache, path: Path, start: float, stop: float, stream: bool | None, stride: int) -> WindowGraphs:
+        return attrs.evolve(self.recipe(path), stream=stream, window_stride=stride).graphs(cache, path, start, stop)
 
 
 @attrs.frozen

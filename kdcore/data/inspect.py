@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from kdcore.data.cache import GraphCache
@@ -73,12 +74,15 @@ def inspect_path(path: Path, capture_format: str | CaptureFormat | None = None, 
 
 
 def build_path(path: Path, recipe: GraphRecipe, cache: GraphCache, progress, val_fraction: float = 0.15,
-               test_fraction: float = 0.15) -> dict[str, Any]:
+               test_fraction: float = 0.15, train_stride: int | None = None) -> dict[str, Any]:
     """Build (or read from the cache) the graphs of every capture under ``path``, cut into the
-    same parts a run over it with these fractions reads, so the run finds them in the cache."""
+    same parts a run over it with these fractions reads, so the run finds them in the cache; the
+    training parts' windows ``train_stride`` frames apart (None: the recipe's stride)."""
     started = time.perf_counter()
     jobs = split_jobs(path, val_fraction, test_fraction)
-    built = [recipe.graphs(cache, file, start, stop) for file, _, start, stop in progress(by_capture(jobs))]
+    training = attrs.evolve(recipe, window_stride=train_stride or recipe.window_stride)
+    built = [(training if split == "train" else recipe).graphs(cache, file, start, stop)
+             for file, split, start, stop in progress(by_capture(jobs))]
     seconds = time.perf_counter() - started
     frames = sum(graphs.num_frames for graphs in built)
     return {
