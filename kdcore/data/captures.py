@@ -175,14 +175,16 @@ class CaptureDataset(CanDataset):
         return Path(self.config.cache_dir or Path(self.config.experiment_root) / "cache" / "graphs")
 
     def window_parameters(self) -> dict:
-        return {
+        parameters = {
             "window_size": self.config.window_size,
             "window_stride": self.config.window_stride,
-            # only where it differs: models trained before it existed keep their data state (a teacher's must match)
-            **({"train_window_stride": self.config.train_window_stride} if self.config.train_window_stride not in (None, self.config.window_stride) else {}),
             "label_threshold": self.config.label_threshold,
             "graph_node": self.config.graph_node,
         }
+        if self.config.train_window_stride not in (None, self.config.window_stride):
+            # only where it differs: models trained before it existed keep their data state (a teacher's must match)
+            parameters["train_window_stride"] = self.config.train_window_stride
+        return parameters
 
     def graphs_of(self, cache: GraphCache, path: Path, start: float, stop: float, stream: bool | None, stride: int) -> WindowGraphs:
         return attrs.evolve(self.recipe(path), stream=stream, window_stride=stride).graphs(cache, path, start, stop)
