@@ -99,7 +99,7 @@ class RunConfig:
     # test windows start window_stride apart, as detect cuts them. Half a window overlaps the training
     # windows: every frame is seen at two places in a window, with twice the windows (and steps) from
     # the same traffic — measured better on ROAD's masquerades, not on the vehicles benchmark's
-    # injected attacks (docs/transfer.md, "Overlapping training windows").
+    # injected attacks nor on J1939 (docs/transfer.md, "Overlapping training windows").
     train_window_stride: int | None = attrs.field(default=None, validator=v.optional(_positive))
     label_threshold: float = attrs.field(default=0.0, validator=_unit_interval)  # attack share above which a window is an attack
     # What a graph node stands for: the CAN ID, or on a J1939 network the sender (source address)
