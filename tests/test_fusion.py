@@ -379,18 +379,17 @@ def test_reward_favours_right_decisions_and_balances_classes():
 
 def test_an_alerting_batch_is_attributed_by_the_gat_once(engine, fusion_root, fusion_run, monkeypatch):
     """Suspects and class cues both read the GAT's node scores: one backward pass per batch."""
-    detector = Detector(fusion_run.checkpoint, engine=engine)
-    predictor = detector.score.__self__
+    predictor, _ = FusionPredictor.from_checkpoint(engine, fusion_run.checkpoint)
+    judge = predictor.alert_judge(load_checkpoint(load_checkpoint(fusion_run.checkpoint).extra["fusion"]["gat"]["path"]).extra, None)
     calls = []
     attribute = predictor._classifier.node_scores
     monkeypatch.setattr(predictor._classifier, "node_scores", lambda model, batch: calls.append(batch) or attribute(model, batch))
     run = engine.build(engine.plan(tiny_config(fusion_root, mode="fusion")))
     batch = next(iter(run.datamodule.loader(next(iter(run.datamodule.test_sets.values())))))
-    suspects = detector.judge.node_scores(batch)
-    detector.judge.class_node_scores(batch)
+    suspects = judge.node_scores(batch)
+    judge.class_node_scores(batch)
     assert len(calls) == 1 and suspects.shape == (batch.num_nodes,)
-    other = next(iter(run.datamodule.loader(run.datamodule.val_set)))
-    detector.judge.class_node_scores(other)
+    judge.class_node_scores(next(iter(run.datamodule.loader(run.datamodule.val_set))))
     assert len(calls) == 2, "another batch is attributed anew"
 
 
