@@ -147,8 +147,9 @@ class CaptureDataset(CanDataset):
         jobs = self.jobs(root)
         stream = should_stream([path for path, *_ in jobs])
         parts: dict[str, list[WindowGraphs]] = {}
+        strides = {"train": self.config.train_window_stride or self.config.window_stride}  # the other splits: window_stride
         for path, split, start, stop in tqdm(by_capture(jobs), desc="graphs", unit="part", disable=not self.config.progress_bar, leave=False):
-            stride = (self.config.train_window_stride or self.config.window_stride) if split == "train" else self.config.window_stride
+            stride = strides.get(split, self.config.window_stride)
             parts.setdefault(split, []).append(self.graphs_of(cache, path, start, stop, stream, stride))
         if sum(len(graphs) for graphs in parts["train"]) == 0:
             raise KdcoreError(f"{root}: too few frames for a single training window of {self.config.window_size}")
