@@ -113,7 +113,8 @@ class AttackClasses:
         classes = sorted(set(names.tolist()))
         if not classes:
             raise ValueError("no attack windows to fit attack classes on")
-        center, scale = embeddings.mean(axis=0), embeddings.std(axis=0) + 1e-6
+        normal = None if normal_embeddings is None or len(normal_embeddings) < 2 else np.asarray(normal_embeddings, np.float64)
+        center, scale = embeddings.mean(axis=0), _class_scale(embeddings, normal)
         standard = (embeddings - center) / scale
         means = np.stack([standard[names == name].mean(axis=0) for name in classes])
         own = np.linalg.norm(standard - means[np.searchsorted(classes, names)], axis=1)
@@ -125,9 +126,7 @@ class AttackClasses:
                                                                              for name in classes]) for values in (cues, spreads))
         fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share, spread_share,
                      fitted_on=fitted_on)
-        if normal_embeddings is None or len(normal_embeddings) < 2:
-            return fitted
-        return attrs.evolve(fitted, normal_spread=fitted.spread(normal_embeddings))
+        return fitted if normal is None else attrs.evolve(fitted, normal_spread=fitted.spread(normal))
 
     def spread(self, embeddings: np.ndarray) -> float:
         """The median distance of these windows from their own mean, in the classes' standardised units."""
@@ -220,6 +219,16 @@ class AttackClasses:
                    float(data["radius"]), foreign, spread,
                    data.get("normal_spread"), float(data.get("radius_scale", 1.0)),  # absent: saved before calibration scaled them
                    data.get("fitted_on", POOLED_NODES))
+
+
+def _class_scale(attacks: np.ndarray, normal: np.ndarray | None) -> np.ndarray:
+    """Each dimension's unit: its spread over the attack windows, but never less than over the
+    normal ones. A dimension nearly constant across the training attacks yet varied in normal
+    traffic tells which ID was struck, not how: seed 5 of docs/deployment.md's vehicles spoofed an
+    ID of DLC 8 in training and one of DLC 2 in its test, which in attack units lay beyond every
+    class — its VGAEs called every window of that spoofing unknown."""
+    spread = attacks.std(axis=0)
+    return (spread if normal is None else np.maximum(spread, normal.std(axis=0))) + 1e-6
 
 
 def _shares(saved: list[float | None] | None) -> np.ndarray | None:

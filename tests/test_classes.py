@@ -151,6 +151,26 @@ def test_calibrated_classes_widen_their_radius_by_how_much_wider_the_new_vehicle
     assert AttackClasses.from_dict(old).calibrated(3 * normal).radius_scale == 1.0
 
 
+def test_a_dimension_the_training_attacks_hardly_vary_counts_no_more_than_normal_traffic_varies_it():
+    rng = np.random.default_rng(2)
+
+    def windows(count, dlc, centres=None):  # three dimensions of the attack, six of the node, and the node's DLC
+        embeddings, names = clusters(rng, count, centres)
+        return np.column_stack([embeddings, rng.normal(0, 1, (len(names), 6)), dlc(len(names))]), names
+
+    # the training attacks all struck IDs of DLC 8; normal traffic's top nodes have any DLC
+    attacks, names = windows(200, lambda n: np.full(n, 1.0) + rng.normal(0, 1e-3, n))
+    normal = np.column_stack([rng.normal(0, 1, (300, 9)), rng.choice([0.25, 0.5, 0.75, 1.0], 300)])
+    spoof_of_another_dlc, _ = windows(50, lambda n: np.full(n, 0.25), {"spoof": [0.0, 0.0, 8.0]})
+    in_attack_units = AttackClasses.fit(attacks, names).predict(spoof_of_another_dlc)[0]
+    assert (in_attack_units == UNKNOWN).all()
+    classes = AttackClasses.fit(attacks, names, normal_embeddings=normal)
+    predicted = classes.predict(spoof_of_another_dlc)[0]
+    assert (predicted == "spoof").mean() >= 0.7 and set(predicted) <= {"spoof", UNKNOWN}  # seed 5 of the vehicles: 0.00 → 0.81
+    assert (classes.predict(attacks)[0] == names).mean() >= 0.95  # the training windows keep their classes
+    assert np.array_equal(AttackClasses.from_dict(classes.to_dict()).scale, classes.scale)
+
+
 def test_classes_moved_with_their_representation_name_the_moved_windows_as_before():
     rng = np.random.default_rng(1)
     classes = AttackClasses.fit(*clusters(rng))
