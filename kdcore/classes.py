@@ -108,7 +108,7 @@ class AttackClasses:
         """From the representations of attack windows (named ``fitted_on``), their attack names
         and, if known, their ``suspect_cue``s and ``top_suspect_share``s; with the representations
         of attack-free windows the model was not fitted on, also their ``normal_spread`` (for
-        ``calibrated``)."""
+        ``calibrated``) and a floor under each dimension's unit (``_class_scale``)."""
         embeddings, names = np.asarray(embeddings, np.float64), np.asarray(names)
         classes = sorted(set(names.tolist()))
         if not classes:
