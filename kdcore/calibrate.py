@@ -41,7 +41,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from kdcore.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from kdcore.classes import AttackClasses
+from kdcore.classes import AttackClasses, error_shares
 from kdcore.data.captures import capture_files
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.base import CaptureFormat
@@ -206,6 +206,18 @@ def _embeddings(network, model: str, loader) -> np.ndarray:
     return np.concatenate([embed(batch).cpu().numpy() for batch in loader])
 
 
+def _error_shares(network, model: str, loader) -> np.ndarray | None:
+    """``kdcore.classes.error_shares`` of every window of ``loader``; None for a model whose node
+    scores are not errors."""
+    mode, shares = scoring_mode(model), []
+    for batch in loader:
+        node_scores = mode.node_scores(network, batch)
+        shares.append(None if node_scores is None else error_shares(node_scores.float().cpu().numpy(), batch.ptr.cpu().numpy()))
+        if shares[-1] is None:
+            return None
+    return np.concatenate(shares)
+
+
 def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGraphs, loader, preprocessing: Preprocessing,
          read: dict[str, Any], out: Path, target_fpr: float, headroom: float, teaching: Teaching,
          distilled: dict[str, Any] | None, trained_embeddings: np.ndarray | None) -> dict[str, Any]:
@@ -235,7 +247,7 @@ def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGra
             embeddings = _embeddings(network, checkpoint.model, loader)
             if trained_embeddings is not None:  # distilled again: the classes go where the vehicle's windows went
                 classes = classes.moved((embeddings - trained_embeddings).mean(axis=0))
-            classes = classes.calibrated(embeddings)
+            classes = classes.calibrated(embeddings, _error_shares(network, checkpoint.model, loader))
             extra["attack_classes"] = classes.to_dict()
             fitted.append("attack-class radius")
     threshold = recording_threshold(normal_scores, target_fpr)
@@ -256,7 +268,7 @@ def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGra
         "representation": preprocessing.representation,
         "fitted": [*fitted, "threshold", "score spread"],
         "aliased_ids": len(preprocessing.aliases),
-        **({"class_radius_scale": classes.radius_scale} if "attack_classes" in extra else {}),
+        **({"class_radius_scale": classes.radius_scale, "class_share_scale": classes.share_scale} if "attack_classes" in extra else {}),
         "target_fpr": target_fpr,
         "threshold_on_recording": threshold,
         "headroom_spreads": headroom,

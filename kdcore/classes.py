@@ -24,14 +24,23 @@ spoofing like a DoS, not an attack never seen.
 A second cue is how many IDs an attack touches. A DoS or a spoofing forges one ID, and a GAT puts
 nearly all of such a window's attribution on it (its top suspect carries 0.95–1.00 of it on the
 vehicles of docs/transfer.md); a replay or a fuzzing spreads it over many (0.2–0.6, under 0.2):
-``top_suspect_share``. A class is of *one-ID* attacks when fewer than ``MIN_CUE_SHARE`` of its
-windows' top suspects carried under ``ONE_ID_SHARE``; a window whose top suspect carries under
-``SPREAD_SHARE`` cannot go to such a class, and where that leaves no class open it is ``unknown``
-— an attack on many IDs where every known attack forged one, or touched IDs the car does not send
-(a replay, to classes of DoS, fuzzing and spoofing). The gap between the two shares is room for
-another vehicle, where a spoofed ID's share falls (0.6–0.8 on a bus twice as busy as the training
-car's). The converse is no evidence: an attack on many IDs may put one first by far in a window,
-so a window of one ID closes no class.
+``top_suspect_share``. The VGAE spreads every window's error wider, in the same order (on the
+camaro its top node carries 0.2–0.6 of a DoS or spoofing window's error in nearly every window,
+0.05–0.1 of a replay's, 0.01–0.05 of a fuzzing's). So each class keeps the share
+that nearly all its windows' top suspects carried (``share_floor``, the ``MIN_CUE_SHARE``
+quantile); a class whose floor is ``FEW_IDS_SHARE`` or more is of few IDs, and a window whose top
+suspect carries under ``SPREAD_SHARE / ONE_ID_SHARE`` of its floor cannot go to it — never more
+than ``SPREAD_SHARE``, for a class of one ID (a floor of ``ONE_ID_SHARE`` or more). Where that
+leaves no class open the window is ``unknown``: an attack on many IDs where every known attack
+struck few, or touched IDs the car does not send (a replay, to classes of DoS, fuzzing and
+spoofing). The gap is room for another vehicle, where a spoofed ID's share falls (0.6–0.8 on a bus
+twice as busy as the training car's). The VGAE's error, which every node carries, spreads over
+more nodes on a busier bus, so ``kdcore calibrate`` also lowers its floors by how much less the
+recording's windows' top nodes carry than the training vehicle's normal windows' did
+(``share_scale``, never above 1). A class of many IDs (fuzzing) closes to no window: on a
+quieter bus its windows hold more of its IDs and spread wider still. Nor is the converse
+evidence: an attack on many IDs may put one first by far in a window, so a window of one ID
+closes no class.
 
 The radius is how far the training vehicle's attack windows lie from their class; another
 vehicle's windows spread wider in the same representation, its attacks too. So the classes also
@@ -58,8 +67,9 @@ RADIUS_QUANTILE = 0.99
 MIN_CUE_SHARE = 0.1  # a class is ruled out for a cue fewer than this share of its training windows showed
 OWN_SHARE = 0.5  # the cue applies to a window when at least this share of its IDs are the vehicle's
 SEVERAL_FOREIGN = 2  # foreign IDs in one window that show an injection even when none is the top suspect
-ONE_ID_SHARE = 0.8  # a class's windows whose top suspect carries less than this share of the attribution: not on one ID
-SPREAD_SHARE = 0.5  # a window whose top suspect carries less than this share: plainly spread over several IDs
+ONE_ID_SHARE = 0.8  # a class whose windows' top suspects nearly all carry this share of the attribution: of one ID
+SPREAD_SHARE = 0.5  # a window whose top suspect carries under this share: plainly spread over several IDs
+FEW_IDS_SHARE = 0.1  # a class whose windows' top suspects nearly all carry this share: of a handful of IDs at most
 
 
 def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None, vehicles_own: bool = False) -> float:
@@ -80,6 +90,18 @@ def suspect_cue(node_scores: dict[int, float], vehicle_ids: np.ndarray | None, v
     return float(foreign[int(np.argmax(list(node_scores.values())))] or foreign.sum() >= SEVERAL_FOREIGN)
 
 
+def error_shares(node_scores: np.ndarray, ptr: np.ndarray) -> np.ndarray | None:
+    """``top_suspect_share`` of each window of a batch, from its nodes' scores (flat) and the
+    batch's window boundaries ``ptr`` — where the scores are errors, which every node carries
+    (the VGAE's), so that a window's share falls as the bus grows; None where some are negative
+    (a GAT's attribution, which speaks against an attack on a normal window's nodes)."""
+    scores, starts = np.asarray(node_scores, np.float64), np.asarray(ptr)[:-1]
+    if (scores < 0).any():
+        return None
+    top, total = np.maximum.reduceat(scores, starts), np.add.reduceat(scores, starts)
+    return np.divide(top, total, out=np.full(len(starts), np.nan), where=total > 0)
+
+
 def top_suspect_share(node_scores: dict[int, float]) -> float:
     """The share of a window's positive node scores that its top suspect carries: near 1 where
     one ID drove the alert, small where many did; NaN where no node scores above 0."""
@@ -96,19 +118,22 @@ class AttackClasses:
     scale: np.ndarray
     radius: float
     foreign_share: np.ndarray | None = None  # (classes,) share of windows showing foreign IDs injected; NaN: no cue seen
-    spread_share: np.ndarray | None = None  # (classes,) share of windows whose top suspect carried less than ONE_ID_SHARE
+    share_floor: np.ndarray | None = None  # (classes,) the top suspect share nearly all its windows reached; NaN: none seen
     normal_spread: float | None = None  # median distance of the training vehicle's normal windows from their mean
     radius_scale: float = 1.0  # how much wider the vehicle calibrated on spreads; the radius grows by it
+    normal_share: float | None = None  # the median top suspect share of the training vehicle's normal windows
+    share_scale: float = 1.0  # how much less the vehicle calibrated on puts on its top suspects; the floors fall by it
     fitted_on: str = POOLED_NODES  # the window representation (``TrainingMode.window_embedding``)
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, names: np.ndarray, cues: np.ndarray | None = None,
             normal_embeddings: np.ndarray | None = None, fitted_on: str = POOLED_NODES,
-            top_shares: np.ndarray | None = None) -> AttackClasses:
+            top_shares: np.ndarray | None = None, normal_error_shares: np.ndarray | None = None) -> AttackClasses:
         """From the representations of attack windows (named ``fitted_on``), their attack names
         and, if known, their ``suspect_cue``s and ``top_suspect_share``s; with the representations
         of attack-free windows the model was not fitted on, also their ``normal_spread`` (for
-        ``calibrated``) and a floor under each dimension's unit (``_class_scale``)."""
+        ``calibrated``) and a floor under each dimension's unit (``_class_scale``), and with those
+        windows' ``error_shares`` their ``normal_share``."""
         embeddings, names = np.asarray(embeddings, np.float64), np.asarray(names)
         classes = sorted(set(names.tolist()))
         if not classes:
@@ -118,14 +143,13 @@ class AttackClasses:
         standard = (embeddings - center) / scale
         means = np.stack([standard[names == name].mean(axis=0) for name in classes])
         own = np.linalg.norm(standard - means[np.searchsorted(classes, names)], axis=1)
-        spreads = None  # per window: 1.0 where its top suspect carried under ONE_ID_SHARE, NaN where nothing
-        if top_shares is not None:
-            top_shares = np.asarray(top_shares, np.float64)
-            spreads = np.where(np.isnan(top_shares), np.nan, top_shares < ONE_ID_SHARE)
-        foreign_share, spread_share = (None if values is None else np.array([_mean_present(np.asarray(values)[names == name])
-                                                                             for name in classes]) for values in (cues, spreads))
-        fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share, spread_share,
+        foreign_share = None if cues is None else np.array([_mean_present(np.asarray(cues)[names == name]) for name in classes])
+        share_floor = None if top_shares is None else np.array([_floor_present(np.asarray(top_shares, np.float64)[names == name])
+                                                                for name in classes])
+        fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share, share_floor,
                      fitted_on=fitted_on)
+        if _median_present(normal_error_shares) is not None:
+            fitted = attrs.evolve(fitted, normal_share=_median_present(normal_error_shares))
         return fitted if normal is None else attrs.evolve(fitted, normal_spread=fitted.spread(normal))
 
     def spread(self, embeddings: np.ndarray) -> float:
@@ -139,25 +163,29 @@ class AttackClasses:
         window's representation, its classes' with them (``kdcore.calibrate``)."""
         return attrs.evolve(self, center=self.center + np.asarray(drift, np.float64))
 
-    def calibrated(self, normal_embeddings: np.ndarray) -> AttackClasses:
+    def calibrated(self, normal_embeddings: np.ndarray, normal_error_shares: np.ndarray | None = None) -> AttackClasses:
         """The classes for the vehicle these attack-free windows come from: the radius grown by how
-        much wider they spread than the training vehicle's normal windows, never shrunk. Unchanged
-        for classes fitted without a ``normal_spread``."""
-        if self.normal_spread is None or len(normal_embeddings) < 2:
-            return self
-        return attrs.evolve(self, radius_scale=max(1.0, self.spread(normal_embeddings) / max(self.normal_spread, 1e-12)))
+        much wider they spread than the training vehicle's normal windows, never shrunk; with their
+        ``error_shares``, the share floors lowered by how much less their top nodes carry (a busier
+        bus), never raised. Each unchanged for classes fitted without what it compares with."""
+        calibrated = self
+        if self.normal_spread is not None and len(normal_embeddings) >= 2:
+            calibrated = attrs.evolve(calibrated, radius_scale=max(1.0, self.spread(normal_embeddings) / max(self.normal_spread, 1e-12)))
+        if self.normal_share is not None and _median_present(normal_error_shares) is not None:
+            calibrated = attrs.evolve(calibrated, share_scale=min(1.0, _median_present(normal_error_shares) / self.normal_share))
+        return calibrated
 
     def predict(self, embeddings: np.ndarray, cues: np.ndarray | None = None,
                 top_shares: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(class name or ``unknown``, confidence) per window; with the windows' ``suspect_cue``s,
         among the classes whose training windows showed that cue; with their
-        ``top_suspect_share``s, a plainly spread window not among the classes of one-ID attacks
+        ``top_suspect_share``s, not among the classes whose windows' top suspects carried far more
         (none left: ``unknown`` with confidence 1, every known class ruled out — so that such
         windows carry an incident's class as surely as known ones, ``kdcore.incidents``)."""
         standard = (np.asarray(embeddings, np.float64) - self.center) / self.scale
         distance = np.linalg.norm(standard[:, None, :] - self.means[None, :, :], axis=-1)
         seen = distance.min(axis=1, initial=np.inf) <= self.radius * self.radius_scale  # like some attack of training, whoever's ID it is
-        open_to = self._open_to(cues, len(distance)) & ~self._one_id_only(top_shares, len(distance))
+        open_to = self._open_to(cues, len(distance)) & ~self._too_spread(top_shares, len(distance))
         left = open_to.any(axis=1)  # some class not ruled out
         distance = np.where(open_to, distance, np.inf)
         nearest = np.where(left, distance.min(axis=1, initial=np.inf), 0.0)[:, None]
@@ -166,14 +194,15 @@ class AttackClasses:
         unknown = ~left | ~seen | (confidence < MIN_CONFIDENCE)
         return np.where(unknown, UNKNOWN, np.asarray(self.names)[distance.argmin(axis=1)]), confidence
 
-    def _one_id_only(self, top_shares: np.ndarray | None, windows: int) -> np.ndarray:
-        """(windows, classes): the classes a window's ``top_suspect_share`` rules out — those of
-        one-ID attacks (fewer than ``MIN_CUE_SHARE`` of their windows' top suspects carried under
-        ``ONE_ID_SHARE``), for a window whose top suspect carries under ``SPREAD_SHARE``."""
-        if top_shares is None or self.spread_share is None:
+    def _too_spread(self, top_shares: np.ndarray | None, windows: int) -> np.ndarray:
+        """(windows, classes): the classes a window's ``top_suspect_share`` rules out — those of few
+        IDs whose ``share_floor`` it falls under by more than ``SPREAD_SHARE / ONE_ID_SHARE``, or
+        under ``SPREAD_SHARE`` for a class of one ID."""
+        if top_shares is None or self.share_floor is None:
             return np.zeros((windows, len(self.names)), bool)
-        one_id_class = np.nan_to_num(self.spread_share, nan=1.0) < MIN_CUE_SHARE
-        return (np.asarray(top_shares, np.float64)[:, None] < SPREAD_SHARE) & one_id_class[None, :]
+        floor = np.nan_to_num(self.share_floor, nan=0.0)
+        cut = np.where(floor >= FEW_IDS_SHARE, np.minimum(SPREAD_SHARE, floor * (SPREAD_SHARE / ONE_ID_SHARE)) * self.share_scale, 0.0)
+        return np.asarray(top_shares, np.float64)[:, None] < cut[None, :]
 
     def _open_to(self, cues: np.ndarray | None, windows: int) -> np.ndarray:
         """(windows, classes): which classes each window may go to. A class is closed to a cue
@@ -205,19 +234,24 @@ class AttackClasses:
     def to_dict(self) -> dict[str, Any]:
         saved = {"names": list(self.names), "means": self.means.tolist(), "center": self.center.tolist(),
                  "scale": self.scale.tolist(), "radius": self.radius, "fitted_on": self.fitted_on}
-        for key, shares in (("foreign_share", self.foreign_share), ("spread_share", self.spread_share)):
+        for key, shares in (("foreign_share", self.foreign_share), ("share_floor", self.share_floor)):
             if shares is not None:
                 saved[key] = [None if np.isnan(share) else float(share) for share in shares]
         if self.normal_spread is not None:
             saved.update(normal_spread=self.normal_spread, radius_scale=self.radius_scale)
+        if self.normal_share is not None:
+            saved.update(normal_share=self.normal_share, share_scale=self.share_scale)
         return saved
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttackClasses:
-        foreign, spread = (_shares(data.get(key)) for key in ("foreign_share", "spread_share"))  # absent: saved before the cue
+        foreign, floor = _shares(data.get("foreign_share")), _shares(data.get("share_floor"))  # absent: saved before the cue
+        if floor is None and "spread_share" in data:  # saved while only classes of one ID had a floor
+            floor = np.where(_shares(data["spread_share"]) < MIN_CUE_SHARE, ONE_ID_SHARE, np.nan)
         return cls(data["names"], np.asarray(data["means"]), np.asarray(data["center"]), np.asarray(data["scale"]),
-                   float(data["radius"]), foreign, spread,
+                   float(data["radius"]), foreign, floor,
                    data.get("normal_spread"), float(data.get("radius_scale", 1.0)),  # absent: saved before calibration scaled them
+                   data.get("normal_share"), float(data.get("share_scale", 1.0)),
                    data.get("fitted_on", POOLED_NODES))
 
 
@@ -231,8 +265,21 @@ def _class_scale(attacks: np.ndarray, normal: np.ndarray | None) -> np.ndarray:
     return (spread if normal is None else np.maximum(spread, normal.std(axis=0))) + 1e-6
 
 
+def _median_present(values: np.ndarray | None) -> float | None:
+    """The median of the values that are not NaN; None if none is."""
+    if values is None or np.isnan(values).all():
+        return None
+    return float(np.nanmedian(values))
+
+
 def _shares(saved: list[float | None] | None) -> np.ndarray | None:
     return None if saved is None else np.array([np.nan if share is None else share for share in saved])
+
+
+def _floor_present(shares: np.ndarray) -> float:
+    """The ``MIN_CUE_SHARE`` quantile of the shares that are not NaN: what nearly all reached; NaN if none is."""
+    present = shares[~np.isnan(shares)]
+    return float(np.quantile(present, MIN_CUE_SHARE)) if len(present) else np.nan
 
 
 def _mean_present(values: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from torchmetrics.functional.classification import (
 )
 
 from kdcore.alert_metrics import AlertRecord, alert_metrics
-from kdcore.classes import AttackClasses, suspect_cue, top_suspect_share
+from kdcore.classes import AttackClasses, error_shares, suspect_cue, top_suspect_share
 from kdcore.contracts import POOLED_NODES, Evaluation
 from kdcore.data.graphset import drop_profile, labels_of
 from kdcore.incidents import IncidentTracker, WindowVerdict
@@ -263,15 +263,16 @@ def fit_attack_classes(embed: Embedder, datamodule: GraphDataModule, representat
                         top_shares[key].append([top_suspect_share(nodes) for nodes in scored])
     if not names:
         return {}
-    normal = {key: [] for key in views}
+    normal, normal_shares = ({key: [] for key in views} for _ in range(2))
     for batch in datamodule.loader(datamodule.normal(datamodule.val_set)):  # read once for every view
         for key, (view, judging) in views.items():
             with judging():
                 normal[key].append(embed(view(batch)).cpu().numpy())
-    return {key: AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names),
-                                   np.concatenate(cues[key]) if cues[key] else None,
-                                   np.concatenate(normal[key]) if normal[key] else None, fitted_on,
-                                   np.concatenate(top_shares[key]) if top_shares[key] else None) for key in views}
+                if node_scores is not None:
+                    normal_shares[key].append(error_shares(node_scores(view(batch)).cpu().numpy(), batch.ptr.cpu().numpy()))
+    joined = lambda parts: np.concatenate(parts) if parts and all(part is not None for part in parts) else None  # noqa: E731
+    return {key: AttackClasses.fit(np.concatenate(embeddings[key]), np.concatenate(names), joined(cues[key]), joined(normal[key]),
+                                   fitted_on, joined(top_shares[key]), joined(normal_shares[key])) for key in views}
 
 
 def _batched(items: list, size: int) -> list[list]:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import tiny_capture, tiny_config
 from kdcore.calibrate import HEADROOM, MAX_MIN_FRAMES, calibrate, minimum_frames, recording_threshold
 from kdcore.checkpoint import load_checkpoint
-from kdcore.classes import AttackClasses
+from kdcore.classes import AttackClasses, error_shares
 from kdcore.cli import app
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.writers import write_csv
@@ -118,6 +118,11 @@ def test_a_vgae_reconstructs_the_size_of_a_bigger_bus_and_nothing_else_moves(eng
     with torch.no_grad():
         recon = engine.load_model(calibrated, out)(batch.x, batch.id_token, batch.edge_index, batch.batch)[0]
     assert float((batch.x[:, column] - recon[:, column]).mean()) == pytest.approx(0.0, abs=1e-5)  # on the new bus's level
+    # the classes' share floors: here this bus's top nodes carry more than the training bus's, and floors never rise
+    classes = AttackClasses.from_dict(calibrated.extra["attack_classes"])
+    shares = error_shares(Detector(out, engine=engine).judge.node_scores(batch).numpy(), batch.ptr.numpy())
+    assert np.nanmedian(shares) / classes.normal_share > 1.2
+    assert classes.share_scale == record["class_share_scale"] == 1.0
 
 
 def test_a_vocabulary_model_aliases_every_new_id_to_a_trained_one(engine, vocabulary_gat, recordings, tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kdcore.classes import UNKNOWN, AttackClasses, class_report, suspect_cue, top_suspect_share
+from kdcore.classes import UNKNOWN, AttackClasses, class_report, error_shares, suspect_cue, top_suspect_share
 
 
 DOS_LIKE_SPOOF = {"dos": [2.0, 0.0, 0.0], "fuzzy": [0.0, 8.0, 0.0], "spoof": [0.0, 0.0, 2.0]}  # their windows overlap
@@ -112,7 +112,7 @@ def test_a_spread_window_cannot_go_to_a_class_of_one_id_attacks_and_is_unknown_w
     one_id = np.where(rng.random(len(names)) < 0.05, 0.7, 0.97)  # dos, spoof: one ID, now and then a little less
     top_shares = np.where(names == "fuzzy", rng.uniform(0.05, 0.3, len(names)), one_id)
     classes = AttackClasses.fit(embeddings, names, cues, top_shares=top_shares)
-    assert classes.spread_share.tolist() == pytest.approx([0.05, 1.0, 0.05], abs=0.04)
+    assert classes.share_floor.tolist() == pytest.approx([0.97, 0.075, 0.97], abs=0.02)  # what nearly all reached
     near_spoof = np.array([[0.8, 0.0, 1.4]])
     predict = lambda cue, share: classes.predict(near_spoof, np.array([cue]), np.array([share]))  # noqa: E731
     assert predict(0.0, 0.97)[0][0] == "spoof"
@@ -124,10 +124,59 @@ def test_a_spread_window_cannot_go_to_a_class_of_one_id_attacks_and_is_unknown_w
     near_fuzzy = np.array([[0.0, 7.0, 0.0]])
     assert classes.predict(near_fuzzy, np.array([1.0]), np.array([0.99]))[0][0] == "fuzzy"  # one ID first by far: no evidence
     again = AttackClasses.from_dict(classes.to_dict())
-    assert np.array_equal(again.spread_share, classes.spread_share)
+    assert np.array_equal(again.share_floor, classes.share_floor)
     assert again.predict(near_spoof, np.array([0.0]), np.array([0.3]))[0][0] == UNKNOWN
-    saved_before = {key: value for key, value in classes.to_dict().items() if key != "spread_share"}
+    saved_before = {key: value for key, value in classes.to_dict().items() if key != "share_floor"}
     assert AttackClasses.from_dict(saved_before).predict(near_spoof, np.array([0.0]), np.array([0.3]))[0][0] == "spoof"
+    with_one_id_classes = {**saved_before, "spread_share": [0.05, 1.0, 0.05]}  # saved while only those had a floor
+    assert AttackClasses.from_dict(with_one_id_classes).predict(near_spoof, np.array([0.0]), np.array([0.3]))[0][0] == UNKNOWN
+
+
+def test_a_window_spread_far_wider_than_a_classs_windows_cannot_go_to_it():
+    """The VGAE spreads every window's error over many nodes, a spoofing's less than a replay's:
+    classes of few IDs are ruled out in proportion, not only those of one ID."""
+    rng = np.random.default_rng(3)
+    embeddings, names = clusters(rng, centres=DOS_LIKE_SPOOF)
+    cues = np.select([names == "spoof"], [0.0], default=1.0)  # dos and fuzzy inject IDs the car does not send
+    top_shares = np.where(names == "fuzzy", rng.uniform(0.02, 0.08, len(names)), rng.uniform(0.3, 0.6, len(names)))
+    classes = AttackClasses.fit(embeddings, names, cues, top_shares=top_shares)
+    spoof_floor = classes.share_floor[classes.names.index("spoof")]
+    assert 0.3 < spoof_floor < 0.4
+    near_spoof = np.array([[0.8, 0.0, 1.4]])
+    predict = lambda cue, share: classes.predict(near_spoof, np.array([cue]), np.array([share]))[0][0]  # noqa: E731
+    assert predict(0.0, 0.35) == "spoof"
+    assert predict(0.0, 0.7 * spoof_floor) == "spoof"  # room for another bus
+    assert predict(0.0, 0.1) == UNKNOWN  # the car's own IDs, spread as no spoofing was: a replay
+    assert predict(1.0, 0.1) == "fuzzy"  # foreign IDs too, spread as a fuzzing is
+    assert predict(1.0, 0.001) == "fuzzy"  # a class of many IDs: a window spread wider still is one of it
+
+
+def test_calibrated_share_floors_fall_by_how_much_less_the_new_buss_top_suspects_carry():
+    """On a busier bus every window's error spreads over more nodes: the VGAE's spoofed ID
+    carries a third of what it did on the training car, and so do normal windows' top nodes."""
+    rng = np.random.default_rng(4)
+    embeddings, names = clusters(rng, centres=DOS_LIKE_SPOOF)
+    cues = np.select([names == "spoof"], [0.0], default=1.0)
+    top_shares = np.where(names == "fuzzy", rng.uniform(0.02, 0.08, len(names)), rng.uniform(0.3, 0.6, len(names)))
+    normal_shares = rng.uniform(0.1, 0.3, 300)
+    classes = AttackClasses.fit(embeddings, names, cues, top_shares=top_shares, normal_error_shares=normal_shares)
+    assert classes.normal_share == pytest.approx(np.median(normal_shares))
+    near_spoof = np.array([[0.8, 0.0, 1.4]])
+    busier_spoof = np.array([0.12])  # a third of the training spoofing's share
+    assert classes.predict(near_spoof, np.array([0.0]), busier_spoof)[0][0] == UNKNOWN
+    busier = classes.calibrated(embeddings[:2], normal_shares / 3)
+    assert busier.share_scale == pytest.approx(1 / 3)
+    assert busier.predict(near_spoof, np.array([0.0]), busier_spoof)[0][0] == "spoof"
+    assert busier.predict(near_spoof, np.array([0.0]), np.array([0.02]))[0][0] == UNKNOWN  # still a replay's spread there
+    assert AttackClasses.from_dict(busier.to_dict()).share_scale == pytest.approx(1 / 3)
+    assert classes.calibrated(embeddings[:2], normal_shares * 2).share_scale == 1.0  # a quieter bus: no stricter than training
+    assert classes.calibrated(embeddings[:2]).share_scale == 1.0  # nothing to compare with
+
+
+def test_error_shares_are_of_scores_every_node_carries():
+    shares = error_shares(np.array([0.9, 0.1, 0.0, 0.4, 0.3, 0.3, 0.0, 0.0]), np.array([0, 3, 6, 8]))
+    assert shares[:2].tolist() == pytest.approx([0.9, 0.4]) and np.isnan(shares[2])
+    assert error_shares(np.array([0.9, 0.1, -0.4]), np.array([0, 3])) is None  # an attribution: against an attack too
 
 
 def test_calibrated_classes_widen_their_radius_by_how_much_wider_the_new_vehicle_spreads():
