@@ -121,7 +121,7 @@ class AttackClasses:
     share_floor: np.ndarray | None = None  # (classes,) the top suspect share nearly all its windows reached; NaN: none seen
     normal_spread: float | None = None  # median distance of the training vehicle's normal windows from their mean
     radius_scale: float = 1.0  # how much wider the vehicle calibrated on spreads; the radius grows by it
-    normal_share: float | None = None  # the median top suspect share of the training vehicle's normal windows
+    normal_share: float | None = None  # median ``error_shares`` of the training vehicle's normal windows; None: not errors
     share_scale: float = 1.0  # how much less the vehicle calibrated on puts on its top suspects; the floors fall by it
     fitted_on: str = POOLED_NODES  # the window representation (``TrainingMode.window_embedding``)
 
@@ -148,8 +148,7 @@ class AttackClasses:
                                                                 for name in classes])
         fitted = cls(classes, means, center, scale, float(np.quantile(own, RADIUS_QUANTILE)), foreign_share, share_floor,
                      fitted_on=fitted_on)
-        if _median_present(normal_error_shares) is not None:
-            fitted = attrs.evolve(fitted, normal_share=_median_present(normal_error_shares))
+        fitted = attrs.evolve(fitted, normal_share=_median_present(normal_error_shares))
         return fitted if normal is None else attrs.evolve(fitted, normal_spread=fitted.spread(normal))
 
     def spread(self, embeddings: np.ndarray) -> float:
@@ -171,8 +170,9 @@ class AttackClasses:
         calibrated = self
         if self.normal_spread is not None and len(normal_embeddings) >= 2:
             calibrated = attrs.evolve(calibrated, radius_scale=max(1.0, self.spread(normal_embeddings) / max(self.normal_spread, 1e-12)))
-        if self.normal_share is not None and _median_present(normal_error_shares) is not None:
-            calibrated = attrs.evolve(calibrated, share_scale=min(1.0, _median_present(normal_error_shares) / self.normal_share))
+        recording_share = _median_present(normal_error_shares)
+        if self.normal_share is not None and recording_share is not None:
+            calibrated = attrs.evolve(calibrated, share_scale=min(1.0, recording_share / self.normal_share))
         return calibrated
 
     def predict(self, embeddings: np.ndarray, cues: np.ndarray | None = None,
