@@ -13,10 +13,12 @@ fell from up to 0.077 to up to 0.020, docs/transfer.md) — never below the thre
 training on the same footing (for an agnostic model, on validation
 windows judged by roles alone; for a fused detector, its decision line 0.5): a short recording
 can show that a vehicle's normal traffic scores higher than the validation traffic did, but its
-few minutes (often at idle) cannot show that the vehicle's driving scores lower; measured, a
-lowered threshold raised false positives on the same vehicle's other recordings
-(docs/transfer.md). The recording's scores also give the spread that alerts' margins count
-(``kdcore.metrics.ScoreSpread``: it decides when one window opens an incident). The weights are
+few minutes (often at idle) cannot show how far above its usual level the vehicle's driving
+scores; measured, a lowered threshold raised false positives on the same vehicle's other
+recordings (docs/transfer.md). A GAT's floor keeps its height above the car's usual level: it
+moves down as far as the recording's median score lies below the validation's, in log-odds
+(``floor_at_the_recordings_level``). The recording's scores also give the spread that alerts'
+margins count (``kdcore.metrics.ScoreSpread``: it decides when one window opens an incident). The weights are
 not touched but in two places. An agnostic VGAE (which takes the error scale it fitted in
 training on windows judged by roles) reconstructs the new bus's size: the output bias of its
 ``node_share`` moves onto the recording's (``_bus_size_in_reconstruction``). A GAT student
@@ -50,7 +52,7 @@ from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.detect import model_embedder, model_scorer, scoring_mode
 from kdcore.errors import KdcoreError
-from kdcore.metrics import ScoreSpread
+from kdcore.metrics import ScoreSpread, log_odds
 from kdcore.plugins.modes.autoencoder import check_score
 from kdcore.plugins.modes.fusion import DECISION_LINE
 from kdcore.recording_kd import distil_on_recording, recording_distillation
@@ -259,9 +261,11 @@ def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGra
         # The inputs now sit at 0.5 at this vehicle's own thresholds (another scale than in training):
         # below that line no input, weighed as the agent weighs it, calls an attack on this vehicle.
         floor = DECISION_LINE
-    else:  # a student distilled again scores as its teacher does: never below the teacher's floor either
-        floors = [trained, *([training_thresholds(load_checkpoint(distilled["teacher"]))] if distilled else [])]
-        floor = max(_on_the_same_footing(thresholds, preprocessing.representation) for thresholds in floors)
+    elif distilled:  # it scores as its teacher does: never below the teacher's floor either; both kept where they were
+        floors = [trained, training_thresholds(load_checkpoint(distilled["teacher"]))]
+        floor = max(_on_the_same_footing(thresholds, preprocessing.representation)[0] for thresholds in floors)
+    else:
+        floor = floor_at_the_recordings_level(*_on_the_same_footing(trained, preprocessing.representation), normal_scores, spread)
     return {
         **read,
         "windows": len(graphs),
@@ -274,6 +278,7 @@ def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGra
         "headroom_spreads": headroom,
         "threshold_with_headroom": raised,
         "trained": trained,
+        "floor": floor,
         "threshold": max(raised, floor),
         "calibrated_from": str(model),
         **({"distilled": distilled} if distilled else {}),
@@ -313,16 +318,38 @@ def _bus_size_in_reconstruction(network, model: str, preprocessing: Preprocessin
 def training_thresholds(checkpoint: Checkpoint) -> dict[str, float]:
     """The thresholds fitted in training (kept through calibrations): ``threshold``, and for an
     agnostic model ``roles_threshold``, fitted on windows judged without their profile — the
-    floor when the calibrated model judges by roles alone."""
+    floor when the calibrated model judges by roles alone; with the validation normal windows'
+    median scores under each (``normal_median``, ``roles_normal_median``; absent in checkpoints
+    trained before they were kept)."""
     calibration = checkpoint.extra.get("calibration")
     extra = calibration["trained"] if calibration else checkpoint.extra
-    return {key: float(extra[key]) for key in ("threshold", "roles_threshold") if key in extra}
+    keys = ("threshold", "roles_threshold", "normal_median", "roles_normal_median")
+    return {key: float(extra[key]) for key in keys if key in extra}
 
 
-def _on_the_same_footing(thresholds: dict[str, float], representation: str) -> float:
-    """Of ``training_thresholds``, the one fitted as the calibrated model judges: for an agnostic
-    model, on windows judged by roles alone."""
-    return thresholds.get("roles_threshold", thresholds["threshold"]) if representation == "agnostic" else thresholds["threshold"]
+def _on_the_same_footing(thresholds: dict[str, float], representation: str) -> tuple[float, float | None]:
+    """Of ``training_thresholds``, the one fitted as the calibrated model judges — for an agnostic
+    model, on windows judged by roles alone — and the median normal score under it (None: not kept)."""
+    if representation == "agnostic" and "roles_threshold" in thresholds:
+        return thresholds["roles_threshold"], thresholds.get("roles_normal_median")
+    return thresholds["threshold"], thresholds.get("normal_median")
+
+
+def floor_at_the_recordings_level(threshold: float, median: float | None, normal_scores: torch.Tensor, spread: ScoreSpread) -> float:
+    """The training threshold as the floor of a calibrated threshold — for a model that scores
+    probabilities (a GAT), moved down by as far as the recording's median score lies below the
+    validation normal windows' median, in log-odds: the floor keeps its height above the car's
+    normal windows, the height that held the training car's other drives, which a short recording
+    at idle cannot show. A GAT's log-odds are a learnt confidence whose level differs from car to
+    car (another car's recording sat 0.5–2.5 log-odds below the training car's drives, and the
+    unmoved floor hid an attack never trained on: docs/transfer.md). A VGAE's errors are measured
+    in its training's normal error, the same unit on any car: its floor stays where it was (moved,
+    it let through another logger's timing). Never moved up: a recording that scores higher
+    raises the threshold through its own quantile."""
+    if median is None or not spread.log_odds:
+        return threshold
+    drop = float(log_odds(median) - log_odds(normal_scores.double().median()))
+    return float(torch.sigmoid(log_odds(threshold) - drop)) if drop > 0 else threshold
 
 
 def _save(out: Path, checkpoint: Checkpoint, record: dict[str, Any]) -> None:

@@ -174,17 +174,21 @@ def fitted_thresholds(score: Scorer, datamodule: GraphDataModule, target_fpr: fl
     For the agnostic representation also ``roles_threshold``: the same for the validation windows judged
     without their profile, as a vehicle the model was not trained on is judged — the floor
     ``kdcore calibrate`` keeps for another vehicle — scored within ``judging_roles()``, the model
-    as it judges such windows (the VGAE: with its roles error scale)."""
+    as it judges such windows (the VGAE: with its roles error scale). Beside each, the validation
+    normal windows' median score (``normal_median``, ``roles_normal_median``): where the floor
+    sits above them, which calibration keeps when it moves a GAT's floor to another car's level."""
     labels = labels_of(datamodule.val_set)
     loader = datamodule.loader(datamodule.val_set)
     scores = score(loader)
     spread = ScoreSpread.fit(scores[labels == 0], probabilities)
-    thresholds = {"threshold": raised_while_validated(scores, labels, target_fpr, spread, headroom), "score_spread": spread.to_dict()}
+    thresholds = {"threshold": raised_while_validated(scores, labels, target_fpr, spread, headroom), "score_spread": spread.to_dict(),
+                  "normal_median": float(scores[labels == 0].double().median())}
     if representation == "agnostic":
         with judging_roles():
             roles_scores = score(drop_profile(batch, 1.0) for batch in loader)
         roles_spread = ScoreSpread.fit(roles_scores[labels == 0], probabilities)
         thresholds["roles_threshold"] = raised_while_validated(roles_scores, labels, target_fpr, roles_spread, headroom)
+        thresholds["roles_normal_median"] = float(roles_scores[labels == 0].double().median())
     return thresholds
 
 

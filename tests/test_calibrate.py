@@ -13,7 +13,7 @@ from torch_geometric.loader import DataLoader
 from typer.testing import CliRunner
 
 from conftest import tiny_capture, tiny_config
-from kdcore.calibrate import HEADROOM, MAX_MIN_FRAMES, calibrate, minimum_frames, recording_threshold
+from kdcore.calibrate import HEADROOM, MAX_MIN_FRAMES, calibrate, floor_at_the_recordings_level, minimum_frames, recording_threshold
 from kdcore.checkpoint import load_checkpoint
 from kdcore.classes import AttackClasses, error_shares
 from kdcore.cli import app
@@ -24,7 +24,7 @@ from kdcore.data.windows import build_window_graphs
 from kdcore.detect import Detector
 from kdcore.errors import KdcoreError
 from kdcore.evaluate import evaluate
-from kdcore.metrics import ScoreSpread, robust_spread
+from kdcore.metrics import ScoreSpread, log_odds, robust_spread
 
 GAT = "automotive/tiny/supervised/gat/teacher/no-kd/normal/models/gat_normal.pth"
 VGAE = "automotive/tiny/unsupervised/vgae/teacher/no-kd/autoencoder/models/vgae_autoencoder.pth"
@@ -137,14 +137,19 @@ def test_a_vocabulary_model_aliases_every_new_id_to_a_trained_one(engine, vocabu
     assert np.array_equal(preprocessing.vocabulary, Detector(vocabulary_gat, engine=engine).preprocessing.vehicle_ids)
 
 
-def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_training(engine, tmp_path, recordings):
+def test_agnostic_models_calibrate_to_roles_alone_with_a_threshold_never_below_their_floor(engine, tmp_path, recordings):
     result = engine.run(tiny_config(tmp_path, mode="normal", representation="agnostic"))
     trained = load_checkpoint(result.checkpoint).extra
     out = tmp_path / "calibrated.pth"
     record = calibrate(result.checkpoint, [recordings / "clean.csv"], out, engine=engine)
     assert record["fitted"] == ["roles only", "attack-class radius", "threshold", "score spread"]
     assert record["trained"]["roles_threshold"] == trained["roles_threshold"]
-    assert record["threshold"] == max(record["threshold_with_headroom"], trained["roles_threshold"])
+    assert record["trained"]["roles_normal_median"] == trained["roles_normal_median"] < trained["roles_threshold"]
+    # the GAT's floor: the roles threshold, moved down as far as this car's recording sits below the validation windows
+    recording_median = float(calibration_scores(Detector(out, engine=engine), recordings / "clean.csv").double().median())
+    drop = max(0.0, float(log_odds(trained["roles_normal_median"]) - log_odds(recording_median)))
+    assert float(log_odds(record["floor"])) == pytest.approx(float(log_odds(trained["roles_threshold"])) - drop, abs=1e-6)
+    assert record["threshold"] == max(record["threshold_with_headroom"], record["floor"])
     assert len(Detector(out, engine=engine).preprocessing.vocabulary) == 0
     calibrated = load_checkpoint(out).extra  # attack classes of windows judged by roles, as the new vehicle's are
     assert trained["attack_classes"] != trained["roles_attack_classes"]
@@ -187,6 +192,20 @@ def test_a_recording_with_attacks_or_too_few_frames_is_refused(engine, teacher_r
         calibrate(teacher_root / GAT, [recordings / "clean.csv"], teacher_root / GAT, engine=engine)
     assert not out.exists()
     assert minimum_frames(50) == 1000 and minimum_frames(100) == 2000 and minimum_frames(10_000) == MAX_MIN_FRAMES == 5000
+
+
+def test_a_gats_floor_moves_down_to_a_car_that_scores_lower_and_a_vgaes_stays():
+    """Log-odds: the floor keeps its height above the recording's median; an error floor, one
+    that would move up, or one trained without a median stays where training put it."""
+    lower = torch.sigmoid(torch.full((9,), -6.0))  # this car's windows: a median of -6 log-odds
+    gat = ScoreSpread(1.0, log_odds=True)
+    moved = floor_at_the_recordings_level(float(torch.sigmoid(torch.tensor(-1.0))), float(torch.sigmoid(torch.tensor(-4.0))), lower, gat)
+    assert float(log_odds(moved)) == pytest.approx(-3.0)  # 3 log-odds above the median, as in training
+    higher = torch.sigmoid(torch.full((9,), -2.0))
+    assert floor_at_the_recordings_level(0.3, float(torch.sigmoid(torch.tensor(-4.0))), higher, gat) == 0.3
+    assert floor_at_the_recordings_level(0.3, None, lower, gat) == 0.3
+    errors = ScoreSpread(0.1, log_odds=False)
+    assert floor_at_the_recordings_level(1.1, 0.9, torch.full((9,), 0.5), errors) == 1.1
 
 
 def test_a_recording_too_short_to_show_the_target_tail_puts_the_threshold_at_its_highest_window():
