@@ -18,12 +18,13 @@ scores; measured, a lowered threshold raised false positives on the same vehicle
 recordings (docs/transfer.md). A GAT's floor keeps its height above the car's usual level: it
 moves down as far as the recording's median score lies below the validation's, in log-odds
 (``floor_at_the_recordings_level``). The recording's scores also give the spread that alerts'
-margins count (``kdcore.metrics.ScoreSpread``: it decides when one window opens an incident). The weights are
-not touched but in two places. An agnostic VGAE (which takes the error scale it fitted in
-training on windows judged by roles) reconstructs the new bus's size: the output bias of its
-``node_share`` moves onto the recording's (``_bus_size_in_reconstruction``). A GAT student
-distilled in training matches its teacher again on the recording first (``kdcore.recording_kd``),
-and its threshold is never below its teacher's floor either. The result is an ordinary
+margins count (``kdcore.metrics.ScoreSpread``: it decides when one window opens an incident).
+The weights are not touched but in two places. An agnostic VGAE (which takes the error scale it
+fitted in training on windows judged by roles) reconstructs the new bus's size: the output bias
+of its ``node_share`` moves onto the recording's (``_bus_size_in_reconstruction``). A GAT
+student distilled in training matches its teacher again on the recording first
+(``kdcore.recording_kd``), and its threshold is never below its teacher's floor either (both
+floors unmoved: it has fitted the recording's windows). The result is an ordinary
 checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
 detector calibrates its VGAE and GAT (written next to it), their normalisations and its fused
 threshold together.
@@ -341,7 +342,7 @@ def floor_at_the_recordings_level(threshold: float, median: float | None, normal
     validation normal windows' median, in log-odds: the floor keeps its height above the car's
     normal windows, the height that held the training car's other drives, which a short recording
     at idle cannot show. A GAT's log-odds are a learnt confidence whose level differs from car to
-    car (another car's recording sat 0.5–2.5 log-odds below the training car's drives, and the
+    car (another car's recording sat 0.5–2.6 log-odds below the training car's drives, and the
     unmoved floor hid an attack never trained on: docs/transfer.md). A VGAE's errors are measured
     in its training's normal error, the same unit on any car: its floor stays where it was (moved,
     it let through another logger's timing). Never moved up: a recording that scores higher
