@@ -22,6 +22,7 @@ The GATs train in ``normal`` mode, or with ``--gat-mode curriculum`` as ``make d
 (after the VGAE teacher, which orders their curriculum); each mode has its own model folder.
 ``--kd-noise X``: the KD students train with ``kd_noise`` X (docs/config.md), in a folder of their own.
 ``--train-stride N``: every model trains on windows N frames apart (``train_window_stride``), in a folder of its own.
+``--synthetic-attacks X``: every supervised model trains with ``synthetic_attacks`` X, in a folder of its own.
 
 (b) ``road``: the ROAD masquerade captures (``shared/data/real/road-statgraph``), with the engine
 coolant masquerade held out of training whole (``test_max_engine_coolant_temp``: a signal never
@@ -186,11 +187,13 @@ def models_folder(representation: str, gat_mode: str, training: dict) -> str:
     """A model root per setting: fusion takes a curriculum GAT where there is one, and KD students
     trained with ``kd_noise`` are other students, models trained on other windows other models."""
     return (f"{representation}-{gat_mode}" + (f"-kd_noise{training['kd_noise']:g}" if training["kd_noise"] else "")
-            + (f"-train_stride{training['train_window_stride']}" if training["train_window_stride"] else ""))
+            + (f"-train_stride{training['train_window_stride']}" if training["train_window_stride"] else "")
+            + (f"-synthetic{training['synthetic_attacks']:g}" if training["synthetic_attacks"] else ""))
 
 
 def vehicles_part(shared: Path, work: Path, representation: str, training: dict, gat_mode: str, train_vehicle: str) -> dict:
-    """``training``: the RunConfig keys every model trains with (max_epochs, seed, kd_noise, train_window_stride)."""
+    """``training``: the RunConfig keys every model trains with (max_epochs, seed, kd_noise, train_window_stride,
+    synthetic_attacks)."""
     folders = prepare_vehicles(shared / "data/real/vehicles", work / "data", train_vehicle, training["seed"])
     models = work / models_folder(representation, gat_mode, training)
     base = dict(dataset="captures", data_root=str(folders[train_vehicle]), experiment_root=str(models),
@@ -312,6 +315,7 @@ def main() -> None:
     parser.add_argument("--gat-mode", default="normal", choices=GAT_MODES, help="the GATs' training mode (make demo trains curriculum)")
     parser.add_argument("--kd-noise", type=float, default=0.0, help="the KD students' kd_noise (docs/config.md)")
     parser.add_argument("--train-stride", type=int, default=None, help="every model's train_window_stride (docs/config.md)")
+    parser.add_argument("--synthetic-attacks", type=float, default=0.0, help="every supervised model's synthetic_attacks (docs/config.md)")
     parser.add_argument("--work", type=Path, default=None, help="keep data and models here (default: a temporary folder)")
     args = parser.parse_args()
     if not (args.shared / "data/real/vehicles").is_dir():
@@ -322,8 +326,10 @@ def main() -> None:
         output: dict = {"protocol": {"train_vehicle": args.train_vehicle,
                                      "other_vehicles": [vehicle for vehicle in VEHICLES if vehicle != args.train_vehicle],
                                      "road_held_out": ROAD_HELD_OUT, "epochs": args.epochs, "seed": args.seed, "gat_mode": args.gat_mode,
-                                     "kd_noise": args.kd_noise, "train_window_stride": args.train_stride}}
-        training = {"max_epochs": args.epochs, "seed": args.seed, "kd_noise": args.kd_noise, "train_window_stride": args.train_stride}
+                                     "kd_noise": args.kd_noise, "train_window_stride": args.train_stride,
+                                     "synthetic_attacks": args.synthetic_attacks}}
+        training = {"max_epochs": args.epochs, "seed": args.seed, "kd_noise": args.kd_noise, "train_window_stride": args.train_stride,
+                    "synthetic_attacks": args.synthetic_attacks}
         for representation in args.representation:
             part = {}
             if "vehicles" in args.part:

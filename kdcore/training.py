@@ -12,11 +12,15 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from kdcore.data.graphset import drop_profile, perturb_one_node
+from kdcore.data.graphset import drop_profile, perturb_one_node, shift_off_normal
+from kdcore.data.preprocess import ROLE_FEATURES, UNPROFILED, VEHICLE_BLOCK
 from kdcore.distill import Distiller, outputs_of
 from kdcore.errors import KdcoreError
 from kdcore.memory import MemoryCleanup
 from kdcore.teacher_cache import Numbered, TeacherCache, cache_key
+
+# An agnostic node's distances from its ID's own profile (present where the node is profiled).
+DEVIATIONS = [len(ROLE_FEATURES) + index for index, name in enumerate(VEHICLE_BLOCK) if name.endswith("_deviation")]
 
 if TYPE_CHECKING:
     from kdcore.contracts import TrainingMode
@@ -67,6 +71,9 @@ class ModeModule(L.LightningModule):
         whole, batch = batch, self.student_view(batch)
         outputs = outputs_of(self.mode, self.model, batch, self.distiller.strategy.requires if self.distiller else ())
         terms = {"task_loss": self.mode.task_loss(outputs, batch)}
+        if self.config.synthetic_attacks and self.mode.learning_type == "supervised":
+            terms["synthetic_loss"] = self._synthetic_loss(batch)
+            terms["task_loss"] = (terms["task_loss"] + terms["synthetic_loss"]) / 2
         loss = terms["task_loss"]
         if self.distiller is not None:
             kd_terms = self.distiller.loss_terms(self.mode, outputs, batch, teacher_batch=whole)
@@ -82,6 +89,19 @@ class ModeModule(L.LightningModule):
         self._graphs += size
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         return loss
+
+    def _synthetic_loss(self, batch: Any) -> torch.Tensor:
+        """The task loss on the batch's windows moved off normal traffic, labelled attacks
+        (``synthetic_attacks``): an agnostic node in its distances from its ID's profile, where it
+        has one (a window judged by roles alone keeps its label: roles move with the car, and
+        moved roles called other cars' traffic an attack, docs/transfer.md); a vocabulary node in
+        all its features."""
+        if self.config.representation == "agnostic":
+            columns, movable = DEVIATIONS, batch.x[:, UNPROFILED] == 0
+        else:
+            columns, movable = range(batch.x.size(1)), torch.ones(batch.num_nodes, dtype=torch.bool, device=batch.x.device)
+        shifted = shift_off_normal(batch, self.config.synthetic_attacks, columns, movable)
+        return self.mode.task_loss(self.mode.outputs(self.model, shifted), shifted)
 
     def _with_perturbed(self, whole: Any, kd_terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The KD terms averaged with those on perturbed copies of the windows (``kd_noise``):

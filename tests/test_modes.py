@@ -263,3 +263,52 @@ def test_the_fitted_threshold_leaves_headroom_above_the_validation_quantile_but_
         between = float(normal.quantile(0.99)) + 0.05  # attacks just above the quantile, where a full spread would lose them
         stopped, scores = fitted([between] * 20 + [10.0] * 20)
         assert stopped["threshold"] == float(scores[-40]) > quantile, "raised through the normal windows up to the first attack"
+
+
+def test_shift_off_normal_moves_some_movable_nodes_of_every_window_and_labels_those_windows_attacks():
+    from torch_geometric.data import Batch, Data
+
+    from kdcore.data.graphset import shift_off_normal
+
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    batch = Batch.from_data_list([Data(x=torch.randn(n, 6), edge_index=empty, y=torch.tensor([0])) for n in (3, 5, 2)])
+    movable = torch.ones(batch.num_nodes, dtype=torch.bool)
+    movable[8:] = False  # the last window has no movable node
+    before = batch.x.clone()
+    shifted = shift_off_normal(batch, 3.0, [1, 2, 3], movable)
+    assert torch.equal(batch.x, before) and batch.y.tolist() == [0, 0, 0]  # the batch given is left as it was
+    assert shifted.y.tolist() == [1, 1, 0], "a window with nothing to move keeps its label"
+    assert torch.equal(shifted.x[:, [0, 4, 5]], before[:, [0, 4, 5]]), "only the columns given move"
+    moved = (shifted.x != before).any(dim=1)
+    assert not moved[~movable].any()
+    assert (torch.bincount(batch.batch[moved], minlength=3)[:2] >= 1).all(), "every window with movable nodes has one moved"
+    spread = before[movable][:, 1:4].std(dim=0)
+    distance = ((shifted.x[moved, 1:4] - before[moved, 1:4]) / spread).norm(dim=1)
+    assert torch.allclose(distance, torch.full_like(distance, 3.0), atol=1e-4), "each by the strength, in spreads"
+
+
+def test_with_synthetic_attacks_a_gat_also_learns_shifted_windows_as_attacks(engine, tmp_path, monkeypatch):
+    from kdcore.training import ModeModule
+
+    run = engine.build(engine.plan(tiny_config(tmp_path, mode="normal", synthetic_attacks=3.0)))
+    module = ModeModule(run.mode, run.model, run, None)
+    labels = []
+    original = run.mode.task_loss
+    monkeypatch.setattr(run.mode, "task_loss", lambda outputs, batch: labels.append(batch.y.clone()) or original(outputs, batch))
+    module.on_train_epoch_start()
+    batch = next(iter(run.datamodule.train_dataloader()))
+    loss = module.training_step(batch, 0)
+
+    assert torch.isfinite(loss) and len(labels) == 2
+    assert torch.equal(labels[0], batch.y) and labels[1].sum() > batch.y.sum(), "windows moved off normal become attacks"
+    assert set(module._loss_sums) >= {"task_loss", "synthetic_loss"}
+
+
+def test_synthetic_attacks_leave_an_autoencoder_as_it_trains(engine, tmp_path, monkeypatch):
+    from kdcore.training import ModeModule
+
+    run = engine.build(engine.plan(tiny_config(tmp_path, mode="autoencoder", synthetic_attacks=3.0)))
+    module = ModeModule(run.mode, run.model, run, None)
+    module.on_train_epoch_start()
+    module.training_step(next(iter(run.datamodule.train_dataloader())), 0)
+    assert "synthetic_loss" not in module._loss_sums, "an autoencoder learns normal traffic only"

@@ -165,6 +165,11 @@ class RunConfig:
     # With KD, the student also matches its teacher on a copy of each batch with one node per window
     # perturbed by Gaussian noise of this many feature spreads (``graphset.perturb_one_node``); 0: off.
     kd_noise: float = attrs.field(default=0.0, validator=v.ge(0))
+    # Supervised modes: each batch also trains, as attacks, a copy of its windows in which a random
+    # share of their profiled nodes are moved off their IDs' profiles by this many spreads in a
+    # random direction (``graphset.shift_off_normal``): anything off the vehicle's normal traffic is
+    # an attack, not only what the trained attacks look like. 0: off (docs/transfer.md).
+    synthetic_attacks: float = attrs.field(default=0.0, validator=v.ge(0))
 
     # Every mode's decision threshold is fitted, not fixed: the score that this share of the
     # validation normal windows reaches (their 1 - target_fpr quantile), raised by up to

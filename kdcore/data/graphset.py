@@ -158,6 +158,33 @@ def perturb_one_node(batch, strength: float):
     return batch
 
 
+def shift_off_normal(batch, strength: float, columns: Sequence[int], movable: torch.Tensor):
+    """A copy of the batch in which, in every window with ``movable`` nodes, a random share of
+    them (one at least) have the features ``columns`` moved together by ``strength`` of the
+    batch's spreads (over movable nodes) in a random direction, and the window is labelled an
+    attack: windows off normal traffic in any direction, not only the trained attacks' own, so
+    that a classifier learns that whatever is off normal is an attack (``synthetic_attacks``).
+    A window without movable nodes keeps its label. The batch given is left as it is."""
+    x = batch.x.clone()
+    columns = torch.as_tensor(columns, dtype=torch.long, device=x.device)
+    features = x[:, columns]
+    spread = features[movable].std(dim=0) if int(movable.sum()) > 1 else torch.zeros(len(columns), device=x.device)
+    direction = torch.randn(batch.num_graphs, len(columns), device=x.device)
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    chosen = movable & (torch.rand(len(x), device=x.device) < torch.rand(batch.num_graphs, device=x.device)[batch.batch])
+    # one movable node at least in every window that has one: the one with the highest random key
+    key = torch.where(movable, torch.rand(len(x), device=x.device), torch.full((len(x),), -1.0, device=x.device))
+    best = torch.full((batch.num_graphs,), -1.0, device=x.device).scatter_reduce(0, batch.batch, key, "amax")
+    chosen |= movable & (key == best[batch.batch])
+    features[chosen] += direction[batch.batch[chosen]] * spread * strength
+    x[:, columns] = features
+    moved = torch.zeros(batch.num_graphs, dtype=torch.bool, device=x.device).index_fill(0, batch.batch[chosen], True)
+    batch = copy.copy(batch)  # PyG copies the attribute store, not the tensors
+    batch.x = x
+    batch.y = torch.where(moved, torch.ones_like(batch.y), batch.y)
+    return batch
+
+
 def labels_of(graphs: Dataset) -> torch.Tensor:
     """Window labels of a ``GraphSet``, a ``Subset`` of one, or any sequence of ``Data``."""
     if isinstance(graphs, Subset):
