@@ -23,9 +23,9 @@ The weights are not touched but in two places. An agnostic VGAE (which takes the
 fitted in training on windows judged by roles) reconstructs the new bus's size: the output bias
 of its ``node_share`` moves onto the recording's (``_bus_size_in_reconstruction``). A GAT
 student distilled in training matches its teacher again on the recording first
-(``kdcore.recording_kd``), and its threshold is never below its teacher's floor either (both
-floors unmoved: it has fitted the recording's windows). The result is an ordinary
-checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
+(``kdcore.recording_kd``), and its floor is its teacher's, unmoved (it has fitted the
+recording's windows; its own training thresholds describe the weights it had before). The
+result is an ordinary checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
 detector calibrates its VGAE and GAT (written next to it), their normalisations and its fused
 threshold together.
 """
@@ -262,9 +262,8 @@ def _fit(engine, model: Path, checkpoint: Checkpoint, network, graphs: WindowGra
         # The inputs now sit at 0.5 at this vehicle's own thresholds (another scale than in training):
         # below that line no input, weighed as the agent weighs it, calls an attack on this vehicle.
         floor = DECISION_LINE
-    elif distilled:  # it scores as its teacher does: never below the teacher's floor either; both kept where they were
-        floors = [trained, training_thresholds(load_checkpoint(distilled["teacher"]))]
-        floor = max(_on_the_same_footing(thresholds, preprocessing.representation)[0] for thresholds in floors)
+    elif distilled:  # it scores as its teacher does now: the teacher's floor, kept where it was
+        floor = _on_the_same_footing(training_thresholds(load_checkpoint(distilled["teacher"])), preprocessing.representation)[0]
     else:
         floor = floor_at_the_recordings_level(*_on_the_same_footing(trained, preprocessing.representation), normal_scores, spread)
     return {

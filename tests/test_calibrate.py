@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import tiny_capture, tiny_config
 from kdcore.calibrate import HEADROOM, MAX_MIN_FRAMES, calibrate, floor_at_the_recordings_level, minimum_frames, recording_threshold
-from kdcore.checkpoint import load_checkpoint
+from kdcore.checkpoint import load_checkpoint, save_checkpoint
 from kdcore.classes import AttackClasses, error_shares
 from kdcore.cli import app
 from kdcore.data.formats import read_capture
@@ -299,11 +299,25 @@ def test_a_distilled_student_matches_its_teacher_again_on_the_recording(engine, 
     before = log_odds_gap(Detector(undistilled, engine=engine), teacher, recordings / "clean-2.csv")
     after = log_odds_gap(Detector(distilled, engine=engine), teacher, recordings / "clean-2.csv")
     assert after < 0.75 * before, (before, after)  # closer to its teacher on the vehicle's other recording too (a third closer to a teacher of five networks)
+    # its floor is its teacher's, unmoved: its own training thresholds describe the weights it had before
     teacher_floor = load_checkpoint(teacher_root / GAT).extra["roles_threshold"]
-    assert record["threshold"] >= max(teacher_floor, record["threshold_with_headroom"], plain["trained"]["roles_threshold"])
+    assert record["floor"] == pytest.approx(teacher_floor, abs=1e-12)
+    assert record["threshold"] == max(teacher_floor, record["threshold_with_headroom"])
     calibrate(kd_student, [recordings / "clean.csv"], tmp_path / "again.pth", engine=engine)
     again = load_checkpoint(tmp_path / "again.pth").state_dict
     assert all(torch.equal(again[key], value) for key, value in load_checkpoint(distilled).state_dict.items()), "deterministic"
+
+
+def test_a_student_distilled_again_takes_its_teachers_floor_not_its_own_from_before(engine, teacher_root, kd_student, recordings, tmp_path):
+    """Its own training thresholds describe the weights it had before: one set high (a student
+    whose roles-only windows scored high in training) must not hold the re-distilled student's
+    threshold over the attacks its teacher's floor lets through."""
+    checkpoint = load_checkpoint(kd_student)
+    stale = tmp_path / "stale-floor.pth"
+    save_checkpoint(stale, attrs.evolve(checkpoint, extra={**checkpoint.extra, "roles_threshold": 1 - 1e-9, "threshold": 1 - 1e-9}))
+    record = calibrate(stale, [recordings / "clean.csv"], tmp_path / "calibrated.pth", engine=engine)
+    teacher_floor = load_checkpoint(teacher_root / GAT).extra["roles_threshold"]
+    assert record["floor"] == pytest.approx(teacher_floor, abs=1e-12) and record["threshold"] < 1 - 1e-9
 
 
 def test_a_student_whose_teacher_is_missing_or_other_is_refused(engine, kd_student, vocabulary_gat, recordings, tmp_path):
