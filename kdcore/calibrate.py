@@ -25,9 +25,9 @@ of its ``node_share`` moves onto the recording's (``_bus_size_in_reconstruction`
 student distilled in training matches its teacher again on the recording first
 (``kdcore.recording_kd``), and its floor is its teacher's, unmoved (it has fitted the
 recording's windows; its own training thresholds describe the weights it had before). The
-result is an ordinary checkpoint, with a ``calibration`` record of what was fitted on how much traffic. A fused
-detector calibrates its VGAE and GAT (written next to it), their normalisations and its fused
-threshold together.
+result is an ordinary checkpoint, with a ``calibration`` record of what was fitted on how much
+traffic. A fused detector calibrates its VGAE and GAT (written next to it), their
+normalisations and its fused threshold together.
 """
 
 from __future__ import annotations
