@@ -48,6 +48,7 @@ from kdcore.classes import AttackClasses, error_shares
 from kdcore.data.captures import capture_files
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.base import CaptureFormat
+from kdcore.data.frames import SharedStamps
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs, node_keys
@@ -93,10 +94,12 @@ def read_clean_windows(
     paths: Sequence[str | Path], data: dict[str, Any], capture_format: str | CaptureFormat | None = None, on_bad_rows: str = "error",
 ) -> tuple[WindowGraphs, dict[str, Any]]:
     """The windows of the attack-free captures (files or folders of them), cut as the model's
-    training data was, and what was read: files, frames, seconds (None without timestamps)."""
+    training data was, and what was read: files, frames, seconds (None without timestamps), and
+    the share of frames stamped as the one before (``SharedStamps``: ``detect`` warns where the
+    traffic it scores is stamped otherwise, another logger's timing)."""
     window = int(data["window_size"])
     files = [file for path in map(Path, paths) for file in _captures(path)]
-    graphs, frames, spans = [], 0, []
+    graphs, frames, spans, stamps = [], 0, [], SharedStamps()
     for file in files:
         table = read_capture(file, capture_format, on_bad_rows)
         if table.attack_rows:
@@ -105,6 +108,7 @@ def read_clean_windows(
             )
         frames += len(table)
         spans.append(float(np.ptp(table.timestamp)) if table.timestamps and len(table) else None)
+        stamps.add(table, follows=False)
         graphs.append(build_window_graphs(node_keys(table, data.get("graph_node", "can_id")), window, window))
     needed = minimum_frames(window)
     if frames < needed:
@@ -113,7 +117,9 @@ def read_clean_windows(
             f"attack-free frames ({MIN_WINDOWS} windows of {window}, at most {MAX_MIN_FRAMES})"
         )
     seconds = None if None in spans else round(sum(spans), 3)
-    return WindowGraphs.concat(graphs), {"captures": [str(file) for file in files], "frames": frames, "seconds": seconds}
+    shared = None if None in spans or stamps.share is None else round(stamps.share, 4)
+    return WindowGraphs.concat(graphs), {"captures": [str(file) for file in files], "frames": frames, "seconds": seconds,
+                                         "shared_stamps": shared}
 
 
 def _captures(path: Path) -> list[Path]:

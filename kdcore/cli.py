@@ -646,7 +646,8 @@ def detect(
 
             if feeder is not None:
                 feeder.start()
-            summary = detector.detect(chunks, sink, show, verbose, IncidentTracker(open_after, quiet_windows, sure_margin))
+            summary = detector.detect(chunks, sink, show, verbose, IncidentTracker(open_after, quiet_windows, sure_margin),
+                                      source=str(replay) if replay else f"bus {bus}")
     finally:
         stop_feed.set()
         if feeder is not None and feeder.is_alive():

@@ -38,7 +38,7 @@ from torch_geometric.data import Batch
 from kdcore.bus import Chunk
 from kdcore.checkpoint import load_checkpoint
 from kdcore.classes import AttackClasses
-from kdcore.data.frames import FrameTable
+from kdcore.data.frames import FrameTable, SharedStamps
 from kdcore.data.graphs import WindowGraphs
 from kdcore.data.graphset import GraphSet
 from kdcore.data.preprocess import Preprocessing
@@ -55,6 +55,8 @@ from kdcore.threads import torch_threads
 NODE_FIELDS = {"can_id": "can_ids", "j1939_source": "j1939_sources", "j1939_pgn": "j1939_pgns"}  # an alert's node list, named
 CHUNK_WINDOWS = 16  # windows scored together in an as-fast-as-possible replay (throughput over latency)
 LATENCY_WINDOWS = 100_000  # latency percentiles are over the last this many windows
+STAMP_PAIRS = 1000  # frames counted before their timestamps are compared with the calibration recording's
+STAMP_MARGIN = 0.05  # a share of frames stamped as the one before this far from the recording's: another logger
 
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,9 @@ class Detector:
         self.preprocessing = Preprocessing.from_dict(data["preprocessing"])
         self.path = Path(checkpoint_path)
         self.warn_of_another_vehicle = self.preprocessing.recorded_ids is None  # calibrated: its recording was the vehicle's
+        # the calibration recording's share of frames stamped as the one before (None: not calibrated, or before it was kept)
+        self.recorded_stamps = checkpoint.extra.get("calibration", {}).get("shared_stamps")
+        self.warn_of_another_logger = self.recorded_stamps is not None
         self.threshold = float(checkpoint.extra["threshold"])
         self.spread = ScoreSpread.saved_in(checkpoint.extra)  # alerts' margins; None for a model saved before spreads
         self.score_window: Callable | None = None  # (x, id_token, edge_index) → score: the traced scorer, if any
@@ -152,15 +157,16 @@ class Detector:
         return traced
 
     def detect(self, chunks: Iterable[Chunk], alerts: IO[str] | None = None, on_window=None, verbose: bool = False,
-               tracker: IncidentTracker | None = None) -> Summary:
+               tracker: IncidentTracker | None = None, source: str = "the traffic") -> Summary:
         """Score every full window of the frames in ``chunks`` (non-overlapping windows) as soon as
         it is complete, and write to ``alerts`` a JSON line when an incident opens and one when it
         closes (``tracker`` merges alerting windows into incidents), and with ``verbose`` one per
-        alerting window; ``on_window(summary, alert)`` after each decision."""
+        alerting window; ``on_window(summary, alert)`` after each decision; ``source``: where the
+        frames come from, as a warning names it."""
         summary = Summary()
         tracker = tracker or IncidentTracker()
         started = time.perf_counter()
-        pending = FrameTable.empty()
+        pending, stamps = FrameTable.empty(), SharedStamps()
         stream = _Stream(alerts, verbose, tracker, summary, NODE_FIELDS[self.graph_node], self.threshold)
         # One thread: a window is tens of nodes, and intra-op threads would only add hand-offs —
         # on a busy machine a wait for a descheduled thread in every op, after every idle pause.
@@ -169,6 +175,7 @@ class Detector:
                 for chunk, arrived in chunks:
                     pending = FrameTable.concat([pending, chunk]) if len(pending) else chunk
                     summary.frames += len(chunk)
+                    self.check_stamps(stamps.add(chunk), source)
                     full = len(pending) // self.window * self.window
                     if full:
                         ready = pending if full == len(pending) else pending.take(slice(0, full))  # live: the whole chunk
@@ -194,6 +201,20 @@ class Detector:
             log.warning("%s: %.0f %% of the windows hold mostly CAN IDs it was not trained on (another vehicle?) and it was "
                         "never calibrated, so its training vehicle's threshold decides; calibrate it first: "
                         "kdcore calibrate %s --normal CLEAN_CAPTURE --out CALIBRATED.pth", self.path, 100 * foreign, self.path)
+
+    def check_stamps(self, stamps: SharedStamps, source: str) -> None:
+        """Warn, once, where ``source``'s frames (``STAMP_PAIRS`` at least) share timestamps at
+        another rate than the recording the model was calibrated on: another logger or interface,
+        whose batching shows in every ID's timing, and the model reads that timing as the
+        vehicle's (docs/transfer.md, "A logger's timing": a VGAE flagged up to 61 % of such a
+        capture's normal windows, under 1 % once calibrated through the same logger)."""
+        if not self.warn_of_another_logger or stamps.pairs < STAMP_PAIRS or abs(stamps.share - self.recorded_stamps) < STAMP_MARGIN:
+            return
+        self.warn_of_another_logger = False
+        log.warning("%s: %.0f %% of the frames carry the timestamp of the frame before them, against %.0f %% in the recording "
+                    "%s was calibrated on: another logger or interface, whose timing the model takes for the vehicle's; "
+                    "if false alerts follow, calibrate on a recording made through this one",
+                    source, 100 * stamps.share, 100 * self.recorded_stamps, self.path)
 
     def _score(self, frames: FrameTable, arrived: float, summary: Summary, stream: _Stream, on_window) -> None:
         graphs = build_window_graphs(node_keys(frames, self.graph_node), self.window, self.window)

@@ -22,6 +22,7 @@ from kdcore.alert_metrics import alert_metrics
 from kdcore.data.captures import capture_files, ctt_folders
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.base import CaptureFormat
+from kdcore.data.frames import SharedStamps
 from kdcore.data.windows import build_window_graphs, node_keys
 from kdcore.detect import Detector
 from kdcore.errors import KdcoreError
@@ -74,6 +75,7 @@ def evaluate(
             scores, labels, attacks, starts = [], [], [], []
             for file in files:
                 table = node_keys(read_capture(file, capture_format, on_bad_rows), detector.graph_node)
+                detector.check_stamps(SharedStamps().add(table), str(file))
                 graphs = build_window_graphs(table, window, stride, label_threshold)
                 detector.check_vehicle(graphs)
                 prepared = detector.preprocessing.apply(graphs)

@@ -19,6 +19,7 @@ from kdcore.classes import AttackClasses, error_shares
 from kdcore.cli import app
 from kdcore.data.formats import read_capture
 from kdcore.data.formats.writers import write_csv
+from kdcore.data.frames import FrameTable, SharedStamps
 from kdcore.data.preprocess import Preprocessing
 from kdcore.data.windows import build_window_graphs
 from kdcore.detect import Detector
@@ -265,6 +266,46 @@ def test_a_calibrated_model_detects_replayed_traffic_and_exports_with_parity(eng
     assert summary.windows == len(attacked) // detector.window and summary.alert_windows > 0
     report = export_checkpoint(out, "torchscript", tmp_path / "calibrated.pt", engine=engine)
     assert report.max_abs_diff <= TOLERANCE and report.path.is_file()
+
+
+def test_shared_stamps_are_counted_across_chunks_and_not_across_captures():
+    def table(stamps):
+        n = len(stamps)
+        return FrameTable.from_frames(np.array(stamps), np.zeros(n), np.zeros(n), np.zeros((n, 8)))
+
+    stamps = SharedStamps().add(table([0.0, 0.0, 0.1])).add(table([0.1, 0.2]))  # the second chunk's first frame shares
+    assert (stamps.shared, stamps.pairs) == (2, 4)
+    stamps.add(table([0.2, 0.3]), follows=False)  # another capture: its first frame follows none
+    assert (stamps.shared, stamps.pairs, stamps.share) == (2, 5, 0.4)
+    assert SharedStamps().add(table([0.0, 0.0]).with_positions()).share is None  # no clock, nothing shared
+
+
+def test_traffic_stamped_as_another_logger_stamps_warns_once(engine, teacher_root, recordings, tmp_path, caplog):
+    """Calibration keeps the recording's share of frames stamped as the one before; ``evaluate``
+    and ``detect`` warn once where the traffic is stamped otherwise (here, to a 5 ms clock, as a
+    logger that stamps in batches), and not on traffic stamped as the recording was."""
+    from kdcore.detect import replay_chunks
+
+    out = tmp_path / "calibrated.pth"
+    assert calibrate(teacher_root / GAT, [recordings / "clean.csv"], out, engine=engine)["shared_stamps"] < 0.01  # to the µs the CSV keeps
+    same_logger = read_capture(recordings / "clean-2.csv")
+    batched = attrs.evolve(same_logger, timestamp=np.floor(same_logger.timestamp / 0.005) * 0.005)
+    for name in ("one.csv", "two.csv"):
+        write_csv(batched, tmp_path / "batched" / name)
+
+    def warnings_of(run) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kdcore.detect"):
+            run(Detector(out, engine=engine))
+        return [record.getMessage() for record in caplog.records if "timestamp of the frame before" in record.getMessage()]
+
+    assert warnings_of(lambda detector: evaluate(detector, [recordings / "clean-2.csv"])) == []
+    warned = warnings_of(lambda detector: evaluate(detector, [tmp_path / "batched"]))
+    assert len(warned) == 1 and str(tmp_path / "batched" / "one.csv") in warned[0] and "against 0 %" in warned[0]
+    assert warnings_of(lambda detector: detector.detect(replay_chunks(same_logger, detector.window, real_time=False))) == []
+    warned = warnings_of(lambda detector: detector.detect(replay_chunks(batched, detector.window, real_time=False), source="bus virtual:0"))
+    assert len(warned) == 1 and warned[0].startswith("bus virtual:0: ")
+    assert int(warned[0].split(": ")[1].split(" %")[0]) >= 80  # most 0.5 ms gaps fall within a 5 ms tick
 
 
 @pytest.fixture(scope="module")
