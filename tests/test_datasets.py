@@ -102,6 +102,7 @@ def test_data_inspect_and_build_commands(engine, ctt_root, tmp_path):
     assert summary["format"] == "ctt" and summary["files"] == 4 and summary["rows"] == 6000
     assert summary["attack_rows"] + summary["normal_rows"] == summary["rows"] > summary["attack_rows"] > 0
     assert summary["distinct_ids"] >= 12 and summary["bad_rows"] == 0
+    assert 0.0 <= summary["shared_stamps"] < 0.01  # every frame its own stamp, to the µs a CSV keeps
 
     arguments = ["data", "build", str(ctt_root), "--window", "50", "--stride", "50", "--cache-dir", str(tmp_path / "cache"), "--json"]
     first = json.loads(runner.invoke(app, arguments).stdout)

@@ -14,7 +14,7 @@ from kdcore.data.cache import GraphCache
 from kdcore.data.captures import GraphRecipe, by_capture, capture_files, ctt_folders, split_jobs
 from kdcore.data.formats import read_capture, resolve_format
 from kdcore.data.formats.base import CaptureFormat
-from kdcore.data.frames import FrameTable, RowErrors
+from kdcore.data.frames import FrameTable, RowErrors, SharedStamps
 
 
 def captures_under(path: Path) -> list[Path]:
@@ -36,11 +36,17 @@ def read_all(path: Path, capture_format: str | CaptureFormat | None, on_bad_rows
 
 def summarize(tables: list[FrameTable], formats: list[str], first_bad_row: str | None = None) -> dict[str, Any]:
     """Rows (frames) and what they hold. ``time_span_s`` sums each capture's own span (recordings
-    do not share a clock) and is None where a capture has no timestamps."""
+    do not share a clock) and is None where a capture has no timestamps; so is ``shared_stamps``,
+    the share of frames stamped as the one before in their capture (``SharedStamps``: what tells
+    a logger that stamps in batches, which ``detect`` warns of where a model's calibration
+    recording was stamped otherwise)."""
     table = FrameTable.concat(tables)
     attack_types = np.bincount(table.attack_type, minlength=len(table.attack_names))
     timestamps = table.timestamps
     span = sum(float(t.timestamp.max() - t.timestamp.min()) for t in tables if len(t)) if timestamps else None
+    stamps = SharedStamps()
+    for capture in tables:
+        stamps.add(capture, follows=False)
     extended = table.extended
     return {
         "format": formats[0] if len(set(formats)) == 1 else sorted(set(formats)),
@@ -60,6 +66,7 @@ def summarize(tables: list[FrameTable], formats: list[str], first_bad_row: str |
         "error_frames": table.error_frames,
         "timestamps": timestamps,
         "time_span_s": None if span is None else round(span, 6),
+        "shared_stamps": None if not timestamps or stamps.share is None else round(stamps.share, 4),
         "bad_rows": table.bad_rows,
         "first_bad_row": first_bad_row,
     }
