@@ -175,7 +175,8 @@ class Detector:
                 for chunk, arrived in chunks:
                     pending = FrameTable.concat([pending, chunk]) if len(pending) else chunk
                     summary.frames += len(chunk)
-                    self.check_stamps(stamps.add(chunk), source)
+                    if self.warn_of_another_logger:  # until it has warned: nothing to count after
+                        self.check_stamps(stamps.add(chunk), source)
                     full = len(pending) // self.window * self.window
                     if full:
                         ready = pending if full == len(pending) else pending.take(slice(0, full))  # live: the whole chunk
