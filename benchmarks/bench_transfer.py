@@ -175,6 +175,8 @@ def figures(metrics: dict) -> dict:
     return {"auroc": round(metrics["auroc"], 4), "f1": round(metrics["f1"], 4), "fpr": round(metrics["fpr"], 4),
             # what an FPR weighs: yaris09's four test sets hold 48 normal windows in all (seed 2)
             "false_positives": false_positives, "normal_windows": metrics["windows"] - metrics["attack_windows"],
+            # a test set's logger: how many frames share the stamp of the one before (evaluate's, per set)
+            **({"shared_stamps": metrics["shared_stamps"]} if "shared_stamps" in metrics else {}),
             **({"alerts": alerts} if incidents else {})}
 
 

@@ -117,9 +117,8 @@ def read_clean_windows(
             f"attack-free frames ({MIN_WINDOWS} windows of {window}, at most {MAX_MIN_FRAMES})"
         )
     seconds = None if None in spans else round(sum(spans), 3)
-    shared = None if None in spans or stamps.share is None else round(stamps.share, 4)
     return WindowGraphs.concat(graphs), {"captures": [str(file) for file in files], "frames": frames, "seconds": seconds,
-                                         "shared_stamps": shared}
+                                         "shared_stamps": None if None in spans else stamps.rounded}
 
 
 def _captures(path: Path) -> list[Path]:

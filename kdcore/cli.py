@@ -566,6 +566,8 @@ def calibrate(
         typer.echo(json.dumps(record, indent=2, sort_keys=True))
         return
     seconds = f", {record['seconds']:.1f} s of traffic" if record["seconds"] is not None else ""
+    if record.get("shared_stamps") is not None:  # what detect compares its traffic's with: another logger's is warned of
+        seconds += f", {100 * record['shared_stamps']:.0f} % of frames stamped as the one before"
     radius = f" ×{record['class_radius_scale']:.2f}" if "class_radius_scale" in record else ""
     fitted = [f"{item}{radius}" if item == "attack-class radius" else item for item in record["fitted"]]
     typer.echo(f"calibrated on {record['frames']:,} frames ({record['windows']} windows{seconds}): "

@@ -65,17 +65,21 @@ def evaluate(
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """(metrics, windows): the run-like metrics of ``detector`` on ``data``, with how well its
     alerts localise and merge into incidents (``tracker``'s settings, ``detect``'s defaults if
-    None); and every window's score, label, attack name and start per test set (what ``scores.npz`` holds)."""
+    None), and per test set the share of its frames stamped as the one before (``shared_stamps``,
+    None without timestamps: a logger that stamps in batches); and every window's score, label,
+    attack name and start per test set (what ``scores.npz`` holds)."""
     window, stride = int(detector.data["window_size"]), int(detector.data.get("window_stride", detector.window))
     label_threshold = float(detector.data.get("label_threshold", 0.0))
     tracker = tracker or IncidentTracker()
-    per_set, windows, records = {}, {}, {}
+    per_set, windows, records, stamps = {}, {}, {}, {}
     with torch_threads(1), torch.inference_mode():
         for name, files in progress(list(find_test_sets(data).items())):
             scores, labels, attacks, starts = [], [], [], []
+            stamps[name] = SharedStamps()
             for file in files:
                 table = node_keys(read_capture(file, capture_format, on_bad_rows), detector.graph_node)
                 detector.check_stamps(SharedStamps().add(table), str(file))
+                stamps[name].add(table, follows=False)
                 graphs = build_window_graphs(table, window, stride, label_threshold)
                 detector.check_vehicle(graphs)
                 prepared = detector.preprocessing.apply(graphs)
@@ -90,7 +94,8 @@ def evaluate(
     for name, columns in windows.items():
         if len(columns["label"]) == 0:
             raise KdcoreError(f"test set {name!r}: too few frames for a single window of {window}")
-        per_set[name] = {**_metrics(columns, detector.threshold), **alert_metrics(records[name], tracker, detector.judge.class_names)}
+        per_set[name] = {**_metrics(columns, detector.threshold), **alert_metrics(records[name], tracker, detector.judge.class_names),
+                         "shared_stamps": stamps[name].rounded}
     overall = _metrics({key: np.concatenate([columns[key] for columns in windows.values()]) for key in ("score", "label", "attack")},
                        detector.threshold)
     overall.update(alert_metrics([record for parts in records.values() for record in parts], tracker, detector.judge.class_names))

@@ -230,6 +230,7 @@ def test_several_recordings_calibrate_together_from_the_command_line(teacher_roo
     plain = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "clean.csv"), "--out", str(out)])
     assert plain.exit_code == 0 and f"attack-class radius ×{load_checkpoint(out).extra['calibration']['class_radius_scale']:.2f}" in plain.stdout
     assert f"target FPR 0.01, headroom {HEADROOM:g} score spreads" in plain.stdout
+    assert "0 % of frames stamped as the one before" in plain.stdout  # what detect compares its traffic's with
     refused = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "short.csv"), "--out", str(out)])
     assert refused.exit_code == 2 and "too few to calibrate on" in refused.output
     exact = CliRunner().invoke(app, ["calibrate", str(teacher_root / GAT), "--normal", str(recordings / "clean.csv"), "--out", str(out),
@@ -300,8 +301,11 @@ def test_traffic_stamped_as_another_logger_stamps_warns_once(engine, teacher_roo
         return [record.getMessage() for record in caplog.records if "timestamp of the frame before" in record.getMessage()]
 
     assert warnings_of(lambda detector: evaluate(detector, [recordings / "clean-2.csv"])) == []
-    warned = warnings_of(lambda detector: evaluate(detector, [tmp_path / "batched"]))
+    warned = warnings_of(lambda detector: evaluate(detector, [tmp_path / "batched", recordings / "clean-2.csv"]))
     assert len(warned) == 1 and str(tmp_path / "batched" / "one.csv") in warned[0] and "against 0 %" in warned[0]
+    metrics, _ = evaluate(Detector(out, engine=engine), [tmp_path / "batched", recordings / "clean-2.csv"])
+    shares = {name: test_set["shared_stamps"] for name, test_set in metrics["test_sets"].items()}
+    assert shares["one.csv"] == shares["two.csv"] >= 0.8 > 0.01 > shares["clean-2.csv"]  # each set's own logger
     assert warnings_of(lambda detector: detector.detect(replay_chunks(same_logger, detector.window, real_time=False))) == []
     warned = warnings_of(lambda detector: detector.detect(replay_chunks(batched, detector.window, real_time=False), source="bus virtual:0"))
     assert len(warned) == 1 and warned[0].startswith("bus virtual:0: ")

@@ -221,3 +221,8 @@ class SharedStamps:
     def share(self) -> float | None:
         """The share of frames stamped as the one before; None before any pair was counted."""
         return self.shared / self.pairs if self.pairs else None
+
+    @property
+    def rounded(self) -> float | None:
+        """``share`` to four decimals, as calibration records, ``inspect`` and ``evaluate`` give it."""
+        return None if self.share is None else round(self.share, 4)

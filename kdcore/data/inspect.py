@@ -66,7 +66,7 @@ def summarize(tables: list[FrameTable], formats: list[str], first_bad_row: str |
         "error_frames": table.error_frames,
         "timestamps": timestamps,
         "time_span_s": None if span is None else round(span, 6),
-        "shared_stamps": None if not timestamps or stamps.share is None else round(stamps.share, 4),
+        "shared_stamps": stamps.rounded if timestamps else None,
         "bad_rows": table.bad_rows,
         "first_bad_row": first_bad_row,
     }
